@@ -1,0 +1,103 @@
+"""Which objects are per-vCPU and which are VM-wide; which functions run on a vCPU.
+
+Inferred from the struct definitions in the facts, starting from the rule's
+seed types (`kvm_vcpu` per vCPU, `kvm` VM-wide):
+- VM-wide: the seeds and every struct embedded (by value) in a VM-wide one.
+- per-vCPU: the seeds; a struct that embeds a per-vCPU struct (vcpu_svm);
+  one embedded in a per-vCPU struct (container_of reaches the vCPU); one
+  with a single back-pointer to a per-vCPU struct (kvm_lapic::vcpu).
+  VM-wide structs never become per-vCPU (an array of vCPU pointers in a
+  VM-wide table does not make the table per-vCPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from kaudit.program import Program
+
+
+@dataclass(frozen=True)
+class Scopes:
+    per_vcpu: frozenset[str]
+    vm_wide: frozenset[str]
+
+
+def infer_scopes(program: Program, per_vcpu_seeds: list[str], vm_seeds: list[str]) -> Scopes:
+    structs = program.structs
+    vm = set(vm_seeds)
+    changed = True
+    while changed:
+        changed = False
+        for name in sorted(vm):
+            for f in structs.get(name, {}).get("fields", []):
+                if f["record"] and f["ptr"] == 0 and f["record"] not in vm:
+                    vm.add(f["record"])
+                    changed = True
+    embedders: dict[str, set[str]] = {}
+    for name, struct in structs.items():
+        for f in struct["fields"]:
+            if f["record"] and f["ptr"] == 0:
+                embedders.setdefault(f["record"], set()).add(name)
+    per_vcpu = set(per_vcpu_seeds)
+    changed = True
+    while changed:
+        changed = False
+        for name, struct in sorted(structs.items()):
+            if name in per_vcpu or name in vm:
+                continue
+            reaches_vcpu = any(
+                f["record"] in per_vcpu and (f["ptr"] == 0 or (f["ptr"] == 1 and not f["array"]))
+                for f in struct["fields"]
+            )
+            contained = bool(embedders.get(name)) and embedders[name] <= per_vcpu
+            if reaches_vcpu or contained:
+                per_vcpu.add(name)
+                changed = True
+    return Scopes(frozenset(per_vcpu), frozenset(vm))
+
+
+def vcpu_param(program: Program, fid: str, scopes: Scopes) -> str | None:
+    """The first parameter through which the function reaches a vCPU."""
+    for param in program.functions[fid]["params"]:
+        if param["ptr"] >= 1 and param["record"] in scopes.per_vcpu:
+            return param["name"]
+    return None
+
+
+def per_vcpu_functions(program: Program, scopes: Scopes) -> set[str]:
+    return {fid for fid in program.functions if vcpu_param(program, fid, scopes)}
+
+
+def path_from_vcpu(graph: nx.DiGraph, vcpu_functions: set[str], target: str) -> list[str] | None:
+    """A shortest call path that starts at a per-vCPU entry (a per-vCPU
+    function no per-vCPU function calls) and ends at target; None when no
+    per-vCPU function reaches target."""
+    reverse = graph.reverse(copy=False)
+    parents: dict[str, str | None] = {target: None}
+    frontier = [target]
+    first_vcpu: str | None = None
+
+    def path(node: str) -> list[str]:
+        steps = [node]
+        while parents[steps[-1]] is not None:
+            steps.append(parents[steps[-1]])  # type: ignore[arg-type]
+        return steps
+
+    while frontier:
+        nxt = []
+        for node in frontier:
+            callers = sorted(reverse.successors(node))
+            if node in vcpu_functions:
+                first_vcpu = first_vcpu or node
+                callers = [c for c in callers if c in vcpu_functions]
+                if not callers:
+                    return path(node)
+            for caller in callers:
+                if caller not in parents:
+                    parents[caller] = node
+                    nxt.append(caller)
+        frontier = nxt
+    return path(first_vcpu) if first_vcpu else None

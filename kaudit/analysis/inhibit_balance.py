@@ -1,0 +1,113 @@
+"""Engine `inhibit-balance`: every VM-wide key set from per-vCPU context has a
+balanced clear under a sound discipline.
+
+Per key: the sites (kaudit.analysis.sites), each site's context (per-vCPU if
+its function, or a caller of it, reaches a vCPU) and discipline. A key never
+cleared is `sticky` (a note, never an error). A premature clear is a
+per-vCPU clear without a discipline while some per-vCPU set has none either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from kaudit.analysis.context import Scopes, infer_scopes, path_from_vcpu, per_vcpu_functions
+from kaudit.analysis.discipline import UNSAFE, DisciplineFinder, Verdict
+from kaudit.analysis.sites import Site, find_sites, lock_walker
+from kaudit.facts import Event
+from kaudit.program import Program
+from kaudit.rules import Rule
+
+
+@dataclass
+class JudgedSite:
+    site: Site
+    context: str  # "per-vcpu" | "vm"
+    verdict: Verdict
+    call_path: list[str]
+
+
+@dataclass
+class Finding:
+    rule: Rule
+    severity: str
+    kind: str
+    key: str
+    message: str
+    at: JudgedSite
+    related: list[JudgedSite] = field(default_factory=list)
+    model: dict = field(default_factory=lambda: {"status": "not-run"})
+
+    def fingerprint(self, program: Program) -> str:
+        """Stable across unrelated edits: no line numbers, only names."""
+        site = self.at.site
+        parts = [self.rule.id, self.kind, self.key, program.functions[site.function]["file"],
+                 *(hop.function for hop in site.hops)]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Analysis:
+    program: Program
+    graph: nx.DiGraph
+    scopes: Scopes
+    events: dict[str, list[Event]]
+    sites: list[JudgedSite]
+    findings: list[Finding]
+
+
+def all_events(program: Program) -> dict[str, list[Event]]:
+    walker = lock_walker(program)
+    return {fid: walker.walk(fn["body"]) for fid, fn in program.functions.items()}
+
+
+def judge_sites(program: Program, graph: nx.DiGraph, rule: Rule, scopes: Scopes,
+                events: dict[str, list[Event]]) -> list[JudgedSite]:
+    vcpu_fns = per_vcpu_functions(program, scopes)
+    finder = DisciplineFinder(scopes, events, rule.update_lock)
+    sites = find_sites(program, rule, scopes, events)
+    cleared = {s.key for s in sites if s.action != "set"}
+    judged = []
+    for site in sites:
+        path = path_from_vcpu(graph, vcpu_fns, site.function) or []
+        context = "per-vcpu" if path else "vm"
+        if site.key not in cleared:
+            verdict = Verdict("sticky", "set and never cleared anywhere in the analysed code")
+        else:
+            verdict = finder.classify(site, context)
+        judged.append(JudgedSite(site, context, verdict, path))
+    return judged
+
+
+def _findings(program: Program, rule: Rule, judged: list[JudgedSite]) -> list[Finding]:
+    findings = []
+    for j in judged:
+        if j.verdict.discipline in ("counter-without-flag", "flag-counter-unlocked"):
+            findings.append(Finding(rule, "warning", j.verdict.discipline, j.site.key,
+                                    f"{j.site.key}: {j.verdict.why}", j))
+    for j in judged:
+        if j.verdict.discipline == "sticky":
+            findings.append(Finding(rule, "info", "sticky", j.site.key,
+                                    f"{j.site.key} is set here and never cleared (sticky): not a premature "
+                                    "clear, noted so a reviewer sees it was judged", j))
+    unsafe = [j for j in judged if j.context == "per-vcpu" and j.verdict.discipline in UNSAFE]
+    for clear in (j for j in unsafe if j.site.action == "clear"):
+        sets = [j for j in unsafe if j.site.key == clear.site.key and j.site.action == "set"]
+        if not sets:
+            continue
+        setters = ", ".join(sorted({program.functions[s.site.function]["name"] for s in sets}))
+        message = (f"premature clear of VM-wide {clear.site.key}: this per-vCPU clear also drops the "
+                   f"request of any other vCPU that set it ({setters}); no per-vCPU flag or count "
+                   "tracks who still needs it")
+        findings.append(Finding(rule, rule.severity, "premature-clear", clear.site.key, message, clear, sets))
+    return findings
+
+
+def run(program: Program, graph: nx.DiGraph, rule: Rule) -> Analysis:
+    scopes = infer_scopes(program, rule.per_vcpu_types, rule.vm_types)
+    events = all_events(program)
+    judged = judge_sites(program, graph, rule, scopes, events)
+    return Analysis(program, graph, scopes, events, judged, _findings(program, rule, judged))

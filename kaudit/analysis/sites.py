@@ -1,0 +1,157 @@
+"""Set/clear sites of a keyed VM-wide state, with wrappers followed.
+
+The rule names an API family (e.g. kvm_set_apicv_inhibit) and which argument
+is the key and which the set/clear value. A function that calls the family
+with the key or the value taken from its own parameter is a wrapper: its
+callers that pass constants are the sites (constant propagation across
+calls). A one-statement helper with no vCPU parameter
+(`kvm_inc_apicv_irq_window_req(kvm)`) is followed the same way, so the
+site is where the per-vCPU code decided to act.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kaudit.analysis.context import Scopes, vcpu_param
+from kaudit.facts import Event, EventWalker, Expr, const_value, deref
+from kaudit.kernel_api import LOCK_ACQUIRE
+from kaudit.program import Program
+from kaudit.rules import Rule
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One call on the way from a site down to the API: where, under what."""
+
+    function: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a callee acts on the state: key and value as constants
+    ("const", x), forwarded parameters ("param", i) or ("computed", expr)."""
+
+    key: tuple[str, Any]
+    value: tuple[str, Any]
+    takes_lock: bool
+    hops: tuple[Hop, ...] = ()
+
+
+@dataclass
+class Site:
+    key: str
+    action: str  # "set" | "clear" | "computed"
+    function: str
+    hops: tuple[Hop, ...]  # hops[0] is the call in `function`
+    value: Expr | None  # the value expression when computed
+    takes_lock: bool
+
+    @property
+    def event(self) -> Event:
+        return self.hops[0].event
+
+    @property
+    def api_hop(self) -> Hop:
+        return self.hops[-1]
+
+
+def _api_specs(rule: Rule) -> dict[str, Spec]:
+    specs = {}
+    for api in rule.api:
+        value = ("param", api["value_arg"]) if "value_arg" in api else ("const", api["action"] == "set")
+        specs[api["function"]] = Spec(("param", api["key_arg"]), value, bool(api.get("takes_lock")))
+    return specs
+
+
+def _argument(arg: Expr | None, params: list[str]) -> tuple[str, Any]:
+    """What a call passes: a constant, one of the caller's parameters, or
+    some computed expression."""
+    if arg is None:
+        return ("computed", None)
+    arg = deref(arg)
+    if arg.get("k") == "enum":
+        return ("const", arg["name"])
+    value = const_value(arg)
+    if value is not None:
+        return ("const", value)
+    if arg.get("k") == "var" and arg["scope"] == "param" and arg["name"] in params:
+        return ("param", params.index(arg["name"]))
+    return ("computed", arg)
+
+
+def _bind(slot: tuple[str, Any], args: list[Expr], params: list[str]) -> tuple[str, Any]:
+    kind, payload = slot
+    if kind != "param":
+        return slot
+    return _argument(args[payload] if payload < len(args) else None, params)
+
+
+def lock_walker(program: Program) -> EventWalker:
+    """An event walker that knows scoped guards: `guard(x)(&lock)` declares a
+    variable initialised by `class_x_constructor(&lock)`, whose body (in the
+    tree) takes the lock it is given."""
+
+    def lock_of_guard(init: Expr) -> str | None:
+        if init.get("k") != "call" or not init.get("callee") or not init["args"]:
+            return None
+        constructors = program.functions_named(init["callee"])
+        takes = any(c["k"] == "call" and c.get("callee") in LOCK_ACQUIRE
+                    for fid in constructors for c in program.calls_in(fid))
+        if not takes:
+            return None
+        from kaudit.facts import lock_key
+
+        return lock_key(init["args"][0])
+
+    return EventWalker(lock_of_guard)
+
+
+def _is_thin(program: Program, fid: str, call: Expr) -> bool:
+    body = program.functions[fid]["body"]
+    return len(body) == 1 and body[0]["s"] in ("expr", "return") and body[0].get("e") is call
+
+
+def find_sites(program: Program, rule: Rule, scopes: Scopes, events: dict[str, list[Event]]) -> list[Site]:
+    """Every site of the rule's API family, wrappers resolved to a fixpoint."""
+    api = _api_specs(rule)
+    wrappers: dict[str, list[Spec]] = {}
+    sites: list[Site] = []
+    changed = True
+    while changed:
+        changed = False
+        sites = []
+        for fid in sorted(program.functions):
+            fn = program.functions[fid]
+            if fn["name"] in api:
+                continue
+            params = [p["name"] for p in fn["params"]]
+            found: list[Spec] = []
+            for event in events[fid]:
+                if event.kind != "call" or not event.expr.get("callee"):
+                    continue
+                target = program.resolve_name(fid, event.expr["callee"])
+                for spec in [api[event.expr["callee"]]] if event.expr["callee"] in api else wrappers.get(target, []):
+                    key = _bind(spec.key, event.expr["args"], params)
+                    value = _bind(spec.value, event.expr["args"], params)
+                    hops = (Hop(fid, event), *spec.hops)
+                    forwards = "param" in (key[0], value[0])
+                    thin = (key[0] == "const" and _is_thin(program, fid, event.expr)
+                            and vcpu_param(program, fid, scopes) is None)
+                    if forwards or thin:
+                        found.append(Spec(key, value, spec.takes_lock, hops))
+                    elif key[0] == "const":
+                        sites.append(_site(fid, key[1], value, hops, spec.takes_lock))
+            if found != wrappers.get(fid, []):
+                wrappers[fid] = found
+                changed = True
+    return sorted(sites, key=lambda s: (s.key, program.functions[s.function]["file"], s.event.line, s.function))
+
+
+def _site(fid: str, key: Any, value: tuple[str, Any], hops: tuple[Hop, ...], takes_lock: bool) -> Site:
+    if value[0] == "const":
+        action = "set" if value[1] else "clear"
+        return Site(str(key), action, fid, hops, None, takes_lock)
+    return Site(str(key), "computed", fid, hops, value[1], takes_lock)

@@ -1,0 +1,110 @@
+"""The `kaudit` command line (click).
+
+Exit status, as checkpatch-minded CI expects: 0 clean, 1 findings at or
+above --fail-on (or, with --strict, warnings and parse errors too), 2 bad
+usage or input, with a one-line message naming the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from kaudit import __version__
+from kaudit.audit import audit_tree
+from kaudit.errors import UsageError
+from kaudit.report.json_report import build_report, dumps
+from kaudit.report.text import render_text
+from kaudit.resources import default_rules_dir, sample_tree
+from kaudit.rules import load_rules
+
+_RANK = {"info": 0, "warning": 1, "error": 2}
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kaudit"
+
+
+def _write(output: Path | None, text: str) -> None:
+    """Write all or nothing: a report is never left half-written."""
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(output)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"{output}: cannot write report: {err.strerror}") from err
+
+
+def _fails(report: dict, fail_on: str, strict: bool) -> bool:
+    threshold = "warning" if strict else fail_on
+    if strict and report["tree"]["parse_errors"]:
+        return True
+    if threshold == "never":
+        return False
+    return any(_RANK[f["severity"]] >= _RANK[threshold] for f in report["findings"])
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except UsageError as err:
+            click.echo(f"kaudit: error: {err}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="kaudit")
+def main() -> None:
+    """Audit KVM code for VM-wide state changed from per-vCPU context."""
+
+
+@main.command()
+@click.argument("tree", required=False, type=click.Path(path_type=Path))
+@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), help="Rule directory (default: bundled rules/).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
+              help="Lowest finding severity that makes the exit status 1.")
+@click.option("--strict", is_flag=True, help="Fail on warnings and on parse errors too.")
+@click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=os.cpu_count() or 1, show_default="CPUs",
+              help="Parallel libclang workers.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Facts cache (default: ~/.cache/kaudit).")
+@click.option("--no-cache", is_flag=True, help="Parse every file afresh.")
+def audit(tree: Path | None, rules_dir: Path | None, fmt: str, output: Path | None, fail_on: str,
+          strict: bool, terse: bool, jobs: int, cache_dir: Path | None, no_cache: bool) -> None:
+    """Audit TREE (default: the bundled sample kernel tree)."""
+    root = tree if tree is not None else sample_tree()
+    rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
+    cache = None if no_cache else (cache_dir or _default_cache())
+    result = audit_tree(root, rules, jobs=jobs, cache_dir=cache)
+    report = build_report(result)
+    text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
+    _write(output, text)
+    sys.exit(1 if _fails(report, fail_on, strict) else 0)
+
+
+@main.command()
+@click.argument("rule_id", required=False)
+@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), help="Rule directory (default: bundled rules/).")
+def rule(rule_id: str | None, rules_dir: Path | None) -> None:
+    """Print a rule's page (what it does, why, example, fix); no ID lists the rules."""
+    rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
+    if rule_id is None:
+        for r in rules:
+            click.echo(f"{r.id}  {r.name:28}  {r.severity:7}  {r.title}")
+        return
+    for r in rules:
+        if rule_id in (r.id, r.name):
+            click.echo(r.page())
+            return
+    raise UsageError(f"no rule {rule_id!r} (known: {', '.join(r.id for r in rules)})")

@@ -1,0 +1,46 @@
+"""Operator spellings that the Python bindings of libclang 18 do not expose.
+
+The C API has had `clang_getCursor{Binary,Unary}OperatorKind` since LLVM 17;
+reading the operator from the C API (not from tokens) keeps it right inside
+macro expansions, where token extents point at the macro definition.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+import clang.cindex as ci
+
+
+@cache
+def _lib() -> ctypes.CDLL:
+    lib = ci.conf.lib
+    for name in ("clang_getCursorBinaryOperatorKind", "clang_getCursorUnaryOperatorKind"):
+        fn = getattr(lib, name)
+        fn.argtypes = [ci.Cursor]
+        fn.restype = ctypes.c_int
+    for name in ("clang_getBinaryOperatorKindSpelling", "clang_getUnaryOperatorKindSpelling"):
+        fn = getattr(lib, name)
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ci._CXString
+        fn.errcheck = ci._CXString.from_result
+    return lib
+
+
+def binary_operator(cursor: ci.Cursor) -> str:
+    lib = _lib()
+    return lib.clang_getBinaryOperatorKindSpelling(lib.clang_getCursorBinaryOperatorKind(cursor))
+
+
+def unary_operator(cursor: ci.Cursor) -> str:
+    lib = _lib()
+    return lib.clang_getUnaryOperatorKindSpelling(lib.clang_getCursorUnaryOperatorKind(cursor))
+
+
+def clang_version() -> str:
+    lib = ci.conf.lib
+    lib.clang_getClangVersion.argtypes = []
+    lib.clang_getClangVersion.restype = ci._CXString
+    lib.clang_getClangVersion.errcheck = ci._CXString.from_result
+    return str(lib.clang_getClangVersion())

@@ -1,0 +1,106 @@
+"""The JSON report, v1 (docs/report.md, docs/report-v1.schema.json).
+
+Everything is sorted so the same tree gives byte-identical output whatever
+the number of parse workers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from kaudit import __version__
+from kaudit.analysis.inhibit_balance import Finding, JudgedSite
+from kaudit.audit import AuditResult
+from kaudit.facts import callee_name
+from kaudit.program import Program
+
+SCHEMA_VERSION = 1
+
+
+def _location(program: Program, judged: JudgedSite) -> dict[str, Any]:
+    site = judged.site
+    fn = program.functions[site.function]
+    call = site.event.expr
+    return {"file": fn["file"], "line": site.event.line, "column": call.get("col", 0), "function": fn["name"]}
+
+
+def _call_path(program: Program, judged: JudgedSite) -> list[dict[str, Any]]:
+    path = []
+    for fid in judged.call_path:
+        fn = program.functions[fid]
+        path.append({"function": fn["name"], "file": fn["file"], "line": fn["line"]})
+    return path
+
+
+def site_json(program: Program, judged: JudgedSite) -> dict[str, Any]:
+    site = judged.site
+    return {
+        "key": site.key,
+        "action": site.action,
+        "location": _location(program, judged),
+        "context": judged.context,
+        "discipline": judged.verdict.discipline,
+        "why": judged.verdict.why,
+        "via": [callee_name(hop.event.expr) for hop in site.hops],
+        "guards": [g.to_json() for g in site.event.guards],
+        "locks": sorted(set().union(*(hop.event.locks for hop in site.hops))),
+        "call_path": _call_path(program, judged),
+    }
+
+
+def finding_json(program: Program, finding: Finding) -> dict[str, Any]:
+    return {
+        "id": finding.fingerprint(program),
+        "rule": finding.rule.id,
+        "severity": finding.severity,
+        "kind": finding.kind,
+        "key": finding.key,
+        "message": finding.message,
+        "location": _location(program, finding.at),
+        "related": [
+            {**_location(program, r), "action": r.site.action, "discipline": r.verdict.discipline}
+            for r in finding.related
+        ],
+        "call_path": _call_path(program, finding.at),
+        "discipline": finding.at.verdict.discipline,
+        "model": finding.model,
+    }
+
+
+def _order(item: dict[str, Any]) -> tuple:
+    loc = item["location"]
+    return (loc["file"], loc["line"], loc["column"], item.get("rule", ""), item.get("kind", ""), item["key"])
+
+
+def build_report(result: AuditResult) -> dict[str, Any]:
+    program = result.program
+    findings = sorted((finding_json(program, f) for a in result.analyses for f in a.findings), key=_order)
+    sites = sorted((site_json(program, s) for a in result.analyses for s in a.sites), key=_order)
+    diagnostics = sorted(program.diagnostics, key=lambda d: (d["tu"] or "", d["file"], d["line"], d["col"]))
+    severities = Counter(f["severity"] for f in findings)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "kaudit", "version": __version__},
+        "tree": {
+            "root": str(result.root),
+            "files_analyzed": len(program.files),
+            "parse_errors": len({d["tu"] for d in diagnostics}),
+            "diagnostics": diagnostics,
+        },
+        "rules": [rule.to_json() for rule in result.rules],
+        "findings": findings,
+        "sites": sites,
+        "summary": {
+            "errors": severities["error"],
+            "warnings": severities["warning"],
+            "infos": severities["info"],
+            "sites": len(sites),
+            "disciplines": dict(sorted(Counter(s["discipline"] for s in sites).items())),
+        },
+    }
+
+
+def dumps(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"

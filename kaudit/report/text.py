@@ -1,0 +1,40 @@
+"""Kernel-style text: `file:line:col: severity: message [rule-id]`.
+
+Editors and CI parse these lines; the related sites follow as `note:` lines
+(omitted in terse mode), then a one-line summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _where(root: Path, loc: dict[str, Any]) -> str:
+    return f"{root / loc['file']}:{loc['line']}:{loc['column']}"
+
+
+def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
+    lines = []
+    for diag in report["tree"]["diagnostics"]:
+        lines.append(f"{root / diag['file']}:{diag['line']}:{diag['col']}: parse {diag['severity']}: "
+                     f"{diag['message']} (in {diag['tu']}; its facts may be incomplete)")
+    for finding in report["findings"]:
+        loc = finding["location"]
+        lines.append(f"{_where(root, loc)}: {finding['severity']}: {finding['message']} [{finding['rule']}]")
+        if terse:
+            continue
+        for rel in finding["related"]:
+            lines.append(f"{_where(root, rel)}: note: {rel['action']} of {finding['key']} in "
+                         f"{rel['function']} ({rel['discipline']})")
+        if finding["call_path"]:
+            path = " -> ".join(step["function"] for step in finding["call_path"])
+            lines.append(f"{_where(root, loc)}: note: runs on a vCPU via {path}")
+    summary = report["summary"]
+    tree = report["tree"]
+    lines.append(
+        f"kaudit: {summary['errors']} error(s), {summary['warnings']} warning(s), {summary['infos']} note(s); "
+        f"{summary['sites']} site(s) judged in {tree['files_analyzed']} file(s), "
+        f"{tree['parse_errors']} with parse errors"
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,122 @@
+"""Find the C files of a tree, parse them in parallel, cache their facts.
+
+The cache lives outside the analysed tree (never written into it). An entry
+is keyed by the file, its compiler flags and the kaudit/libclang versions, and
+is valid while every tree file the TU included keeps its size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kaudit import __version__
+from kaudit.errors import UsageError
+from kaudit.frontend.tu import extract_tu, libclang_version
+
+# What a KVM audit covers: the x86 module and the generic KVM code it calls.
+SOURCE_GLOBS = ("arch/x86/kvm/**/*.c", "virt/kvm/*.c")
+
+
+@dataclass(frozen=True)
+class ParseJob:
+    path: Path
+    args: tuple[str, ...]
+
+
+def find_sources(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such directory")
+    files = sorted({p for pattern in SOURCE_GLOBS for p in root.glob(pattern) if p.is_file()})
+    if not files:
+        raise UsageError(f"{root}: no C files under {' or '.join(SOURCE_GLOBS)}")
+    return files
+
+
+def kernel_include_args(root: Path) -> list[str]:
+    """The include and define flags Kbuild gives x86 objects, for the
+    directories and forced headers this tree actually has."""
+    args = ["-nostdinc", "-std=gnu11", "-D__KERNEL__", "-Wno-unknown-attributes"]
+    for rel in (
+        "arch/x86/include",
+        "arch/x86/include/generated",
+        "include",
+        "arch/x86/include/uapi",
+        "arch/x86/include/generated/uapi",
+        "include/uapi",
+        "include/generated/uapi",
+    ):
+        if (root / rel).is_dir():
+            args += ["-I", str(root / rel)]
+    for rel in ("include/linux/compiler-version.h", "include/linux/kconfig.h", "include/linux/compiler_types.h"):
+        if (root / rel).is_file():
+            args += ["-include", str(root / rel)]
+    return args
+
+
+class FactsCache:
+    def __init__(self, directory: Path | None, root: Path) -> None:
+        self.directory = directory
+        self.root = root
+        self.salt = f"{__version__}\0{libclang_version()}" if directory else ""
+
+    def _entry(self, job: ParseJob) -> Path:
+        assert self.directory is not None
+        key = "\0".join([self.salt, str(job.path), *job.args])
+        return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+    def _deps(self, rels: Iterable[str]) -> dict[str, list[int]]:
+        deps = {}
+        for rel in rels:
+            st = os.stat(self.root / rel)
+            deps[rel] = [st.st_mtime_ns, st.st_size]
+        return deps
+
+    def get(self, job: ParseJob) -> dict[str, Any] | None:
+        if self.directory is None:
+            return None
+        try:
+            entry = json.loads(self._entry(job).read_text())
+            if self._deps(entry["deps"]) == entry["deps"]:
+                return entry["facts"]
+        except (OSError, ValueError, KeyError):
+            pass
+        return None
+
+    def put(self, job: ParseJob, facts: dict[str, Any]) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        rels = [facts["file"], *facts["includes"]] if facts["file"] else []
+        entry = self._entry(job)
+        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"deps": self._deps(rels), "facts": facts}))
+        tmp.replace(entry)
+
+
+def _parse(job_root: tuple[ParseJob, Path]) -> dict[str, Any]:
+    job, root = job_root
+    return extract_tu(job.path, list(job.args), root)
+
+
+def parse_tree(root: Path, jobs: list[ParseJob], workers: int, cache_dir: Path | None) -> list[dict[str, Any]]:
+    """Facts of every job, in job order (so output never depends on --jobs)."""
+    cache = FactsCache(cache_dir, root)
+    results: list[dict[str, Any] | None] = [cache.get(job) for job in jobs]
+    missing = [i for i, facts in enumerate(results) if facts is None]
+    work = [(jobs[i], root) for i in missing]
+    if workers > 1 and len(work) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            parsed = list(pool.map(_parse, work, chunksize=1))
+    else:
+        parsed = [_parse(item) for item in work]
+    for i, facts in zip(missing, parsed, strict=True):
+        cache.put(jobs[i], facts)
+        results[i] = facts
+    return [facts for facts in results if facts is not None]

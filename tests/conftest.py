@@ -1,0 +1,52 @@
+"""Shared fixtures: the bundled sample, its fixed variant, small C trees."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kaudit.audit import AuditResult, audit_tree
+from kaudit.resources import default_rules_dir, sample_tree
+from kaudit.rules import load_rules
+
+SAMPLE = sample_tree()
+FIX_PATCH = next((SAMPLE / "patches").glob("0001-*.patch"))
+
+
+def copy_sample(dest: Path) -> Path:
+    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("patches"))
+    return dest
+
+
+def apply_patch(tree: Path, patch: Path) -> None:
+    subprocess.run(["git", "apply", "-p1", str(patch)], cwd=tree, check=True)
+
+
+def audit(root: Path, jobs: int = 1) -> AuditResult:
+    return audit_tree(root, load_rules(default_rules_dir()), jobs=jobs, cache_dir=None)
+
+
+@pytest.fixture(scope="session")
+def sample_result() -> AuditResult:
+    return audit(SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def fixed_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tree = copy_sample(tmp_path_factory.mktemp("fixed") / "tree")
+    apply_patch(tree, FIX_PATCH)
+    return tree
+
+
+@pytest.fixture(scope="session")
+def fixed_result(fixed_tree: Path) -> AuditResult:
+    return audit(fixed_tree)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path}: {old!r} not found"
+    path.write_text(text.replace(old, new, 1))

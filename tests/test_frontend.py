@@ -1,0 +1,152 @@
+"""The libclang layer: what it records from C, including broken C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kaudit.facts import EventWalker, render
+from kaudit.frontend.tu import extract_tu
+
+PRELUDE = """
+struct kvm { int nr; };
+struct kvm_vcpu { struct kvm *kvm; int flag; };
+struct ops { void (*enable)(struct kvm_vcpu *v); int (*run)(struct kvm_vcpu *v); };
+void act(struct kvm_vcpu *v);
+int busy(struct kvm_vcpu *v);
+"""
+
+
+def facts_of(tmp_path: Path, body: str, name: str = "t.c") -> dict:
+    path = tmp_path / name
+    path.write_text(PRELUDE + body)
+    return extract_tu(path, ["-std=gnu11"], tmp_path)
+
+
+def function(facts: dict, name: str) -> dict:
+    return next(f for f in facts["functions"] if f["name"] == name)
+
+
+def guards_at(fn: dict, callee: str) -> list[tuple[str, bool]]:
+    events = EventWalker().walk(fn["body"])
+    event = next(e for e in events if e.kind == "call" and e.expr.get("callee") == callee)
+    return [(render(g.atom), g.polarity) for g in event.guards]
+
+
+def test_guards_record_branch_polarity_and_conjunctions(tmp_path: Path) -> None:
+    facts = facts_of(tmp_path, """
+void f(struct kvm_vcpu *v)
+{
+	if (!v->flag && !busy(v))
+		act(v);
+	else
+		busy(v);
+}
+""")
+    fn = function(facts, "f")
+    assert guards_at(fn, "act") == [("v->flag", False), ("busy(v)", False)]
+    events = EventWalker().walk(fn["body"])
+    else_call = [e for e in events if e.expr.get("callee") == "busy"][-1]
+    assert [(render(g.atom), g.polarity) for g in else_call.guards] == [("!v->flag && !busy(v)", False)]
+
+
+def test_early_return_dominates_what_follows(tmp_path: Path) -> None:
+    facts = facts_of(tmp_path, """
+void f(struct kvm_vcpu *v)
+{
+	if (v->flag)
+		return;
+	act(v);
+}
+""")
+    assert guards_at(function(facts, "f"), "act") == [("v->flag", False)]
+
+
+def test_short_circuit_and_ternary_guard_their_operands(tmp_path: Path) -> None:
+    facts = facts_of(tmp_path, """
+int f(struct kvm_vcpu *v)
+{
+	return v->flag && busy(v);
+}
+void g(struct kvm_vcpu *v)
+{
+	v->flag ? act(v) : (void)0;
+}
+""")
+    assert guards_at(function(facts, "f"), "busy") == [("v->flag", True)]
+    assert guards_at(function(facts, "g"), "act") == [("v->flag", True)]
+
+
+def test_ops_table_and_handler_array_initialisers(tmp_path: Path) -> None:
+    facts = facts_of(tmp_path, """
+enum { EXIT_A = 4, EXIT_B = 9 };
+static void my_enable(struct kvm_vcpu *v) { act(v); }
+static int my_run(struct kvm_vcpu *v) { return 1; }
+static struct ops my_ops = { .run = my_run, .enable = my_enable, };
+static int (*const handlers[])(struct kvm_vcpu *v) = { [EXIT_B] = my_run, [EXIT_A] = my_run };
+""")
+    tables = {t["name"]: t for t in facts["tables"]}
+    assert tables["my_ops"]["record"] == "ops" and not tables["my_ops"]["array"]
+    entries = [(e["key"], e["function"]) for e in tables["my_ops"]["entries"]]
+    assert entries == [("run", "my_run"), ("enable", "my_enable")]
+    assert tables["handlers"]["array"]
+    assert [(e["key"], e["function"]) for e in tables["handlers"]["entries"]] == [(9, "my_run"), (4, "my_run")]
+
+
+def test_indirect_calls_record_how_they_go(tmp_path: Path) -> None:
+    facts = facts_of(tmp_path, """
+extern struct ops global_ops;
+extern void (*__SCT__kvm_x86_enable)(struct kvm_vcpu *v);
+#define static_call(name) (__SCT__##name)
+static int (*table[4])(struct kvm_vcpu *v);
+int f(struct kvm_vcpu *v, int code)
+{
+	static_call(kvm_x86_enable)(v);
+	global_ops.enable(v);
+	return table[code](v);
+}
+""")
+    calls = [e.expr for e in EventWalker().walk(function(facts, "f")["body"]) if e.kind == "call"]
+    assert [c["via"] for c in calls] == [
+        {"kind": "static_call", "name": "kvm_x86_enable"},
+        {"kind": "member", "record": "ops", "field": "enable"},
+        {"kind": "array", "name": "table"},
+    ]
+
+
+def test_arguments_carry_constant_values(tmp_path: Path) -> None:
+    facts = facts_of(tmp_path, """
+enum reason { R_A, R_B, R_C };
+void set(struct kvm *k, enum reason r, int on);
+void f(struct kvm_vcpu *v) { set(v->kvm, R_C, 1 + 1); }
+""")
+    call = next(e.expr for e in EventWalker().walk(function(facts, "f")["body"]) if e.kind == "call")
+    assert call["args"][1] == {"k": "enum", "name": "R_C", "v": 2}
+    assert call["args"][2]["k"] == "binary"
+    assert call["args"][0]["k"] == "member" and call["args"][0]["record"] == "kvm_vcpu"
+
+
+def test_parse_errors_are_recorded_and_do_not_abort(tmp_path: Path) -> None:
+    facts = facts_of(tmp_path, """
+#include <does/not/exist.h>
+void f(struct kvm_vcpu *v) { act(v); }
+""")
+    # KeepGoing parsing reports a missing header as an error, not a fatal stop
+    assert [d["severity"] for d in facts["diagnostics"]] in (["error"], ["fatal"])
+    assert "not found" in facts["diagnostics"][0]["message"]
+    assert function(facts, "f")["params"][0]["record"] == "kvm_vcpu"
+
+
+def test_scoped_guard_declaration_is_marked(tmp_path: Path) -> None:
+    facts = facts_of(tmp_path, """
+void lock_it(int *l);
+static inline int *ctor(int *l) { lock_it(l); return l; }
+static inline void dtor(int **p) { }
+int the_lock;
+void f(struct kvm_vcpu *v)
+{
+	int *g __attribute__((cleanup(dtor))) = ctor(&the_lock);
+	act(v);
+}
+""")
+    decl = function(facts, "f")["body"][0]
+    assert decl["s"] == "decl" and decl["cleanup"] and decl["init"]["callee"] == "ctor"

@@ -1,0 +1,129 @@
+"""JSON report (schema, determinism, stable ids) and the CLI contract."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+from conftest import SAMPLE, copy_sample
+
+from kaudit.cli import main
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "report-v1.schema.json").read_text())
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def json_report(tree: Path, *extra: str) -> tuple[int, str]:
+    return run("audit", str(tree), "--no-cache", "--format", "json", *extra)
+
+
+def test_default_run_reports_the_error_and_exits_1() -> None:
+    code, out = run("audit", "--no-cache")
+    assert code == 1
+    errors = [line for line in out.splitlines() if ": error: " in line]
+    assert len(errors) == 1
+    assert "svm/svm.c:" in errors[0] and errors[0].endswith("[KVM001]")
+    assert "APICV_INHIBIT_REASON_IRQWIN" in errors[0]
+    note = ": note: set of APICV_INHIBIT_REASON_IRQWIN in svm_enable_irq_window"
+    assert any(note in line for line in out.splitlines())
+
+
+def test_json_report_validates_and_is_written_to_file(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    code, _ = run("audit", "--no-cache", "--format", "json", "-o", str(out))
+    assert code == 1
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert report["summary"]["errors"] == 1
+    (finding,) = [f for f in report["findings"] if f["severity"] == "error"]
+    assert finding["location"]["file"] == "arch/x86/kvm/svm/svm.c"
+    assert finding["related"][0]["function"] == "svm_enable_irq_window"
+    assert finding["call_path"][-1]["function"] == "interrupt_window_interception"
+    assert finding["model"] == {"status": "not-run"}
+
+
+def test_fixed_tree_is_clean_and_exits_0(fixed_tree: Path) -> None:
+    code, out = json_report(fixed_tree)
+    assert code == 0
+    report = json.loads(out)
+    jsonschema.validate(report, SCHEMA)
+    assert report["summary"]["errors"] == report["summary"]["warnings"] == 0
+    irq = [s for s in report["sites"] if s["key"] == "APICV_INHIBIT_REASON_IRQWIN"]
+    assert {s["discipline"] for s in irq} == {"per-vcpu-flag-counter"}
+
+
+def test_output_is_identical_whatever_jobs() -> None:
+    one = json_report(SAMPLE, "--jobs", "1")[1]
+    two = json_report(SAMPLE, "--jobs", "2")[1]
+    assert one == two
+
+
+def test_cache_gives_the_same_report(tmp_path: Path) -> None:
+    cold = run("audit", str(SAMPLE), "--cache-dir", str(tmp_path), "--format", "json")[1]
+    assert list(tmp_path.glob("*.json"))
+    warm = run("audit", str(SAMPLE), "--cache-dir", str(tmp_path), "--format", "json")[1]
+    assert cold == warm
+
+
+def test_finding_id_survives_unrelated_line_moves(tmp_path: Path) -> None:
+    tree = copy_sample(tmp_path / "t")
+    svm = tree / "arch/x86/kvm/svm/svm.c"
+    svm.write_text("/* an unrelated comment */\n\n\n" + svm.read_text())
+    before = json.loads(json_report(SAMPLE)[1])["findings"]
+    after = json.loads(json_report(tree)[1])["findings"]
+    assert [f["id"] for f in before] == [f["id"] for f in after]
+    assert [f["location"]["line"] + 3 for f in before if "svm" in f["location"]["file"]] == [
+        f["location"]["line"] for f in after if "svm" in f["location"]["file"]]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["audit", "/nonexistent/tree"], "no such directory"),
+    (["audit", "."], "no C files"),
+    (["rule", "KVM999"], "no rule 'KVM999'"),
+])
+def test_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = run(*args)
+    assert code == 2
+    assert message in out and len(out.strip().splitlines()) == 1
+
+
+def test_unreadable_rule_file_names_file_and_line(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "bad.yaml").write_text("id: X\nname: [unclosed\n")
+    code, out = run("audit", "--no-cache", "--rules", str(rules))
+    assert code == 2
+    assert f"{rules / 'bad.yaml'}:" in out
+
+
+def test_rule_page_has_the_ruff_style_sections() -> None:
+    code, out = run("rule", "KVM001")
+    assert code == 0
+    for heading in ("## What it does", "## Why is this bad?", "## Example", "## Use instead", "## Known problems"):
+        assert heading in out
+    assert run("rule")[1].startswith("KVM001")
+
+
+def test_fail_on_and_strict() -> None:
+    assert run("audit", "--no-cache", "--fail-on", "never")[0] == 0
+    code, out = run("audit", "--no-cache", "--terse")
+    assert code == 1 and ": note:" not in out
+
+
+def test_installed_console_script_finds_bundled_data(tmp_path: Path) -> None:
+    # the README's test command installs the package first, so the script must exist
+    assert shutil.which("kaudit"), "kaudit console script not on PATH: run pip install ."
+    proc = subprocess.run(["kaudit", "audit", "--no-cache", "--terse"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "APICV_INHIBIT_REASON_IRQWIN" in proc.stdout

@@ -1,0 +1,49 @@
+"""Small edits of the sample tree that make the rule's other disciplines.
+
+Each returns the tree it edited; tests audit it. The edits are C text, so a
+variant says plainly which code shape it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import FIX_PATCH, apply_patch, copy_sample, edit
+
+SVM = "arch/x86/kvm/svm/svm.c"
+X86 = "arch/x86/kvm/x86.c"
+
+
+def fixed(dest: Path) -> Path:
+    tree = copy_sample(dest)
+    apply_patch(tree, FIX_PATCH)
+    return tree
+
+
+def flag_without_counter(dest: Path) -> Path:
+    """Per-vCPU flag, but the bit itself is set and cleared: not counted."""
+    tree = copy_sample(dest)
+    edit(tree / "arch/x86/kvm/svm/svm.h", "\tbool nmi_masked;", "\tbool nmi_masked;\n\tbool avic_irq_window;")
+    edit(tree / SVM, "if (!is_guest_mode(vcpu))\n\t\t\tkvm_set_apicv_inhibit(vcpu->kvm, APICV_INHIBIT_REASON_IRQWIN);",
+         "if (!svm->avic_irq_window && !is_guest_mode(vcpu)) {\n\t\t\tsvm->avic_irq_window = true;\n"
+         "\t\t\tkvm_set_apicv_inhibit(vcpu->kvm, APICV_INHIBIT_REASON_IRQWIN);\n\t\t}")
+    edit(tree / SVM, "\tkvm_clear_apicv_inhibit(vcpu->kvm, APICV_INHIBIT_REASON_IRQWIN);",
+         "\tif (to_svm(vcpu)->avic_irq_window) {\n\t\tto_svm(vcpu)->avic_irq_window = false;\n"
+         "\t\tkvm_clear_apicv_inhibit(vcpu->kvm, APICV_INHIBIT_REASON_IRQWIN);\n\t}")
+    return tree
+
+
+def counter_without_flag(dest: Path) -> Path:
+    """The fix's count, but a vCPU may request again before its window."""
+    tree = fixed(dest)
+    edit(tree / SVM, "if (!svm->avic_irq_window && !is_guest_mode(vcpu)) {\n\t\t\tsvm->avic_irq_window = true;\n",
+         "if (!is_guest_mode(vcpu)) {\n")
+    edit(tree / SVM, "\tif (svm->avic_irq_window) {\n\t\tsvm->avic_irq_window = false;\n", "\t{\n")
+    return tree
+
+
+def counter_outside_lock(dest: Path) -> Path:
+    """Flag and count, but the counted transition is not under the lock."""
+    tree = fixed(dest)
+    edit(tree / X86, "\tguard(rwsem_write)(&kvm->arch.apicv_update_lock);\n", "")
+    return tree
