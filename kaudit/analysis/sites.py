@@ -66,13 +66,14 @@ def _api_specs(rule: Rule) -> dict[str, Spec]:
     return specs
 
 
-def _argument(arg: Expr | None, params: list[str]) -> tuple[str, Any]:
-    """What a call passes: a constant, one of the caller's parameters, or
-    some computed expression."""
+def _argument(arg: Expr | None, params: list[str], by_name: bool) -> tuple[str, Any]:
+    """What a call passes: a constant (an enumerator by name when it is a
+    key, by value otherwise: the kernel's `false` is an enumerator), one of
+    the caller's parameters, or some computed expression."""
     if arg is None:
         return ("computed", None)
     arg = deref(arg)
-    if arg.get("k") == "enum":
+    if by_name and arg.get("k") == "enum":
         return ("const", arg["name"])
     value = const_value(arg)
     if value is not None:
@@ -82,11 +83,11 @@ def _argument(arg: Expr | None, params: list[str]) -> tuple[str, Any]:
     return ("computed", arg)
 
 
-def _bind(slot: tuple[str, Any], args: list[Expr], params: list[str]) -> tuple[str, Any]:
+def _bind(slot: tuple[str, Any], args: list[Expr], params: list[str], by_name: bool) -> tuple[str, Any]:
     kind, payload = slot
     if kind != "param":
         return slot
-    return _argument(args[payload] if payload < len(args) else None, params)
+    return _argument(args[payload] if payload < len(args) else None, params, by_name)
 
 
 def lock_walker(program: Program) -> EventWalker:
@@ -134,8 +135,8 @@ def find_sites(program: Program, rule: Rule, scopes: Scopes, events: dict[str, l
                     continue
                 target = program.resolve_name(fid, event.expr["callee"])
                 for spec in [api[event.expr["callee"]]] if event.expr["callee"] in api else wrappers.get(target, []):
-                    key = _bind(spec.key, event.expr["args"], params)
-                    value = _bind(spec.value, event.expr["args"], params)
+                    key = _bind(spec.key, event.expr["args"], params, by_name=True)
+                    value = _bind(spec.value, event.expr["args"], params, by_name=False)
                     hops = (Hop(fid, event), *spec.hops)
                     forwards = "param" in (key[0], value[0])
                     thin = (key[0] == "const" and _is_thin(program, fid, event.expr)

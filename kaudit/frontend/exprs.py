@@ -67,10 +67,13 @@ def type_info(ctype: ci.Type) -> dict[str, Any]:
 
 
 def strip(cursor: ci.Cursor) -> ci.Cursor:
-    """Skip casts, parentheses and implicit conversions."""
+    """Skip casts, parentheses and implicit conversions (an unexposed node
+    with several children is a real expression, e.g. GNU `a ?: b`)."""
     while cursor.kind in _TRANSPARENT:
         children = list(cursor.get_children())
-        if not children or (cursor.kind == K.UNEXPOSED_EXPR and children[0].kind == K.COMPOUND_STMT):
+        if len(children) != 1 and cursor.kind == K.UNEXPOSED_EXPR:
+            return cursor
+        if not children or children[0].kind == K.COMPOUND_STMT:
             return cursor
         cursor = children[-1]
     return cursor
@@ -93,10 +96,9 @@ class ExprBuilder:
         handler = self._HANDLERS.get(kind)
         if handler is not None:
             return handler(self, cursor)
-        if kind == K.UNEXPOSED_EXPR:
-            children = list(cursor.get_children())
-            if children and children[0].kind == K.COMPOUND_STMT:
-                return {"k": "block", "body": self.block(children[0])}
+        children = list(cursor.get_children())
+        if kind in (K.UNEXPOSED_EXPR, K.StmtExpr) and children and children[0].kind == K.COMPOUND_STMT:
+            return {"k": "block", "body": self.block(children[0])}
         if kind in (K.CXX_UNARY_EXPR, K.TYPE_REF, K.STRING_LITERAL):
             return {"k": "other", "what": kind.name.lower()}
         return {
