@@ -80,13 +80,16 @@ def main() -> None:
               help="Parallel libclang workers.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Facts cache (default: ~/.cache/kaudit).")
 @click.option("--no-cache", is_flag=True, help="Parse every file afresh.")
+@click.option("--no-model", is_flag=True, help="Skip the runtime model (interleaving check).")
+@click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True, help="vCPUs in the runtime model.")
 def audit(tree: Path | None, rules_dir: Path | None, fmt: str, output: Path | None, fail_on: str,
-          strict: bool, terse: bool, jobs: int, cache_dir: Path | None, no_cache: bool) -> None:
+          strict: bool, terse: bool, jobs: int, cache_dir: Path | None, no_cache: bool, no_model: bool,
+          vcpus: int) -> None:
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
     rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
     cache = None if no_cache else (cache_dir or _default_cache())
-    result = audit_tree(root, rules, jobs=jobs, cache_dir=cache)
+    result = audit_tree(root, rules, jobs=jobs, cache_dir=cache, model_vcpus=0 if no_model else vcpus)
     report = build_report(result)
     text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
     _write(output, text)

@@ -48,7 +48,9 @@ def test_json_report_validates_and_is_written_to_file(tmp_path: Path) -> None:
     assert finding["location"]["file"] == "arch/x86/kvm/svm/svm.c"
     assert finding["related"][0]["function"] == "svm_enable_irq_window"
     assert finding["call_path"][-1]["function"] == "interrupt_window_interception"
-    assert finding["model"] == {"status": "not-run"}
+    assert finding["model"]["status"] == "confirmed" and finding["model"]["trace"]
+    code, out = run("audit", "--no-cache", "--no-model", "--format", "json")
+    assert [f["model"] for f in json.loads(out)["findings"]] == [{"status": "not-run"}] * 2
 
 
 def test_fixed_tree_is_clean_and_exits_0(fixed_tree: Path) -> None:

@@ -28,6 +28,7 @@ class JudgedSite:
     context: str  # "per-vcpu" | "vm"
     verdict: Verdict
     call_path: list[str]
+    model: dict = field(default_factory=lambda: {"status": "not-run"})
 
 
 @dataclass

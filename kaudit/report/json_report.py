@@ -47,6 +47,7 @@ def site_json(program: Program, judged: JudgedSite) -> dict[str, Any]:
         "guards": [g.to_json() for g in site.event.guards],
         "locks": sorted(set().union(*(hop.event.locks for hop in site.hops))),
         "call_path": _call_path(program, judged),
+        "model": judged.model,
     }
 
 

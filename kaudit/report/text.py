@@ -14,6 +14,19 @@ def _where(root: Path, loc: dict[str, Any]) -> str:
     return f"{root / loc['file']}:{loc['line']}:{loc['column']}"
 
 
+def _model_lines(model: dict[str, Any]) -> list[str]:
+    """The model's verdict and its counterexample as numbered steps."""
+    if model["status"] == "not-run":
+        return []
+    lines = [f"  model: {model['status']} ({model.get('violation') or 'no violation'}) with {model['vcpus']} vCPUs, "
+             f"{model['states']} states{' (bound hit)' if model['bound_hit'] else ''}"]
+    for n, step in enumerate(model.get("trace", []), 1):
+        where = f" {step['file']}:{step['line']}" if step["file"] else ""
+        vm = ", ".join(f"{k}={v}" for k, v in step["vm_state_after"].items())
+        lines.append(f"    {n:2}. vCPU{step['vcpu']}{where}: {step['action']}  [{vm}]")
+    return lines
+
+
 def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
     lines = []
     for diag in report["tree"]["diagnostics"]:
@@ -30,6 +43,7 @@ def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
         if finding["call_path"]:
             path = " -> ".join(step["function"] for step in finding["call_path"])
             lines.append(f"{_where(root, loc)}: note: runs on a vCPU via {path}")
+        lines += _model_lines(finding["model"])
     summary = report["summary"]
     tree = report["tree"]
     lines.append(

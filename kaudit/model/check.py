@@ -1,0 +1,49 @@
+"""Confirm or refute the static verdicts of one analysis with the model.
+
+For every key with per-vCPU set/clear sites, the extracted protocol runs
+with N vCPUs in every interleaving. A finding is confirmed by a
+counterexample or refuted (then dropped to info, saying why); a site judged
+sound is verified, or the violation becomes a `model-violation` finding.
+"""
+
+from __future__ import annotations
+
+from kaudit.analysis.inhibit_balance import Analysis, Finding
+from kaudit.model.explore import Explorer, Outcome
+from kaudit.model.protocol import extract_protocol
+from kaudit.rules import Rule
+
+
+def check_key(analysis: Analysis, rule: Rule, key: str, vcpus: int) -> Outcome | None:
+    protocol = extract_protocol(analysis, key, rule.api, rule.update_lock)
+    return None if protocol is None else Explorer(protocol, vcpus=vcpus).run()
+
+
+def _model_json(outcome: Outcome, status: str) -> dict:
+    return {**outcome.to_json(), "status": status}
+
+
+def apply_model(analysis: Analysis, rule: Rule, vcpus: int) -> None:
+    for key in sorted({j.site.key for j in analysis.sites}):
+        outcome = check_key(analysis, rule, key, vcpus)
+        if outcome is None:
+            continue
+        findings = [f for f in analysis.findings if f.key == key and f.kind != "sticky"]
+        violated = outcome.status == "violation"
+        for finding in findings:
+            status = "confirmed" if violated else ("inconclusive" if outcome.bound_hit else "refuted")
+            finding.model = _model_json(outcome, status)
+            if status == "refuted":
+                finding.severity = "info"
+                finding.message += (f" [refuted by the runtime model: no violation in {outcome.states} states "
+                                    f"with {vcpus} vCPUs]")
+        for judged in analysis.sites:
+            if judged.site.key != key or judged.context != "per-vcpu":
+                continue
+            judged.model = _model_json(outcome, "violated" if violated else "verified")
+        if violated and not findings:
+            site = next(j for j in analysis.sites if j.site.key == key and j.context == "per-vcpu")
+            message = (f"runtime model breaks the {site.verdict.discipline} discipline of {key}: "
+                       f"{outcome.violation} with {vcpus} vCPUs")
+            analysis.findings.append(Finding(rule, "error", "model-violation", key, message, site,
+                                             model=_model_json(outcome, "confirmed")))
