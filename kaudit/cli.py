@@ -7,6 +7,7 @@ usage or input, with a one-line message naming the problem.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ import click
 from kaudit import __version__
 from kaudit.audit import audit_tree
 from kaudit.errors import UsageError
+from kaudit.model.check import check_key
 from kaudit.report.json_report import build_report, dumps
+from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_text
 from kaudit.resources import default_rules_dir, sample_tree
 from kaudit.rules import load_rules
@@ -111,3 +114,26 @@ def rule(rule_id: str | None, rules_dir: Path | None) -> None:
             click.echo(r.page())
             return
     raise UsageError(f"no rule {rule_id!r} (known: {', '.join(r.id for r in rules)})")
+
+
+@main.command()
+@click.argument("tree", required=False, type=click.Path(path_type=Path))
+@click.option("--key", required=True, help="The key to model, e.g. APICV_INHIBIT_REASON_IRQWIN.")
+@click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True)
+@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), help="Rule directory (default: bundled rules/).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, fmt: str) -> None:
+    """Run the runtime model for one KEY of TREE and print its verdict and trace.
+
+    Exit 1 when the model finds a violation."""
+    rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
+    result = audit_tree(tree if tree is not None else sample_tree(), rules, jobs=os.cpu_count() or 1,
+                        cache_dir=_default_cache())
+    for rule, analysis in zip(rules, result.analyses, strict=True):
+        outcome = check_key(analysis, rule, key, vcpus)
+        if outcome is None:
+            continue
+        data = outcome.to_json()
+        click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else "\n".join(_model_lines(data)))
+        sys.exit(1 if outcome.status == "violation" else 0)
+    raise UsageError(f"{key}: no per-vCPU set/clear sites to model")

@@ -129,3 +129,12 @@ def test_installed_console_script_finds_bundled_data(tmp_path: Path) -> None:
     proc = subprocess.run(["kaudit", "audit", "--no-cache", "--terse"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
     assert "APICV_INHIBIT_REASON_IRQWIN" in proc.stdout
+
+
+def test_model_command_prints_the_trace_and_exits_1_on_violation(fixed_tree: Path) -> None:
+    code, out = run("model", "--key", "APICV_INHIBIT_REASON_IRQWIN")
+    assert code == 1 and "premature-clear" in out and "kvm_clear_apicv_inhibit" in out
+    key = "APICV_INHIBIT_REASON_IRQWIN"
+    code, out = run("model", str(fixed_tree), "--key", key, "--vcpus", "3", "--format", "json")
+    assert code == 0 and json.loads(out)["status"] == "verified"
+    assert run("model", "--key", "NO_SUCH_KEY")[0] == 2

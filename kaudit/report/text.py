@@ -14,7 +14,7 @@ def _where(root: Path, loc: dict[str, Any]) -> str:
     return f"{root / loc['file']}:{loc['line']}:{loc['column']}"
 
 
-def _model_lines(model: dict[str, Any]) -> list[str]:
+def model_lines(model: dict[str, Any]) -> list[str]:
     """The model's verdict and its counterexample as numbered steps."""
     if model["status"] == "not-run":
         return []
@@ -43,7 +43,7 @@ def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
         if finding["call_path"]:
             path = " -> ".join(step["function"] for step in finding["call_path"])
             lines.append(f"{_where(root, loc)}: note: runs on a vCPU via {path}")
-        lines += _model_lines(finding["model"])
+        lines += model_lines(finding["model"])
     summary = report["summary"]
     tree = report["tree"]
     lines.append(
