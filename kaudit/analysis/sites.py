@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaudit.analysis.context import Scopes, vcpu_param
-from kaudit.facts import Event, EventWalker, Expr, const_value, deref
+from kaudit.facts import Event, EventWalker, Expr, const_value, deref, lock_key
 from kaudit.kernel_api import LOCK_ACQUIRE
 from kaudit.program import Program
 from kaudit.rules import Rule
@@ -90,24 +90,21 @@ def _bind(slot: tuple[str, Any], args: list[Expr], params: list[str], by_name: b
     return _argument(args[payload] if payload < len(args) else None, params, by_name)
 
 
-def lock_walker(program: Program) -> EventWalker:
-    """An event walker that knows scoped guards: `guard(x)(&lock)` declares a
-    variable initialised by `class_x_constructor(&lock)`, whose body (in the
-    tree) takes the lock it is given."""
-
-    def lock_of_guard(init: Expr) -> str | None:
-        if init.get("k") != "call" or not init.get("callee") or not init["args"]:
-            return None
-        constructors = program.functions_named(init["callee"])
-        takes = any(c["k"] == "call" and c.get("callee") in LOCK_ACQUIRE
-                    for fid in constructors for c in program.calls_in(fid))
-        if not takes:
-            return None
-        from kaudit.facts import lock_key
-
+def guard_lock(program: Program, init: Expr) -> str | None:
+    """The lock a scoped guard takes: `guard(x)(&lock)` declares a variable
+    initialised by `class_x_constructor(&lock)`, whose body (in the tree)
+    takes the lock it is given."""
+    if init.get("k") != "call" or not init.get("callee") or not init["args"]:
+        return None
+    constructors = program.functions_named(init["callee"])
+    if any(c.get("callee") in LOCK_ACQUIRE for fid in constructors for c in program.calls_in(fid)):
         return lock_key(init["args"][0])
+    return None
 
-    return EventWalker(lock_of_guard)
+
+def lock_walker(program: Program) -> EventWalker:
+    """An event walker that knows the tree's scoped guards."""
+    return EventWalker(lambda init: guard_lock(program, init))
 
 
 def _is_thin(program: Program, fid: str, call: Expr) -> bool:

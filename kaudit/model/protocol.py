@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaudit.analysis.inhibit_balance import Analysis, JudgedSite
+from kaudit.analysis.sites import guard_lock
 from kaudit.facts import Expr, deref, field_key, owner_record, render
 from kaudit.kernel_api import ATOMIC_UPDATE, LOCK_ACQUIRE, LOCK_RELEASE
 
@@ -138,7 +139,7 @@ class _Compiler:
             self.effect(s["e"], fid, frame, line)
         elif kind == "decl" and s["init"] is not None:
             init = s["init"]
-            lock = self.lock_of_guard(init) if s["cleanup"] else None
+            lock = guard_lock(self.program, init) if s["cleanup"] else None
             if lock:
                 self.emit("acquire", (lock,), fid, line, f"guard: acquire {lock}")
                 scoped.append(lock)
@@ -169,13 +170,6 @@ class _Compiler:
         instr = self.code[index]
         args = (instr.args[0], target) if instr.op == "branch" else (target,)
         self.code[index] = Instr(instr.op, args, instr.function, instr.file, instr.line, instr.text)
-
-    def lock_of_guard(self, init: Expr) -> str | None:
-        name = init.get("callee") if init.get("k") == "call" else None
-        for fid in self.program.functions_named(name or ""):
-            if any(c.get("callee") in LOCK_ACQUIRE for c in self.program.calls_in(fid)):
-                return field_key(init["args"][0]) or render(init["args"][0])
-        return None
 
     def effect(self, e: Expr, fid: str, frame: str, line: int) -> None:
         """Statement-level effects: calls we model, assignments, ++/--."""
