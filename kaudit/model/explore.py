@@ -4,6 +4,13 @@ Breadth-first over states, so the first counterexample is a shortest one;
 states are canonicalised under vCPU permutation (the vCPUs run the same
 code). Each vCPU may start an entry function up to `calls` times.
 
+Partial-order reduction: an instruction that touches only its own vCPU's
+state (a jump, a branch or assignment over locals and per-vCPU fields, not
+the bit, a demand, a lock or VM-wide state) commutes with every other
+vCPU's moves and cannot change what is checked; when some vCPU is at one,
+only that vCPU moves. The programs are loop-free, so no cycle can hide a
+postponed move.
+
 Checked, from the rule's meaning rather than per case:
 - premature clear: some vCPU demands the bit (its request completed, its
   release not begun) while the bit is clear;
@@ -14,7 +21,7 @@ Checked, from the rule's meaning rather than per case:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +104,8 @@ class Explorer:
         self.n = vcpus
         self.calls = calls
         self.max_states = max_states
+        self.local = [[_is_local(instr) for instr in entry.code] for entry in protocol.entries]
+        self.live = [_live_locals(entry.code) for entry in protocol.entries]
 
     def initial(self) -> State:
         idle: VCpu = (-1, 0, 0, False, (), (), ())
@@ -106,10 +115,19 @@ class Explorer:
         return self.p.entries[entry].code
 
     def successors(self, state: State) -> Iterator[tuple[int, Instr | None, str, State]]:
-        """(vcpu index, instruction, what happened, next state) of every move."""
+        """(vcpu index, instruction, what happened, next state) of every move,
+        or only one vCPU's local moves when it has one (see module doc)."""
+        cpus = state[2]
+        for i, (entry, pc, *_rest) in enumerate(cpus):
+            if entry >= 0 and pc < len(self.local[entry]) and self.local[entry][pc]:
+                return self._moves(state, [i])
+        return self._moves(state, range(len(cpus)))
+
+    def _moves(self, state: State, which: Iterable[int]) -> Iterator[tuple[int, Instr | None, str, State]]:
         bit, vm_items, cpus = state
-        held_by_others = [set().union(*(c[6] for j, c in enumerate(cpus) if j != i)) for i in range(len(cpus))]
-        for i, cpu in enumerate(cpus):
+        for i in which:
+            cpu = cpus[i]
+            held_by_others = set().union(*(c[6] for j, c in enumerate(cpus) if j != i))
             entry, pc, made, demand, env_items, field_items, held = cpu
             if entry < 0:
                 if made < self.calls:
@@ -127,7 +145,7 @@ class Explorer:
             instr = code[pc]
             env, fields, vm = dict(env_items), dict(field_items), dict(vm_items)
             if instr.op == "acquire":
-                if instr.args[0] in held_by_others[i]:
+                if instr.args[0] in held_by_others:
                     continue  # blocked
                 nxt = (entry, pc + 1, made, demand, env_items, field_items, tuple(sorted({*held, instr.args[0]})))
                 yield i, instr, instr.text, self._with(state, i, nxt, bit, vm_items)
@@ -147,7 +165,7 @@ class Explorer:
                     nxt = (entry, target, made, demand, env_items, _items({**fields, **fu}), held)
                     yield i, instr, f"{instr.text}: {'taken' if value else 'not taken'}", self._with(
                         state, i, nxt, bit, _items({**vm, **vu}))
-            elif instr.op == "bit" and instr.args[1] is not None and instr.args[1] in held_by_others[i]:
+            elif instr.op == "bit" and instr.args[1] is not None and instr.args[1] in held_by_others:
                 continue  # the API waits for the update lock
             elif instr.op in ("assign", "bit"):
                 expr = instr.args[1] if instr.op == "assign" else instr.args[0]
@@ -162,6 +180,11 @@ class Explorer:
                     yield i, instr, instr.text, self._with(state, i, nxt, nbit, _items(nvm))
 
     def _with(self, state: State, i: int, cpu: VCpu, bit: int, vm_items: tuple) -> State:
+        entry, pc, made, demand, env_items, field_items, held = cpu
+        if env_items:  # forget dead locals, so states that differ only there merge
+            live = self.live[entry][pc] if entry >= 0 else frozenset()
+            env_items = tuple(item for item in env_items if item[0] in live)
+            cpu = (entry, pc, made, demand, env_items, field_items, held)
         cpus = list(state[2])
         cpus[i] = cpu
         return (bit, vm_items, tuple(cpus))
@@ -226,6 +249,49 @@ class Explorer:
         vm_state = {"bit": bit, **dict(vm_items), "demand": [int(c[3]) for c in cpus]}
         return {"vcpu": i, "function": instr.function if instr else "", "file": instr.file if instr else "",
                 "line": instr.line if instr else 0, "action": what, "vm_state_after": vm_state}
+
+
+def _reads_shared(expr: tuple) -> bool:
+    if expr[0] in ("g", "atomic"):
+        return True
+    return any(isinstance(part, tuple) and _reads_shared(part) for part in expr[1:])
+
+
+def _locals(expr: tuple) -> set[str]:
+    if expr[0] == "l":
+        return {expr[1]}
+    return set().union(*(_locals(part) for part in expr[1:] if isinstance(part, tuple)))
+
+
+def _live_locals(code: list[Instr]) -> list[frozenset[str]]:
+    """Locals live before each instruction (the code jumps only forward)."""
+    live: list[frozenset[str]] = [frozenset()] * (len(code) + 1)
+    for pc in range(len(code) - 1, -1, -1):
+        instr = code[pc]
+        if instr.op == "jump":
+            live[pc] = live[instr.args[0]]
+            continue
+        after = live[pc + 1] | (live[instr.args[1]] if instr.op == "branch" else frozenset())
+        if instr.op == "assign":
+            target = instr.args[0]
+            written = {target[1]} if target[0] == "l" else set()
+            live[pc] = frozenset((after - written) | _locals(instr.args[1]) | (_locals(target) - written))
+        elif instr.op in ("branch", "bit"):
+            live[pc] = frozenset(after | _locals(instr.args[0]))
+        else:
+            live[pc] = after
+    return live
+
+
+def _is_local(instr: Instr) -> bool:
+    """Touches only its own vCPU's state (see the module doc)."""
+    if instr.op == "jump":
+        return True
+    if instr.op == "branch":
+        return not _reads_shared(instr.args[0])
+    if instr.op == "assign":
+        return instr.args[0][0] in ("l", "v") and not _reads_shared(instr.args[1])
+    return False
 
 
 def _visible(instr: Instr) -> bool:
