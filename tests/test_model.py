@@ -64,3 +64,20 @@ def audit_with_model(tree: Path) -> AuditResult:
     from kaudit.audit import audit_tree
 
     return audit_tree(tree, [RULE], model_vcpus=2)
+
+
+def test_inc_return_dec_return_outside_the_lock_races(tmp_path: Path) -> None:
+    result = audit(variants.inc_dec_return(tmp_path / "t", locked=False))
+    judged = {(j.site.action, j.verdict.discipline) for a in result.analyses for j in a.sites if j.site.key == IRQWIN}
+    assert judged == {("set", "flag-counter-unlocked"), ("clear", "flag-counter-unlocked")}
+    found = outcome(result)
+    assert (found.status, found.violation) == ("violation", "premature-clear")
+
+
+@pytest.mark.parametrize("vcpus", [2, 3])
+def test_inc_return_dec_return_under_the_lock_is_verified(tmp_path: Path, vcpus: int) -> None:
+    result = audit(variants.inc_dec_return(tmp_path / "t", locked=True))
+    judged = {(j.site.action, j.verdict.discipline) for a in result.analyses for j in a.sites if j.site.key == IRQWIN}
+    assert judged == {("set", "per-vcpu-flag-counter"), ("clear", "per-vcpu-flag-counter")}
+    found = outcome(result, vcpus)
+    assert found.status == "verified" and not found.bound_hit

@@ -6,6 +6,7 @@ variant says plainly which code shape it is.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from conftest import FIX_PATCH, apply_patch, copy_sample, edit
@@ -46,4 +47,49 @@ def counter_outside_lock(dest: Path) -> Path:
     """Flag and count, but the counted transition is not under the lock."""
     tree = fixed(dest)
     edit(tree / X86, "\tguard(rwsem_write)(&kvm->arch.apicv_update_lock);\n", "")
+    return tree
+
+
+_COUNTED = re.compile(
+    r"void kvm_inc_or_dec_irq_window_inhibit\(struct kvm \*kvm, bool inc\)\n\{.*?\n\}\n", re.DOTALL)
+
+_INC_DEC_RETURN = """void kvm_inc_or_dec_irq_window_inhibit(struct kvm *kvm, bool inc)
+{
+	if (!enable_apicv)
+		return;
+%(lock)s
+	if (inc) {
+		if (atomic_inc_return(&kvm->arch.apicv_nr_irq_window_req) == 1)
+			%(set)s;
+	} else {
+		if (atomic_dec_return(&kvm->arch.apicv_nr_irq_window_req) == 0)
+			%(clear)s;
+	}
+%(unlock)s
+}
+"""
+
+
+def inc_dec_return(dest: Path, locked: bool) -> Path:
+    """Flag + count with atomic_inc_return(...) == 1 / atomic_dec_return(...) == 0.
+    Unlocked: the bit changes outside the lock that the count's transition
+    should hold (kvm_set_apicv_inhibit takes it only around the bit)."""
+    tree = fixed(dest)
+    if locked:
+        body = _INC_DEC_RETURN % {
+            "lock": "\tdown_write(&kvm->arch.apicv_update_lock);",
+            "unlock": "\tup_write(&kvm->arch.apicv_update_lock);",
+            "set": "__kvm_set_or_clear_apicv_inhibit(kvm, APICV_INHIBIT_REASON_IRQWIN, true)",
+            "clear": "__kvm_set_or_clear_apicv_inhibit(kvm, APICV_INHIBIT_REASON_IRQWIN, false)",
+        }
+    else:
+        body = _INC_DEC_RETURN % {
+            "lock": "", "unlock": "",
+            "set": "kvm_set_apicv_inhibit(kvm, APICV_INHIBIT_REASON_IRQWIN)",
+            "clear": "kvm_clear_apicv_inhibit(kvm, APICV_INHIBIT_REASON_IRQWIN)",
+        }
+    path = tree / X86
+    text, count = _COUNTED.subn(body.replace("\\", "\\\\"), path.read_text())
+    assert count == 1
+    path.write_text(text)
     return tree

@@ -5,8 +5,10 @@ is the key and which the set/clear value. A function that calls the family
 with the key or the value taken from its own parameter is a wrapper: its
 callers that pass constants are the sites (constant propagation across
 calls). A one-statement helper with no vCPU parameter
-(`kvm_inc_apicv_irq_window_req(kvm)`) is followed the same way, so the
-site is where the per-vCPU code decided to act.
+(`kvm_inc_apicv_irq_window_req(kvm)`) is followed the same way, and so is a
+helper whose call is guarded by its own parameter (`if (inc) set(); else
+clear();`): the caller's constant picks the branch. So the site is where the
+per-vCPU code decided to act.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Spec:
     value: tuple[str, Any]
     takes_lock: bool
     hops: tuple[Hop, ...] = ()
+    # guards on the callee's own parameters: (parameter index, polarity)
+    conditions: tuple[tuple[int, bool], ...] = ()
 
 
 @dataclass
@@ -107,6 +111,24 @@ def lock_walker(program: Program) -> EventWalker:
     return EventWalker(lambda init: guard_lock(program, init))
 
 
+def _bind_conditions(spec: Spec, args: list[Expr], params: list[str]) -> list[tuple[int, bool]] | None:
+    """The spec's parameter guards in the caller's terms; None when the
+    caller's constants contradict them (that branch never runs from here)."""
+    bound = []
+    for index, polarity in spec.conditions:
+        kind, payload = _bind(("param", index), args, params, by_name=False)
+        if kind == "const" and bool(payload) != polarity:
+            return None
+        if kind == "param":
+            bound.append((payload, polarity))
+    return bound
+
+
+def _own_conditions(event: Event, params: list[str]) -> list[tuple[int, bool]]:
+    return [(params.index(g.atom["name"]), g.polarity) for g in event.guards
+            if g.atom.get("k") == "var" and g.atom["scope"] == "param" and g.atom["name"] in params]
+
+
 def _is_thin(program: Program, fid: str, call: Expr) -> bool:
     body = program.functions[fid]["body"]
     return len(body) == 1 and body[0]["s"] in ("expr", "return") and body[0].get("e") is call
@@ -115,6 +137,8 @@ def _is_thin(program: Program, fid: str, call: Expr) -> bool:
 def find_sites(program: Program, rule: Rule, scopes: Scopes, events: dict[str, list[Event]]) -> list[Site]:
     """Every site of the rule's API family, wrappers resolved to a fixpoint."""
     api = _api_specs(rule)
+    called = {program.resolve_name(fid, ev.expr["callee"]) for fid, evs in events.items()
+              for ev in evs if ev.kind == "call" and ev.expr.get("callee")}
     wrappers: dict[str, list[Spec]] = {}
     sites: list[Site] = []
     changed = True
@@ -132,14 +156,22 @@ def find_sites(program: Program, rule: Rule, scopes: Scopes, events: dict[str, l
                     continue
                 target = program.resolve_name(fid, event.expr["callee"])
                 for spec in [api[event.expr["callee"]]] if event.expr["callee"] in api else wrappers.get(target, []):
-                    key = _bind(spec.key, event.expr["args"], params, by_name=True)
-                    value = _bind(spec.value, event.expr["args"], params, by_name=False)
+                    if any(hop.function == fid for hop in spec.hops):
+                        continue  # recursion through wrappers: followed once
+                    args = event.expr["args"]
+                    conditions = _bind_conditions(spec, args, params)
+                    if conditions is None:
+                        continue
+                    conditions += _own_conditions(event, params)
+                    key = _bind(spec.key, args, params, by_name=True)
+                    value = _bind(spec.value, args, params, by_name=False)
                     hops = (Hop(fid, event), *spec.hops)
+                    no_vcpu = vcpu_param(program, fid, scopes) is None
                     forwards = "param" in (key[0], value[0])
-                    thin = (key[0] == "const" and _is_thin(program, fid, event.expr)
-                            and vcpu_param(program, fid, scopes) is None)
+                    decided_by_caller = bool(conditions) and fid in called
+                    thin = key[0] == "const" and no_vcpu and (_is_thin(program, fid, event.expr) or decided_by_caller)
                     if forwards or thin:
-                        found.append(Spec(key, value, spec.takes_lock, hops))
+                        found.append(Spec(key, value, spec.takes_lock, hops, tuple(conditions)))
                     elif key[0] == "const":
                         sites.append(_site(fid, key[1], value, hops, spec.takes_lock))
             if found != wrappers.get(fid, []):

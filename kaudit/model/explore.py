@@ -298,7 +298,9 @@ def _visible(instr: Instr) -> bool:
     """Steps a reviewer follows: the bit, demands, locks, shared-state updates."""
     if instr.op in ("bit", "demand", "acquire", "release"):
         return True
-    return instr.op == "assign" and instr.args[0][0] in ("v", "g")
+    if instr.op == "branch":
+        return _reads_shared(instr.args[0])
+    return instr.op == "assign" and (instr.args[0][0] in ("v", "g") or _reads_shared(instr.args[1]))
 
 
 def _items(mapping: dict) -> tuple:
