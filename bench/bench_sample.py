@@ -1,6 +1,6 @@
 """Benchmark on the bundled sample (or a tree given as argv[1]): prints, from
 one run, kaudit's facts extraction vs a bare libclang parse of the same files
-with the same flags, and the runtime model's time for 2 and 3 vCPUs.
+with the same flags, and the runtime model's time for 2, 3 and 4 vCPUs.
 
     python bench/bench_sample.py [TREE]
 """
@@ -47,7 +47,7 @@ def main() -> None:
     print(f"bare libclang parse: {bare:.3f} s")
     print(f"kaudit facts (parse + extract, 1 job, no cache): {facts:.3f} s  ratio {facts / bare:.2f}x")
     print(f"call graph + rule: {rules_time:.3f} s  ({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges)")
-    for vcpus in (2, 3):
+    for vcpus in (2, 3, 4):
         for key in sorted({j.site.key for j in analysis.sites}):
             start = time.perf_counter()
             outcome = check_key(analysis, rule, key, vcpus)

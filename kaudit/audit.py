@@ -10,7 +10,7 @@ import networkx as nx
 from kaudit.analysis import inhibit_balance
 from kaudit.callgraph import build_call_graph
 from kaudit.errors import UsageError
-from kaudit.model.check import apply_model
+from kaudit.model.check import ModelSettings, apply_model
 from kaudit.program import Program
 from kaudit.rules import Rule
 from kaudit.scan import ParseJob, find_sources, kernel_include_args, parse_tree
@@ -36,15 +36,15 @@ def load_program(root: Path, jobs: int, cache_dir: Path | None) -> tuple[Program
 
 
 def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | None = None,
-               model_vcpus: int = 0) -> AuditResult:
-    """Audit a tree; model_vcpus > 0 also runs the runtime model with that many vCPUs."""
+               model: ModelSettings | None = None) -> AuditResult:
+    """Audit a tree; with model settings, also run the runtime model."""
     root = root.resolve()
     unknown = sorted({r.engine for r in rules} - ENGINES.keys())
     if unknown:
         raise UsageError(f"unknown rule engine(s): {', '.join(unknown)}")
     program, graph = load_program(root, jobs, cache_dir)
     analyses = [ENGINES[rule.engine](program, graph, rule) for rule in rules]
-    if model_vcpus:
+    if model is not None:
         for rule, analysis in zip(rules, analyses, strict=True):
-            apply_model(analysis, rule, model_vcpus)
+            apply_model(analysis, rule, model)
     return AuditResult(root, program, graph, rules, analyses)

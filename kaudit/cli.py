@@ -17,7 +17,7 @@ import click
 from kaudit import __version__
 from kaudit.audit import audit_tree
 from kaudit.errors import UsageError
-from kaudit.model.check import check_key
+from kaudit.model.check import ModelSettings, check_key
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_text
@@ -85,14 +85,17 @@ def main() -> None:
 @click.option("--no-cache", is_flag=True, help="Parse every file afresh.")
 @click.option("--no-model", is_flag=True, help="Skip the runtime model (interleaving check).")
 @click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True, help="vCPUs in the runtime model.")
+@click.option("--sim-steps", type=click.IntRange(0), default=100_000, show_default=True,
+              help="Steps of the seeded 4-vCPU cost simulation (0: skip).")
 def audit(tree: Path | None, rules_dir: Path | None, fmt: str, output: Path | None, fail_on: str,
           strict: bool, terse: bool, jobs: int, cache_dir: Path | None, no_cache: bool, no_model: bool,
-          vcpus: int) -> None:
+          vcpus: int, sim_steps: int) -> None:
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
     rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
     cache = None if no_cache else (cache_dir or _default_cache())
-    result = audit_tree(root, rules, jobs=jobs, cache_dir=cache, model_vcpus=0 if no_model else vcpus)
+    settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
+    result = audit_tree(root, rules, jobs=jobs, cache_dir=cache, model=settings)
     report = build_report(result)
     text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
     _write(output, text)

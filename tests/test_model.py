@@ -8,8 +8,8 @@ import pytest
 import variants
 from conftest import SAMPLE, audit
 
-from kaudit.audit import AuditResult
-from kaudit.model.check import check_key
+from kaudit.audit import AuditResult, audit_tree
+from kaudit.model.check import ModelSettings, check_key
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules
 
@@ -61,9 +61,7 @@ def test_counted_transition_outside_lock_races(tmp_path: Path) -> None:
 
 
 def audit_with_model(tree: Path) -> AuditResult:
-    from kaudit.audit import audit_tree
-
-    return audit_tree(tree, [RULE], model_vcpus=2)
+    return audit_tree(tree, [RULE], model=ModelSettings(sim_steps=2000))
 
 
 def test_inc_return_dec_return_outside_the_lock_races(tmp_path: Path) -> None:
@@ -81,3 +79,15 @@ def test_inc_return_dec_return_under_the_lock_is_verified(tmp_path: Path, vcpus:
     assert judged == {("set", "per-vcpu-flag-counter"), ("clear", "per-vcpu-flag-counter")}
     found = outcome(result, vcpus)
     assert found.status == "verified" and not found.bound_hit
+
+
+def test_cost_simulation_shows_the_churn_the_fix_removes(fixed_tree: Path) -> None:
+    settings = ModelSettings(sim_steps=20_000)
+    buggy = audit_tree(SAMPLE, [RULE], model=settings).analyses[0].model[IRQWIN]["cost"]
+    fixed = audit_tree(fixed_tree, [RULE], model=settings).analyses[0].model[IRQWIN]["cost"]
+    assert buggy["requests"] > 100 and fixed["requests"] > 100
+    assert buggy["premature_clears"] > 0 and fixed["premature_clears"] == 0
+    assert buggy["toggles_per_request"] > 2 * fixed["toggles_per_request"]
+    assert buggy["locks_per_request"] > fixed["locks_per_request"]
+    again = audit_tree(SAMPLE, [RULE], model=settings).analyses[0].model[IRQWIN]["cost"]
+    assert again == buggy  # seeded: the same numbers every run

@@ -58,6 +58,7 @@ class Analysis:
     events: dict[str, list[Event]]
     sites: list[JudgedSite]
     findings: list[Finding]
+    model: dict[str, dict] = field(default_factory=dict)  # per key, filled by kaudit.model.check
 
 
 def all_events(program: Program) -> dict[str, list[Event]]:

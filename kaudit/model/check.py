@@ -8,10 +8,21 @@ sound is verified, or the violation becomes a `model-violation` finding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kaudit.analysis.inhibit_balance import Analysis, Finding
 from kaudit.model.explore import Explorer, Outcome
 from kaudit.model.protocol import extract_protocol
+from kaudit.model.simulate import simulate
 from kaudit.rules import Rule
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    vcpus: int = 2
+    sim_vcpus: int = 4
+    sim_steps: int = 100_000
+    seed: int = 0
 
 
 def check_key(analysis: Analysis, rule: Rule, key: str, vcpus: int) -> Outcome | None:
@@ -19,15 +30,26 @@ def check_key(analysis: Analysis, rule: Rule, key: str, vcpus: int) -> Outcome |
     return None if protocol is None else Explorer(protocol, vcpus=vcpus).run()
 
 
+def cost_of_key(analysis: Analysis, rule: Rule, key: str, settings: ModelSettings) -> dict | None:
+    protocol = extract_protocol(analysis, key, rule.api, rule.update_lock)
+    if protocol is None or not settings.sim_steps:
+        return None
+    return simulate(protocol, settings.sim_vcpus, settings.sim_steps, settings.seed).to_json()
+
+
 def _model_json(outcome: Outcome, status: str) -> dict:
     return {**outcome.to_json(), "status": status}
 
 
-def apply_model(analysis: Analysis, rule: Rule, vcpus: int) -> None:
+def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings) -> None:
+    vcpus = settings.vcpus
     for key in sorted({j.site.key for j in analysis.sites}):
         outcome = check_key(analysis, rule, key, vcpus)
         if outcome is None:
             continue
+        analysis.model[key] = {"rule": rule.id, "key": key, "status": outcome.status,
+                               "violation": outcome.violation, "vcpus": vcpus, "states": outcome.states,
+                               "bound_hit": outcome.bound_hit, "cost": cost_of_key(analysis, rule, key, settings)}
         findings = [f for f in analysis.findings if f.key == key and f.kind != "sticky"]
         violated = outcome.status == "violation"
         for finding in findings:

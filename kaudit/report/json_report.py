@@ -93,6 +93,7 @@ def build_report(result: AuditResult) -> dict[str, Any]:
         "rules": [rule.to_json() for rule in result.rules],
         "findings": findings,
         "sites": sites,
+        "model": [m for a in result.analyses for _, m in sorted(a.model.items())],
         "summary": {
             "errors": severities["error"],
             "warnings": severities["warning"],

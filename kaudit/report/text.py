@@ -27,6 +27,13 @@ def model_lines(model: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cost_line(entry: dict[str, Any]) -> str:
+    cost = entry["cost"]
+    return (f"kaudit: cost of {entry['key']} ({cost['vcpus']} vCPUs, {cost['steps']} random steps, seed "
+            f"{cost['seed']}): {cost['toggles_per_request']} bit toggles and {cost['locks_per_request']} lock "
+            f"acquisitions per request, {cost['premature_clears']} premature clears in {cost['requests']} requests")
+
+
 def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
     lines = []
     for diag in report["tree"]["diagnostics"]:
@@ -44,6 +51,8 @@ def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
             path = " -> ".join(step["function"] for step in finding["call_path"])
             lines.append(f"{_where(root, loc)}: note: runs on a vCPU via {path}")
         lines += model_lines(finding["model"])
+    if not terse:
+        lines += [_cost_line(entry) for entry in report["model"] if entry["cost"]]
     summary = report["summary"]
     tree = report["tree"]
     lines.append(
