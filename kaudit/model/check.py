@@ -41,8 +41,16 @@ def _model_json(outcome: Outcome, status: str) -> dict:
     return {**outcome.to_json(), "status": status}
 
 
+NOT_MODELLED = {"status": "not-modelled",
+                "reason": "the value is computed from state the model does not track (a per-vCPU bitmap, a "
+                          "loop over vCPUs); the static discipline stands alone"}
+
+
 def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings) -> None:
     vcpus = settings.vcpus
+    for judged in analysis.sites:
+        if judged.context == "per-vcpu" and judged.site.action == "computed":
+            judged.model = dict(NOT_MODELLED)
     for key in sorted({j.site.key for j in analysis.sites}):
         outcome = check_key(analysis, rule, key, vcpus)
         if outcome is None:
