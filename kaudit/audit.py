@@ -7,7 +7,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from kaudit.analysis import inhibit_balance
+from kaudit.analysis import counter_transition, inhibit_balance
 from kaudit.callgraph import build_call_graph
 from kaudit.errors import UsageError
 from kaudit.model.check import ModelSettings, apply_model
@@ -15,7 +15,7 @@ from kaudit.program import Program
 from kaudit.rules import Rule
 from kaudit.scan import ParseJob, find_sources, kernel_include_args, parse_tree
 
-ENGINES = {"inhibit-balance": inhibit_balance.run}
+ENGINES = {"inhibit-balance": inhibit_balance.run, "counter-transition": counter_transition.run}
 
 
 @dataclass

@@ -9,7 +9,10 @@ Each detector looks for the shape of one discipline in the site's hops
 - locked counter: the value is computed from a VM-wide count that the same
   function changes under the update lock (`!!hv->synic_auto_eoi_used`);
 - recompute over all vCPUs: the value is a local set inside a loop that
-  reads per-vCPU state, under the update lock.
+  reads per-vCPU state, under the update lock;
+- VM-state recompute: one function sets the key under a condition and clears
+  it under the negation of the same condition, which reads no per-vCPU
+  field: the bit is a function of VM-wide state, whoever runs it.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class DisciplineFinder:
     def _counter_guard(self, hop: Hop) -> str | None:
         changed = changed_fields(self.events[hop.function])
         for guard in hop.event.guards:
-            for expr in self._reads(guard.atom, hop.function):
+            for expr in self.reads(guard.atom, hop.function):
                 if expr["k"] == "call" and expr.get("callee") in ATOMIC_RETURNS_NEW:
                     key = _counter_object(expr)
                     if key is not None and self._vm_key(key):
@@ -106,7 +109,7 @@ class DisciplineFinder:
                     return field_key(expr)
         return None
 
-    def _reads(self, expr: dict, fid: str, depth: int = 2) -> list[dict]:
+    def reads(self, expr: dict, fid: str, depth: int = 2) -> list[dict]:
         """Subexpressions of expr, locals replaced by what was assigned to
         them (`nr = atomic_add_return(...); if (nr == 1)`)."""
         found = list(subexprs(expr))
@@ -116,7 +119,7 @@ class DisciplineFinder:
         for ev in self.events[fid]:
             target = ev.expr.get("l") if ev.kind == "assign" else None
             if target and target.get("k") == "var" and target["name"] in local_names:
-                found += self._reads(ev.expr["r"], fid, depth - 1)
+                found += self.reads(ev.expr["r"], fid, depth - 1)
         return found
 
     def _vm_key(self, key: str) -> bool:
@@ -151,7 +154,24 @@ class DisciplineFinder:
                         return render(guard.atom)
         return None
 
-    def classify(self, site: Site, context: str) -> Verdict:
+    def vm_recompute(self, site: Site, peers: list[Site]) -> str | None:
+        """The condition that picks set or clear, when a peer site in the same
+        function does the opposite under its negation."""
+        opposite = {"set": "clear", "clear": "set"}.get(site.action)
+        mine = {(render(g.atom), g.polarity): g for g in site.event.guards}
+        for peer in peers:
+            if peer.action != opposite or peer.function != site.function:
+                continue
+            for guard in peer.event.guards:
+                match = mine.get((render(guard.atom), not guard.polarity))
+                if match is not None and not self._reads_per_vcpu(match.atom, site.function):
+                    return render(match.atom)
+        return None
+
+    def _reads_per_vcpu(self, atom: dict, fid: str) -> bool:
+        return any(e["k"] == "member" and owner_record(e) in self.scopes.per_vcpu for e in self.reads(atom, fid))
+
+    def classify(self, site: Site, context: str, peers: list[Site]) -> Verdict:
         if context == "vm":
             return Verdict("vm-scope", "changed only from VM-scope code (no vCPU parameter, no per-vCPU caller)")
         if site.action == "computed":
@@ -164,6 +184,10 @@ class DisciplineFinder:
                 return Verdict("locked-counter",
                                f"value is !!{counter}, a VM-wide count changed under {self.update_lock}",
                                counter=counter)
+        condition = self.vm_recompute(site, peers)
+        if condition:
+            return Verdict("vm-recompute", f"set if ({condition}), cleared otherwise: recomputed from VM-wide "
+                                           "state by whichever vCPU runs it")
         flag = self.flag(site)
         counted = self.counter(site)
         if flag and counted:

@@ -79,7 +79,8 @@ def judge_sites(program: Program, graph: nx.DiGraph, rule: Rule, scopes: Scopes,
         if site.key not in cleared:
             verdict = Verdict("sticky", "set and never cleared anywhere in the analysed code")
         else:
-            verdict = finder.classify(site, context)
+            peers = [s for s in sites if s.key == site.key and s.function == site.function]
+            verdict = finder.classify(site, context, peers)
         judged.append(JudgedSite(site, context, verdict, path))
     return judged
 

@@ -129,6 +129,36 @@ def _own_conditions(event: Event, params: list[str]) -> list[tuple[int, bool]]:
             if g.atom.get("k") == "var" and g.atom["scope"] == "param" and g.atom["name"] in params]
 
 
+def _enumerators(expr: Expr) -> list[str] | None:
+    """The enumerators an expression can be: `c ? A : B` is A or B."""
+    expr = deref(expr)
+    if expr.get("k") == "enum":
+        return [expr["name"]]
+    if expr.get("k") == "cond":
+        left, right = _enumerators(expr["t"]), _enumerators(expr["f"])
+        return left + right if left is not None and right is not None else None
+    return None
+
+
+def _key_names(key: tuple[str, Any], events: list[Event]) -> list[str]:
+    """A constant key, or the enumerators a local key variable is assigned
+    (`reason = enable_apicv ? ABSENT : DISABLED; set(..., reason, ...)`)."""
+    kind, payload = key
+    if kind == "const":
+        return [str(payload)]
+    if kind != "computed" or payload is None or payload.get("k") != "var" or payload["scope"] != "local":
+        return []
+    names: list[str] = []
+    for ev in events:
+        target = ev.expr.get("l") if ev.kind == "assign" else None
+        if target and target.get("k") == "var" and target["name"] == payload["name"]:
+            found = _enumerators(ev.expr["r"])
+            if found is None:
+                return []
+            names += found
+    return sorted(set(names))
+
+
 def _is_thin(program: Program, fid: str, call: Expr) -> bool:
     body = program.functions[fid]["body"]
     return len(body) == 1 and body[0]["s"] in ("expr", "return") and body[0].get("e") is call
@@ -172,8 +202,9 @@ def find_sites(program: Program, rule: Rule, scopes: Scopes, events: dict[str, l
                     thin = key[0] == "const" and no_vcpu and (_is_thin(program, fid, event.expr) or decided_by_caller)
                     if forwards or thin:
                         found.append(Spec(key, value, spec.takes_lock, hops, tuple(conditions)))
-                    elif key[0] == "const":
-                        sites.append(_site(fid, key[1], value, hops, spec.takes_lock))
+                    else:
+                        for name in _key_names(key, events[fid]):
+                            sites.append(_site(fid, name, value, hops, spec.takes_lock))
             if found != wrappers.get(fid, []):
                 wrappers[fid] = found
                 changed = True

@@ -34,9 +34,10 @@ def _call_path(program: Program, judged: JudgedSite) -> list[dict[str, Any]]:
     return path
 
 
-def site_json(program: Program, judged: JudgedSite) -> dict[str, Any]:
+def site_json(program: Program, rule: str, judged: JudgedSite) -> dict[str, Any]:
     site = judged.site
     return {
+        "rule": rule,
         "key": site.key,
         "action": site.action,
         "location": _location(program, judged),
@@ -78,7 +79,8 @@ def _order(item: dict[str, Any]) -> tuple:
 def build_report(result: AuditResult) -> dict[str, Any]:
     program = result.program
     findings = sorted((finding_json(program, f) for a in result.analyses for f in a.findings), key=_order)
-    sites = sorted((site_json(program, s) for a in result.analyses for s in a.sites), key=_order)
+    sites = sorted((site_json(program, rule.id, s) for rule, a in zip(result.rules, result.analyses, strict=True)
+                    for s in a.sites), key=_order)
     diagnostics = sorted(program.diagnostics, key=lambda d: (d["tu"] or "", d["file"], d["line"], d["col"]))
     severities = Counter(f["severity"] for f in findings)
     return {
