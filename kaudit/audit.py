@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,11 +10,13 @@ import networkx as nx
 
 from kaudit.analysis import counter_transition, inhibit_balance
 from kaudit.callgraph import build_call_graph
+from kaudit.compdb import load as load_compdb
 from kaudit.errors import UsageError
+from kaudit.kbuild import configured_sources, nobuild_args, synthesize
 from kaudit.model.check import ModelSettings, apply_model
 from kaudit.program import Program
 from kaudit.rules import Rule
-from kaudit.scan import ParseJob, find_sources, kernel_include_args, parse_tree
+from kaudit.scan import SOURCE_GLOBS, ParseJob, find_sources, kernel_include_args, parse_tree
 
 ENGINES = {"inhibit-balance": inhibit_balance.run, "counter-transition": counter_transition.run}
 
@@ -27,22 +30,44 @@ class AuditResult:
     analyses: list[inhibit_balance.Analysis]
 
 
-def load_program(root: Path, jobs: int, cache_dir: Path | None) -> tuple[Program, nx.DiGraph]:
+def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None) -> list[ParseJob]:
+    """What to parse with which flags: from the compile database, or (a
+    kernel tree without one) Kbuild's flags over synthesised generated
+    headers, or (a small kernel-style tree such as the sample) plain
+    include paths."""
     sources = find_sources(root)
-    args = tuple(kernel_include_args(root))
-    units = parse_tree(root, [ParseJob(path, args) for path in sources], jobs, cache_dir)
+    if compdb is not None:
+        flags = load_compdb(compdb, root, sources)
+        if not flags:
+            raise UsageError(f"{compdb}: no entry for any file under {', '.join(SOURCE_GLOBS)}")
+        return [ParseJob(path, tuple(flags[path.resolve()])) for path in sources if path.resolve() in flags]
+    if (root / "arch/x86/include/asm/Kbuild").is_file():
+        args = tuple(nobuild_args(root, synthesize(root, cache_dir)))
+        configured = configured_sources(root)
+        if configured is not None:
+            sources = [path for path in sources if path.resolve() in set(configured)]
+    else:
+        args = tuple(kernel_include_args(root))
+    return [ParseJob(path, args) for path in sources]
+
+
+def load_program(root: Path, jobs: int, cache_dir: Path | None, compdb: Path | None = None
+                 ) -> tuple[Program, nx.DiGraph]:
+    with tempfile.TemporaryDirectory(prefix="kaudit-") as scratch:
+        work = cache_dir if cache_dir is not None else Path(scratch)
+        units = parse_tree(root, parse_jobs(root, work, compdb), jobs, cache_dir)
     program = Program.from_facts(units)
     return program, build_call_graph(program)
 
 
 def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | None = None,
-               model: ModelSettings | None = None) -> AuditResult:
+               model: ModelSettings | None = None, compdb: Path | None = None) -> AuditResult:
     """Audit a tree; with model settings, also run the runtime model."""
     root = root.resolve()
     unknown = sorted({r.engine for r in rules} - ENGINES.keys())
     if unknown:
         raise UsageError(f"unknown rule engine(s): {', '.join(unknown)}")
-    program, graph = load_program(root, jobs, cache_dir)
+    program, graph = load_program(root, jobs, cache_dir, compdb)
     analyses = [ENGINES[rule.engine](program, graph, rule) for rule in rules]
     if model is not None:
         for rule, analysis in zip(rules, analyses, strict=True):

@@ -83,19 +83,21 @@ def main() -> None:
               help="Parallel libclang workers.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Facts cache (default: ~/.cache/kaudit).")
 @click.option("--no-cache", is_flag=True, help="Parse every file afresh.")
+@click.option("--compdb", type=click.Path(path_type=Path),
+              help="The kernel's compile_commands.json (default: no-build mode, headers synthesised in the cache).")
 @click.option("--no-model", is_flag=True, help="Skip the runtime model (interleaving check).")
 @click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True, help="vCPUs in the runtime model.")
 @click.option("--sim-steps", type=click.IntRange(0), default=100_000, show_default=True,
               help="Steps of the seeded 4-vCPU cost simulation (0: skip).")
 def audit(tree: Path | None, rules_dir: Path | None, fmt: str, output: Path | None, fail_on: str,
-          strict: bool, terse: bool, jobs: int, cache_dir: Path | None, no_cache: bool, no_model: bool,
-          vcpus: int, sim_steps: int) -> None:
+          strict: bool, terse: bool, jobs: int, cache_dir: Path | None, no_cache: bool, compdb: Path | None,
+          no_model: bool, vcpus: int, sim_steps: int) -> None:
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
     rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
     cache = None if no_cache else (cache_dir or _default_cache())
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
-    result = audit_tree(root, rules, jobs=jobs, cache_dir=cache, model=settings)
+    result = audit_tree(root, rules, jobs=jobs, cache_dir=cache, model=settings, compdb=compdb)
     report = build_report(result)
     text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
     _write(output, text)

@@ -19,8 +19,14 @@ Stmt = dict[str, Any]
 
 @dataclass(frozen=True)
 class Guard:
+    """An atom and its polarity; `branch` names the whole condition and the
+    side taken (`if (!a || b)` on its else side gives atoms a and !b, both
+    with branch ("!a || b", False)), so two sites can be told to sit on the
+    two sides of one condition."""
+
     atom: Expr
     polarity: bool
+    branch: tuple[str, bool] = field(default=("", True), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"expr": render(self.atom), "polarity": self.polarity}
@@ -39,16 +45,17 @@ class Event:
     in_loop: tuple[int, ...] = field(default=())  # lines of enclosing loops
 
 
-def guards_of(cond: Expr, polarity: bool) -> list[Guard]:
+def guards_of(cond: Expr, polarity: bool, branch: tuple[str, bool] | None = None) -> list[Guard]:
     """Split a condition into atoms: a && b (true) and a || b (false) split."""
+    branch = branch or (render(cond), polarity)
     kind = cond.get("k")
     if kind == "unary" and cond["op"] == "!":
-        return guards_of(cond["arg"], not polarity)
+        return guards_of(cond["arg"], not polarity, branch)
     if kind == "binary" and cond["op"] in ("&&", "||"):
         splits = (cond["op"] == "&&") == polarity
         if splits:
-            return guards_of(cond["l"], polarity) + guards_of(cond["r"], polarity)
-    return [Guard(cond, polarity)]
+            return guards_of(cond["l"], polarity, branch) + guards_of(cond["r"], polarity, branch)
+    return [Guard(cond, polarity, branch)]
 
 
 def const_value(expr: Expr | None) -> int | None:
@@ -165,7 +172,10 @@ class EventWalker:
     def _block(self, body: list[Stmt], guards: tuple[Guard, ...], locks: list[str],
                loops: tuple[int, ...], out: list[Event]) -> None:
         scoped: list[str] = []
+        entry = guards
         for stmt in body:
+            if stmt["s"] == "label":  # a goto target: paths that skipped ahead join here
+                guards = entry
             guards = self._stmt(stmt, guards, locks, loops, out, scoped)
         for lock in scoped:
             if lock in locks:

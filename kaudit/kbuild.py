@@ -39,11 +39,6 @@ _COMPUTED = {
     ),
     "include/generated/utsrelease.h": '#define UTS_RELEASE "kaudit"\n',
     "include/generated/compile.h": '#define UTS_MACHINE "x86_64"\n#define UTS_VERSION "kaudit"\n',
-    "include/generated/uapi/linux/version.h": (
-        "#define LINUX_VERSION_CODE 396288\n#define KERNEL_VERSION(a, b, c) (((a) << 16) + ((b) << 8) + "
-        "((c) > 255 ? 255 : (c)))\n#define LINUX_VERSION_MAJOR 6\n#define LINUX_VERSION_PATCHLEVEL 12\n"
-        "#define LINUX_VERSION_SUBLEVEL 0\n"
-    ),
     "include/generated/asm-offsets.h": "",
     "include/generated/randstruct_hash.h": "",
     "include/generated/rq-offsets.h": "",
@@ -90,10 +85,60 @@ def _wrappers(root: Path) -> dict[str, str]:
     return files
 
 
+def _syscall_table(path: Path) -> list[tuple[int, str, str]]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and not fields[0].startswith("#") and fields[0].isdigit():
+                rows.append((int(fields[0]), fields[1], fields[2]))
+    return rows
+
+
+def _header(guard: str, defines: list[str]) -> str:
+    return f"#ifndef {guard}\n#define {guard}\n" + "".join(f"{d}\n" for d in defines) + "#endif\n"
+
+
+def _syscall_headers(root: Path) -> dict[str, str]:
+    """The syscall-number headers, read off the tree's syscall tables (data,
+    not scripts): what arch/x86/entry/syscalls/Makefile would generate."""
+    table64 = _syscall_table(root / "arch/x86/entry/syscalls/syscall_64.tbl")
+    table32 = _syscall_table(root / "arch/x86/entry/syscalls/syscall_32.tbl")
+    if not table64 or not table32:
+        return {}
+
+    def numbers(rows: list[tuple[int, str, str]], abis: tuple[str, ...], prefix: str, base: str = "") -> list[str]:
+        return [f"#define __NR_{prefix}{name} {base}{nr}" for nr, abi, name in rows if abi in abis]
+
+    def count(name: str, rows: list[tuple[int, str, str]]) -> list[str]:
+        return ["#ifdef __KERNEL__", f"#define {name} {max(nr for nr, _, _ in rows) + 1}", "#endif"]
+
+    uapi, kernel = "arch/x86/include/generated/uapi/asm", "arch/x86/include/generated/asm"
+    return {
+        f"{uapi}/unistd_64.h": _header("_UAPI_ASM_UNISTD_64_H", numbers(table64, ("common", "64"), "")
+                                       + count("__NR_syscalls", table64)),
+        f"{uapi}/unistd_32.h": _header("_UAPI_ASM_UNISTD_32_H", numbers(table32, ("i386",), "")
+                                       + count("__NR_syscalls", table32)),
+        f"{uapi}/unistd_x32.h": _header("_UAPI_ASM_UNISTD_X32_H",
+                                        numbers(table64, ("common", "x32"), "", "__X32_SYSCALL_BIT + ")),
+        f"{kernel}/unistd_32_ia32.h": _header("_UAPI_ASM_UNISTD_32_IA32_H", numbers(table32, ("i386",), "ia32_")
+                                              + count("__NR_ia32_syscalls", table32)),
+        f"{kernel}/unistd_64_x32.h": _header("_UAPI_ASM_UNISTD_64_X32_H", numbers(table64, ("x32",), "x32_")),
+    }
+
+
 def synthesize(root: Path, cache: Path) -> Path:
     """Write the generated headers for root into the cache; return their root."""
-    config = _bundled_config()
-    files = {"include/generated/autoconf.h": _config_header(config), **_COMPUTED, **_wrappers(root)}
+    config = bundled_config(root)
+    major, minor = kernel_version(root)
+    version = (
+        f"#define LINUX_VERSION_CODE {(major << 16) + (minor << 8)}\n"
+        "#define KERNEL_VERSION(a, b, c) (((a) << 16) + ((b) << 8) + ((c) > 255 ? 255 : (c)))\n"
+        f"#define LINUX_VERSION_MAJOR {major}\n#define LINUX_VERSION_PATCHLEVEL {minor}\n"
+        "#define LINUX_VERSION_SUBLEVEL 0\n"
+    )
+    files = {"include/generated/autoconf.h": _config_header(config), **_COMPUTED, **_wrappers(root),
+             **_syscall_headers(root), "include/generated/uapi/linux/version.h": version}
     digest = hashlib.sha256(
         "\0".join([__version__, str(root.resolve()), *(f"{k}\0{v}" for k, v in sorted(files.items()))]).encode()
     ).hexdigest()[:16]
@@ -107,15 +152,94 @@ def synthesize(root: Path, cache: Path) -> Path:
     return gen
 
 
-def _bundled_config() -> str:
-    return (Path(__file__).parent / "data" / "kvm-x86_64.config").read_text()
+_DATA = Path(__file__).parent / "data"
+
+
+def kernel_version(root: Path) -> tuple[int, int]:
+    """VERSION.PATCHLEVEL from the top-level Makefile ((0, 0) if unknown)."""
+    text = (root / "Makefile").read_text(errors="replace") if (root / "Makefile").is_file() else ""
+    numbers = dict(re.findall(r"^(VERSION|PATCHLEVEL)\s*=\s*(\d+)", text, re.MULTILINE))
+    return int(numbers.get("VERSION", 0)), int(numbers.get("PATCHLEVEL", 0))
+
+
+def bundled_config(root: Path) -> str:
+    """The bundled config of the newest kernel version not newer than the
+    tree's (Kconfig symbols change type between versions)."""
+    configs = sorted(
+        (tuple(int(n) for n in path.stem.rsplit("-", 1)[1].split(".")), path)
+        for path in _DATA.glob("kvm-x86_64-*.config")
+    )
+    version = kernel_version(root)
+    chosen = [path for v, path in configs if v <= version] or [configs[0][1]]
+    return chosen[-1].read_text()
+
+
+_ASSIGN = re.compile(r"^([A-Za-z0-9_.-]+?)(?:-(y|m|\$\((CONFIG_[A-Za-z0-9_]+)\)))?\s*(\+=|:=|\?=|=)\s*(.*)$")
+
+
+def _config_values(root: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in bundled_config(root).splitlines() if line.startswith("CONFIG_"))
+
+
+def configured_sources(root: Path, makefile: str = "arch/x86/kvm/Makefile") -> list[Path] | None:
+    """The C files Kbuild compiles into KVM under the bundled config, read off
+    the Makefile as data (object lists, `ifdef CONFIG_`, `include` of files in
+    the tree); None when the tree has no such Makefile."""
+    config = _config_values(root)
+    variables: dict[str, str] = {"srctree": str(root), "obj": str((root / makefile).parent)}
+    objects: list[Path] = []
+
+    def expand(text: str) -> str:
+        return re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), ""), text)
+
+    def read(path: Path) -> None:
+        if not path.is_file() or not path.resolve().is_relative_to(root.resolve()):
+            return
+        active: list[bool] = []
+        text = path.read_text(errors="replace").replace("\\\n", " ")
+        for raw in text.splitlines():
+            line = raw.split("#", 1)[0].strip()
+            words = line.split()
+            if words[:1] in (["ifdef"], ["ifndef"]) and len(words) > 1:
+                defined = config.get(words[1], "n") in ("y", "m")
+                active.append(defined if words[0] == "ifdef" else not defined)
+            elif words[:1] == ["else"] and active:
+                active[-1] = not active[-1]
+            elif words[:1] == ["endif"] and active:
+                active.pop()
+            elif not all(active) or not line:
+                continue
+            elif words[0] == "include" and len(words) > 1:
+                read(Path(expand(words[1])))
+            elif (match := _ASSIGN.match(line)) is not None:
+                name, flag, cond, op, value = match.groups()
+                if flag is None and cond is None:
+                    if op != "?=" or name not in variables:
+                        variables[name] = expand(value)
+                    continue
+                if name in ("obj", "ccflags", "asflags", "subdir-ccflags"):
+                    continue
+                enabled = flag in ("y", "m") or config.get(cond or "", "n") in ("y", "m")
+                if enabled:
+                    base = path.parent if path.is_relative_to(root / makefile.rsplit("/", 1)[0]) else (
+                        root / makefile).parent
+                    objects.extend((base / word).resolve() for word in expand(value).split()
+                                   if word.endswith(".o"))
+
+    if not (root / makefile).is_file():
+        return None
+    read(root / makefile)
+    sources = {obj.with_suffix(".c") for obj in objects}
+    return sorted(p for p in sources if p.is_file())
 
 
 def nobuild_args(root: Path, gen: Path) -> list[str]:
     """Kbuild's flags for an x86_64 KVM object, generated headers from gen."""
-    args = ["-nostdinc", "--target=x86_64-linux-gnu", "-std=gnu11", "-D__KERNEL__", "-DMODULE",
-            "-DKBUILD_MODNAME=\"kvm\"", "-DKBUILD_BASENAME=\"kvm\"", "-fno-PIE", "-mcmodel=kernel",
-            "-Wno-unknown-attributes", "-Wno-gnu-variable-sized-type-not-at-end"]
+    args = ["-nostdinc", "--target=x86_64-linux-gnu", "-std=gnu11", "-D__KERNEL__", "-O2", "-m64",
+            "-DKBUILD_MODNAME=\"kvm\"", "-DKBUILD_BASENAME=\"kvm\"", "-D__KBUILD_MODNAME=kmod_kvm",
+            "-DKBUILD_MODFILE=\"arch/x86/kvm/kvm\"", "-fno-PIE", "-mcmodel=kernel",
+            "-mno-sse", "-mno-mmx", "-mno-sse2", "-mno-avx", "-mno-red-zone", "-fshort-wchar", "-funsigned-char",
+            "-fno-common"]
     includes = [
         root / "arch/x86/include", root / "arch/x86/include/generated", gen / "arch/x86/include/generated",
         root / "include", gen / "include",

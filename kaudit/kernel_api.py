@@ -25,9 +25,13 @@ ATOMIC_UPDATE = {
     "atomic_inc_return": 1, "atomic_dec_return": -1, "atomic_add_return": None, "atomic_sub_return": None,
     "atomic_inc_and_test": 1, "atomic_dec_and_test": -1,
     "atomic_long_inc": 1, "atomic_long_dec": -1,
-    "static_branch_inc": 1, "static_branch_dec": -1,
-    "static_key_slow_inc": 1, "static_key_slow_dec": -1,
-    "static_branch_deferred_inc": 1, "static_branch_slow_dec_deferred": -1,
+}
+# Static keys count their enablers (host-wide); the key is the first argument.
+STATIC_KEY_UPDATE = {
+    "static_branch_inc": 1, "static_branch_dec": -1, "static_key_slow_inc": 1, "static_key_slow_dec": -1,
+    "static_key_fast_inc_not_disabled": 1, "static_key_slow_inc_cpuslocked": 1,
+    "static_key_slow_dec_cpuslocked": -1, "static_branch_deferred_inc": 1, "static_branch_slow_dec_deferred": -1,
+    "static_key_slow_dec_deferred": -1, "__static_key_slow_dec_deferred": -1,
 }
 # Operations whose result is the new value (or a test of it).
 ATOMIC_RETURNS_NEW = frozenset({

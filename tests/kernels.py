@@ -131,14 +131,15 @@ class _Timings:
         if not self.steps:  # another process finished the tree while we waited for the lock
             return
         self.steps["total"] = round(time.monotonic() - self.start, 1)
-        record = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        record[self.kind] = {
-            "ok": exc_type is None,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "seconds": self.steps,
-            **self.info,
-        }
-        self.path.write_text(json.dumps(record, indent=2) + "\n")
+        with _locked(self.path.stem):  # source_tree and configured_tree of one version share the file
+            record = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            record[self.kind] = {
+                "ok": exc_type is None,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "seconds": self.steps,
+                **self.info,
+            }
+            self.path.write_text(json.dumps(record, indent=2) + "\n")
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:

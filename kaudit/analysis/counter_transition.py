@@ -1,9 +1,11 @@
 """Engine `counter-transition`: VM-wide (or host-wide) counts changed from
 per-vCPU context move only on a per-vCPU state transition.
 
-A count is a field of a VM-wide struct, or a global (a static key), that the
-code both increments and decrements (or resets): statistics that only grow
-are not counts. Each increment/decrement in a per-vCPU function must be
+A count of vCPUs is a field of a VM-wide struct, or a global (a static key),
+that one function moves by one both ways (or raises and resets) depending
+on some mode: statistics that only grow, and resource accounting moved by
+amounts or in separate acquire/release helpers, are not counts of vCPUs.
+Each such increment/decrement in a per-vCPU function must be
 guarded by a test of per-vCPU state that the same function then updates
 (`if (apic->sw_enabled != enabled) { apic->sw_enabled = enabled; inc/dec }`),
 so that each vCPU contributes at most once; otherwise a repeated call
@@ -18,32 +20,44 @@ from kaudit.analysis.context import infer_scopes, path_from_vcpu, per_vcpu_funct
 from kaudit.analysis.discipline import DisciplineFinder, Verdict
 from kaudit.analysis.inhibit_balance import Analysis, Finding, JudgedSite, all_events
 from kaudit.analysis.sites import Hop, Site
-from kaudit.facts import Event, deref, field_key, owner_record, render
-from kaudit.kernel_api import ATOMIC_UPDATE
+from kaudit.facts import Event, const_value, deref, field_key, owner_record, render
+from kaudit.kernel_api import ATOMIC_UPDATE, STATIC_KEY_UPDATE
 from kaudit.program import Program
 from kaudit.rules import Rule
 
 
 def _update(ev: Event) -> tuple[str, str] | None:
-    """(counted object, "inc" | "dec" | "reset") of an event, if it updates one."""
+    """(counted object, "inc" | "dec" | "reset") of an event that moves it by
+    one (or resets it to zero)."""
     expr = ev.expr
     if ev.kind == "incdec":
-        key = field_key(expr["arg"])
+        key = _count_key(expr["arg"])
         return (key, "inc" if expr["op"] == "++" else "dec") if key else None
     if ev.kind == "assign" and expr["op"] in ("+=", "-=", "="):
-        key = field_key(expr["l"])
-        if not key:
+        key = _count_key(expr["l"])
+        value = const_value(expr["r"])
+        if not key or value != (0 if expr["op"] == "=" else 1):
             return None
-        if expr["op"] == "=":
-            return (key, "reset") if expr["r"].get("k") == "int" and expr["r"].get("v") == 0 else None
-        return key, "inc" if expr["op"] == "+=" else "dec"
-    if ev.kind == "call" and expr.get("callee") in ATOMIC_UPDATE and expr["args"]:
-        key = field_key(expr["args"][-1]) or field_key(expr["args"][0])
-        if not key:
-            return None
-        name = expr["callee"]
-        return key, "dec" if ("dec" in name or "sub" in name) else "inc"
+        return key, {"=": "reset", "+=": "inc", "-=": "dec"}[expr["op"]]
+    name = expr.get("callee") or ""
+    if ev.kind == "call" and expr["args"] and ATOMIC_UPDATE.get(name) in (1, -1):
+        key = _count_key(expr["args"][-1])
+        return (key, "inc" if ATOMIC_UPDATE[name] == 1 else "dec") if key else None
+    if ev.kind == "call" and expr["args"] and name in STATIC_KEY_UPDATE:
+        key = _count_key(expr["args"][0])
+        return (key, "inc" if STATIC_KEY_UPDATE[name] == 1 else "dec") if key else None
     return None
+
+
+def _count_key(expr: dict) -> str | None:
+    """A global is counted as a whole (`&(&apic_sw_disabled.key)->key` and
+    `&apic_sw_disabled` are one static key); a field by its field key."""
+    node = expr
+    while node.get("k") in ("unary", "member"):
+        node = node["arg"] if node["k"] == "unary" else node["base"]
+    if node.get("k") == "var" and node["scope"] == "global":
+        return node["name"]
+    return field_key(expr)
 
 
 def _shared(key: str, program: Program, vm_wide: frozenset[str]) -> bool:
@@ -82,11 +96,12 @@ def run(program: Program, graph: nx.DiGraph, rule: Rule) -> Analysis:
     judged: list[JudgedSite] = []
     findings: list[Finding] = []
     for key, uses in sorted(updates.items()):
-        kinds = {kind for _, _, kind in uses}
-        if "inc" not in kinds or not kinds & {"dec", "reset"}:
-            continue  # grows only: a statistic, not a count
+        kinds_in: dict[str, set[str]] = {}
+        for fid, _, kind in uses:
+            kinds_in.setdefault(fid, set()).add(kind)
+        toggling = {fid for fid, kinds in kinds_in.items() if "inc" in kinds and kinds & {"dec", "reset"}}
         for fid, ev, kind in uses:
-            if kind == "reset":
+            if kind == "reset" or fid not in toggling:
                 continue
             path = path_from_vcpu(graph, vcpu_fns, fid) or []
             if not path:

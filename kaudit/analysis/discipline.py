@@ -11,8 +11,9 @@ Each detector looks for the shape of one discipline in the site's hops
 - recompute over all vCPUs: the value is a local set inside a loop that
   reads per-vCPU state, under the update lock;
 - VM-state recompute: one function sets the key under a condition and clears
-  it under the negation of the same condition, which reads no per-vCPU
-  field: the bit is a function of VM-wide state, whoever runs it.
+  it under the negation of the same condition, which does not read the
+  running vCPU's own state: the bit is a function of VM-wide state (the
+  APIC map built over all vCPUs), whoever runs it.
 """
 
 from __future__ import annotations
@@ -158,18 +159,26 @@ class DisciplineFinder:
         """The condition that picks set or clear, when a peer site in the same
         function does the opposite under its negation."""
         opposite = {"set": "clear", "clear": "set"}.get(site.action)
-        mine = {(render(g.atom), g.polarity): g for g in site.event.guards}
+        mine = {g.branch: g for g in site.event.guards}
         for peer in peers:
             if peer.action != opposite or peer.function != site.function:
                 continue
             for guard in peer.event.guards:
-                match = mine.get((render(guard.atom), not guard.polarity))
-                if match is not None and not self._reads_per_vcpu(match.atom, site.function):
-                    return render(match.atom)
+                condition, taken = guard.branch
+                match = mine.get((condition, not taken))
+                if match is None:
+                    continue
+                atoms = [g.atom for g in site.event.guards if g.branch == match.branch]
+                if not any(self._reads_own_vcpu(atom, site.function) for atom in atoms):
+                    return condition
         return None
 
-    def _reads_per_vcpu(self, atom: dict, fid: str) -> bool:
-        return any(e["k"] == "member" and owner_record(e) in self.scopes.per_vcpu for e in self.reads(atom, fid))
+    def _reads_own_vcpu(self, atom: dict, fid: str) -> bool:
+        """Whether a condition reads the state of the vCPU the function runs
+        on (through its vCPU parameter); state of vCPUs it iterates over is
+        VM-wide knowledge."""
+        return any(e["k"] == "var" and e["scope"] == "param" and e.get("record") in self.scopes.per_vcpu
+                   for e in self.reads(atom, fid))
 
     def classify(self, site: Site, context: str, peers: list[Site]) -> Verdict:
         if context == "vm":

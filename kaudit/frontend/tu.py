@@ -72,6 +72,15 @@ def _callees_in(value: Any) -> Iterator[str]:
             yield from _callees_in(item)
 
 
+def _collect_structs(cursor: ci.Cursor, structs: dict[str, ci.Cursor]) -> None:
+    """A struct definition and those nested in it (`struct a { struct b {...} b; }`)."""
+    if cursor.spelling and not cursor.is_anonymous():
+        structs.setdefault(cursor.spelling, cursor)
+    for child in cursor.get_children():
+        if child.kind in (K.STRUCT_DECL, K.UNION_DECL) and child.is_definition():
+            _collect_structs(child, structs)
+
+
 class _Extractor:
     def __init__(self, tu: ci.TranslationUnit, tree: _Tree, main_file: str) -> None:
         self.tu = tu
@@ -166,8 +175,8 @@ class _Extractor:
                     main_functions.append(self.function(cursor, filename))
                 else:
                     header_defs.setdefault(cursor.spelling, (cursor, filename))
-            elif kind in (K.STRUCT_DECL, K.UNION_DECL) and cursor.is_definition() and cursor.spelling:
-                structs.setdefault(cursor.spelling, cursor)
+            elif kind in (K.STRUCT_DECL, K.UNION_DECL) and cursor.is_definition():
+                _collect_structs(cursor, structs)
             elif kind == K.VAR_DECL:
                 table = self.table(cursor)
                 if table is not None:
