@@ -60,11 +60,17 @@ def kernel_include_args(root: Path) -> list[str]:
     return args
 
 
+def _frontend_digest() -> str:
+    """The front end's own source: facts made by other code are not reused."""
+    sources = sorted(Path(__file__).with_name("frontend").glob("*.py"))
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+
+
 class FactsCache:
     def __init__(self, directory: Path | None, root: Path) -> None:
         self.directory = directory
         self.root = root
-        self.salt = f"{__version__}\0{libclang_version()}" if directory else ""
+        self.salt = f"{__version__}\0{libclang_version()}\0{_frontend_digest()}" if directory else ""
 
     def _entry(self, job: ParseJob) -> Path:
         assert self.directory is not None

@@ -5,7 +5,8 @@ A count of vCPUs is a field of a VM-wide struct, or a global (a static key),
 that one function moves by one both ways (or raises and resets) depending
 on some mode: statistics that only grow, and resource accounting moved by
 amounts or in separate acquire/release helpers, are not counts of vCPUs.
-Each such increment/decrement in a per-vCPU function must be
+Each such increment/decrement in a per-vCPU function (one with a per-vCPU
+parameter: the vCPU it runs for is the one that contributes) must be
 guarded by a test of per-vCPU state that the same function then updates
 (`if (apic->sw_enabled != enabled) { apic->sw_enabled = enabled; inc/dec }`),
 so that each vCPU contributes at most once; otherwise a repeated call
@@ -103,9 +104,9 @@ def run(program: Program, graph: nx.DiGraph, rule: Rule) -> Analysis:
         for fid, ev, kind in uses:
             if kind == "reset" or fid not in toggling:
                 continue
-            path = path_from_vcpu(graph, vcpu_fns, fid) or []
-            if not path:
-                continue
+            if fid not in vcpu_fns:
+                continue  # a VM-scope helper reached from vCPU code counts VM objects, not vCPUs
+            path = path_from_vcpu(graph, vcpu_fns, fid) or [fid]
             site = Site(key, kind, fid, (Hop(fid, ev),), None, False)
             guard = _transition_guard(finder, ev, fid, _writes(events[fid], scopes.per_vcpu))
             if guard:
