@@ -25,7 +25,15 @@ class ModelSettings:
     seed: int = 0
 
 
+def _recomputed(analysis: Analysis) -> set[str]:
+    return {j.site.key for j in analysis.sites if j.verdict.discipline == "vm-recompute"}
+
+
 def check_key(analysis: Analysis, rule: Rule, key: str, vcpus: int) -> Outcome | None:
+    """The model's verdict on one key; None when there is no per-vCPU demand
+    protocol to check (no per-vCPU set/clear, or a VM-state recompute)."""
+    if key in _recomputed(analysis):
+        return None
     protocol = extract_protocol(analysis, key, rule.api, rule.update_lock)
     return None if protocol is None else Explorer(protocol, vcpus=vcpus).run()
 
@@ -41,16 +49,22 @@ def _model_json(outcome: Outcome, status: str) -> dict:
     return {**outcome.to_json(), "status": status}
 
 
-NOT_MODELLED = {"status": "not-modelled",
-                "reason": "the value is computed from state the model does not track (a per-vCPU bitmap, a "
-                          "loop over vCPUs); the static discipline stands alone"}
+COMPUTED = {"status": "not-modelled",
+            "reason": "the value is computed from state the model does not track (a per-vCPU bitmap, a "
+                      "loop over vCPUs); the static discipline stands alone"}
+RECOMPUTED = {"status": "not-modelled",
+              "reason": "the bit is recomputed from VM-wide state on every call; no vCPU holds a demand on it "
+                        "that an interleaving could break"}
 
 
 def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings) -> None:
     vcpus = settings.vcpus
+    recomputed = _recomputed(analysis)
     for judged in analysis.sites:
         if judged.context == "per-vcpu" and judged.site.action == "computed":
-            judged.model = dict(NOT_MODELLED)
+            judged.model = dict(COMPUTED)
+        elif judged.site.key in recomputed:
+            judged.model = dict(RECOMPUTED)
     for key in sorted({j.site.key for j in analysis.sites}):
         outcome = check_key(analysis, rule, key, vcpus)
         if outcome is None:

@@ -289,7 +289,8 @@ def extract_protocol(analysis: Analysis, key: str, rule_api: list[dict], update_
     if not sites:
         return None
     compiler = _Compiler(analysis, sites, {a["function"]: a for a in rule_api}, update_lock)
-    releases = {j.site.function for j in sites if j.site.action == "clear"}
+    setters = {j.site.function for j in sites if j.site.action == "set"}
+    releases = {j.site.function for j in sites if j.site.action == "clear"} - setters
     entries = []
     for fid in sorted({j.site.function for j in sites}):
         compiler.code = []
