@@ -2,7 +2,8 @@
 
 Exit status, as checkpatch-minded CI expects: 0 clean, 1 findings at or
 above --fail-on (or, with --strict, warnings and parse errors too), 2 bad
-usage or input, with a one-line message naming the problem.
+usage or input, with a one-line message naming the problem, 3 an internal
+error of kaudit (never mistaken for findings).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -62,6 +64,11 @@ class _Group(click.Group):
         except UsageError as err:
             click.echo(f"kaudit: error: {err}", err=True)
             sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception:  # a bug in kaudit: say so, and exit apart from "findings"
+            click.echo(f"kaudit: internal error:\n{traceback.format_exc()}", err=True)
+            sys.exit(3)
 
 
 @click.group(cls=_Group)

@@ -150,3 +150,14 @@ void f(struct kvm_vcpu *v)
 """)
     decl = function(facts, "f")["body"][0]
     assert decl["s"] == "decl" and decl["cleanup"] and decl["init"]["callee"] == "ctor"
+
+
+def test_arrays_of_pointers_and_postfix_operators(tmp_path: Path) -> None:
+    facts = facts_of(tmp_path, """
+struct vm { struct kvm_vcpu *vcpus[4]; int n; };
+void f(struct vm *vm) { vm->n++; ++vm->n; }
+""")
+    fields = {f["name"]: f for s in facts["structs"] if s["name"] == "vm" for f in s["fields"]}
+    assert (fields["vcpus"]["record"], fields["vcpus"]["ptr"], fields["vcpus"]["array"]) == ("kvm_vcpu", 1, True)
+    events = EventWalker().walk(function(facts, "f")["body"])
+    assert [render(e.expr) for e in events if e.kind == "incdec"] == ["vm->n++", "++vm->n"]

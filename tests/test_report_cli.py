@@ -142,3 +142,12 @@ def test_model_command_prints_the_trace_and_exits_1_on_violation(fixed_tree: Pat
     code, out = run("model", str(fixed_tree), "--key", key, "--vcpus", "3", "--format", "json")
     assert code == 0 and json.loads(out)["status"] == "verified"
     assert run("model", "--key", "NO_SUCH_KEY")[0] == 2
+
+
+def test_internal_error_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("kaudit.cli.audit_tree", broken)
+    code, out = run("audit", "--no-cache")
+    assert code == 3 and "internal error" in out and "simulated bug" in out

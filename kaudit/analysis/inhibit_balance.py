@@ -17,7 +17,7 @@ import networkx as nx
 from kaudit.analysis.context import Scopes, infer_scopes, path_from_vcpu, per_vcpu_functions
 from kaudit.analysis.discipline import UNSAFE, DisciplineFinder, Verdict
 from kaudit.analysis.sites import Site, find_sites, lock_walker
-from kaudit.facts import Event
+from kaudit.facts import Event, render
 from kaudit.program import Program
 from kaudit.rules import Rule
 
@@ -43,10 +43,11 @@ class Finding:
     model: dict = field(default_factory=lambda: {"status": "not-run"})
 
     def fingerprint(self, program: Program) -> str:
-        """Stable across unrelated edits: no line numbers, only names."""
+        """Stable across unrelated edits: no line numbers, only names and the
+        call's text (two identical calls in one function share an id)."""
         site = self.at.site
-        parts = [self.rule.id, self.kind, self.key, program.functions[site.function]["file"],
-                 *(hop.function for hop in site.hops)]
+        parts = [self.rule.id, self.kind, self.key, site.action, program.functions[site.function]["file"],
+                 *(hop.function for hop in site.hops), render(site.event.expr)]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

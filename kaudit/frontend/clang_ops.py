@@ -33,9 +33,14 @@ def binary_operator(cursor: ci.Cursor) -> str:
     return lib.clang_getBinaryOperatorKindSpelling(lib.clang_getCursorBinaryOperatorKind(cursor))
 
 
-def unary_operator(cursor: ci.Cursor) -> str:
+_POSTFIX = (1, 2)  # CXUnaryOperator_PostInc, CXUnaryOperator_PostDec
+
+
+def unary_operator(cursor: ci.Cursor) -> tuple[str, bool]:
+    """(spelling, whether it is postfix: x++ rather than ++x)."""
     lib = _lib()
-    return lib.clang_getUnaryOperatorKindSpelling(lib.clang_getCursorUnaryOperatorKind(cursor))
+    kind = lib.clang_getCursorUnaryOperatorKind(cursor)
+    return lib.clang_getUnaryOperatorKindSpelling(kind), kind in _POSTFIX
 
 
 def clang_version() -> str:

@@ -53,13 +53,14 @@ def type_info(ctype: ci.Type) -> dict[str, Any]:
     """Spelling, pointer depth and the struct/union it designates (if any)."""
     canon = ctype.get_canonical()
     ptr = 0
-    while canon.kind == ci.TypeKind.POINTER:
-        ptr += 1
-        canon = canon.get_pointee().get_canonical()
-    array = False
-    while canon.kind in (ci.TypeKind.CONSTANTARRAY, ci.TypeKind.INCOMPLETEARRAY):
-        array = True
-        canon = canon.element_type.get_canonical()
+    array = False  # `struct kvm_vcpu *vcpus[N]`: record kvm_vcpu, ptr 1, array
+    while canon.kind in (ci.TypeKind.POINTER, ci.TypeKind.CONSTANTARRAY, ci.TypeKind.INCOMPLETEARRAY):
+        if canon.kind == ci.TypeKind.POINTER:
+            ptr += 1
+            canon = canon.get_pointee().get_canonical()
+        else:
+            array = True
+            canon = canon.element_type.get_canonical()
     record = ""
     if canon.kind == ci.TypeKind.RECORD:
         record = canon.get_declaration().spelling
@@ -183,7 +184,9 @@ class ExprBuilder:
 
     def _unary(self, cursor: ci.Cursor) -> Expr:
         children = list(cursor.get_children())
-        return {"k": "unary", "op": unary_operator(cursor), "arg": self.build(children[0])}
+        op, post = unary_operator(cursor)
+        atom = {"k": "unary", "op": op, "arg": self.build(children[0])}
+        return {**atom, "post": True} if post else atom
 
     def _binary(self, cursor: ci.Cursor) -> Expr:
         left, right = list(cursor.get_children())[:2]

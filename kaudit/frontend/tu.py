@@ -181,7 +181,7 @@ class _Extractor:
                 table = self.table(cursor)
                 if table is not None:
                     tables.append(table)
-        functions = main_functions + self._reachable_header_functions(main_functions + tables, header_defs)
+        functions = main_functions + self._reachable_header_functions(main_functions, tables, header_defs)
         return {
             "functions": functions,
             "structs": self._used_structs(functions, structs),
@@ -189,12 +189,14 @@ class _Extractor:
         }
 
     def _reachable_header_functions(
-        self, roots: list[Facts], header_defs: dict[str, tuple[ci.Cursor, str]]
+        self, roots: list[Facts], tables: list[Facts], header_defs: dict[str, tuple[ci.Cursor, str]]
     ) -> list[Facts]:
-        """Header inline functions called (transitively) from this file's code:
-        recording every inline function of every header would dominate the cost."""
+        """Header inline functions called (transitively) from this file's code
+        or bound in its tables: recording every inline function of every
+        header would dominate the cost."""
         found: list[Facts] = []
-        pending = sorted(set(_callees_in(roots)))
+        bound = {entry["function"] for table in tables for entry in table["entries"]}
+        pending = sorted(set(_callees_in(roots)) | bound)
         seen = set(pending)
         while pending:
             name = pending.pop()
@@ -234,7 +236,7 @@ def _diagnostics(tu: ci.TranslationUnit, tree: _Tree) -> tuple[list[Facts], int]
                     "severity": severity,
                     "file": tree.rel(filename) or filename,
                     "line": loc.line,
-                    "col": loc.column,
+                    "column": loc.column,
                     "message": diag.spelling,
                 }
             )
@@ -256,7 +258,7 @@ def extract_tu(path: Path, args: list[str], root: Path) -> Facts:
         return {
             "file": tree.rel(main_file),
             "diagnostics": [
-                {"severity": "fatal", "file": tree.rel(main_file), "line": 0, "col": 0, "message": str(err)}
+                {"severity": "fatal", "file": tree.rel(main_file), "line": 0, "column": 0, "message": str(err)}
             ],
             "warnings": 0,
             "includes": [],

@@ -81,7 +81,7 @@ def build_report(result: AuditResult) -> dict[str, Any]:
     findings = sorted((finding_json(program, f) for a in result.analyses for f in a.findings), key=_order)
     sites = sorted((site_json(program, rule.id, s) for rule, a in zip(result.rules, result.analyses, strict=True)
                     for s in a.sites), key=_order)
-    diagnostics = sorted(program.diagnostics, key=lambda d: (d["tu"] or "", d["file"], d["line"], d["col"]))
+    diagnostics = sorted(program.diagnostics, key=lambda d: (d["tu"] or "", d["file"], d["line"], d["column"]))
     severities = Counter(f["severity"] for f in findings)
     return {
         "schema_version": SCHEMA_VERSION,

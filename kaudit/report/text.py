@@ -37,7 +37,7 @@ def _cost_line(entry: dict[str, Any]) -> str:
 def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
     lines = []
     for diag in report["tree"]["diagnostics"]:
-        lines.append(f"{root / diag['file']}:{diag['line']}:{diag['col']}: parse {diag['severity']}: "
+        lines.append(f"{root / diag['file']}:{diag['line']}:{diag['column']}: parse {diag['severity']}: "
                      f"{diag['message']} (in {diag['tu']}; its facts may be incomplete)")
     for finding in report["findings"]:
         loc = finding["location"]
