@@ -1,0 +1,93 @@
+"""How kaudit gets compiler flags: compile databases (untrusted) and no-build synthesis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kaudit.compdb import load, translate
+from kaudit.errors import UsageError
+from kaudit.kbuild import configured_sources, kernel_version, synthesize
+
+
+def test_translate_keeps_parse_flags_and_drops_gcc_only_and_unsafe_ones(tmp_path: Path) -> None:
+    root = tmp_path / "linux"
+    (root / "include").mkdir(parents=True)
+    argv = ["gcc", "-Wp,-MMD,arch/x86/kvm/.x.o.d", "-nostdinc", "-I./include", "-I", "/usr/include",
+            "-isystem", "/usr/lib/gcc/x86_64-linux-gnu/12/include", "-include", "./include/linux/kconfig.h",
+            "-D__KERNEL__", "-DKBUILD_MODNAME='\"kvm\"'", "-std=gnu11", "-O2", "-mno-red-zone",
+            "-mpreferred-stack-boundary=3", "-mindirect-branch=thunk-extern", "-mindirect-branch-register",
+            "-fno-allow-store-data-races", "-fconserve-stack", "-falign-jumps=1", "-falign-loops=1", "-Werror",
+            "-Wimplicit-fallthrough=5", "-fplugin=./scripts/gcc-plugins/evil.so", "-Xclang", "-load", "-Xclang",
+            "evil.so", "@/tmp/response", "-c", "-o", "arch/x86/kvm/x86.o", "arch/x86/kvm/x86.c"]
+    flags = translate(argv, root, root.resolve())
+    assert flags == ["-nostdinc", "-I", str((root / "include").resolve()),
+                     "-include", str((root / "include/linux/kconfig.h").resolve()),
+                     "-D__KERNEL__", "-DKBUILD_MODNAME='\"kvm\"'", "-std=gnu11", "-O2", "-mno-red-zone"]
+
+
+def test_load_skips_entries_outside_the_tree_and_rejects_garbage(tmp_path: Path) -> None:
+    root = tmp_path / "linux"
+    source = root / "arch/x86/kvm/x86.c"
+    source.parent.mkdir(parents=True)
+    source.write_text("int x;\n")
+    outside = tmp_path / "elsewhere.c"
+    outside.write_text("int y;\n")
+    db = tmp_path / "compile_commands.json"
+    db.write_text(json.dumps([
+        {"directory": str(root), "file": "arch/x86/kvm/x86.c", "command": "gcc -DX=1 -c arch/x86/kvm/x86.c"},
+        {"directory": str(root), "file": str(outside), "command": "gcc -DEVIL -c elsewhere.c"},
+    ]))
+    assert load(db, root, [source, outside]) == {source.resolve(): ["-DX=1"]}
+    db.write_text("{not json")
+    with pytest.raises(UsageError, match="cannot read compile database"):
+        load(db, root, [source])
+
+
+def _tiny_kernel(root: Path) -> None:
+    files = {
+        "Makefile": "VERSION = 6\nPATCHLEVEL = 12\n",
+        "arch/x86/include/asm/Kbuild": "generic-y += mcs_spinlock.h\ngenerated-y += syscalls_64.h\n",
+        "include/asm-generic/Kbuild": "mandatory-y += atomic.h\nmandatory-y += barrier.h\n",
+        "arch/x86/include/asm/barrier.h": "",
+        "arch/x86/entry/syscalls/syscall_64.tbl": "0\tcommon\tread\tsys_read\n1\t64\twrite\tsys_write\n",
+        "arch/x86/entry/syscalls/syscall_32.tbl": "0\ti386\trestart_syscall\tsys_restart_syscall\n",
+        "arch/x86/kvm/Makefile": (
+            "include $(srctree)/virt/kvm/Makefile.kvm\nkvm-y += x86.o \\\n\tlapic.o\n"
+            "kvm-$(CONFIG_KVM_XEN) += xen.o\nkvm-$(CONFIG_NOT_SET_ANYWHERE) += nope.o\n"
+            "ifdef CONFIG_NOT_SET_ANYWHERE\nkvm-y += hidden.o\nendif\n"
+        ),
+        "virt/kvm/Makefile.kvm": "KVM ?= ../../../virt/kvm\nkvm-y := $(KVM)/kvm_main.o\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    for rel in ("x86.c", "lapic.c", "xen.c", "nope.c", "hidden.c"):
+        (root / "arch/x86/kvm" / rel).write_text("")
+    (root / "virt/kvm/kvm_main.c").write_text("")
+
+
+def test_no_build_synthesis_writes_only_into_the_cache(tmp_path: Path) -> None:
+    root = tmp_path / "linux"
+    _tiny_kernel(root)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    gen = synthesize(root, tmp_path / "cache")
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert gen.is_relative_to(tmp_path / "cache")
+    autoconf = (gen / "include/generated/autoconf.h").read_text()
+    assert "#define CONFIG_KVM_AMD 1" in autoconf and "#define CONFIG_X86_64 1" in autoconf
+    wrappers = gen / "arch/x86/include/generated/asm"
+    assert (wrappers / "mcs_spinlock.h").read_text() == "#include <asm-generic/mcs_spinlock.h>\n"
+    assert (wrappers / "atomic.h").exists() and not (wrappers / "barrier.h").exists()  # arch has barrier.h
+    unistd = (gen / "arch/x86/include/generated/uapi/asm/unistd_64.h").read_text()
+    assert "#define __NR_read 0" in unistd and "#define __NR_write 1" in unistd and "__NR_syscalls 2" in unistd
+    assert kernel_version(root) == (6, 12)
+
+
+def test_configured_sources_follow_the_makefiles_and_the_bundled_config(tmp_path: Path) -> None:
+    root = tmp_path / "linux"
+    _tiny_kernel(root)
+    found = [p.relative_to(root.resolve()).as_posix() for p in configured_sources(root.resolve()) or []]
+    assert found == ["arch/x86/kvm/lapic.c", "arch/x86/kvm/x86.c", "arch/x86/kvm/xen.c", "virt/kvm/kvm_main.c"]
