@@ -45,31 +45,30 @@ def _file_of(cursor: ci.Cursor) -> str | None:
     return loc.file.name if loc.file is not None else None
 
 
-def _records_in(value: Any) -> Iterator[str]:
-    """Every struct name mentioned anywhere in a fact subtree."""
+def _dicts(value: Any) -> Iterator[dict[str, Any]]:
+    """Every dict in a fact subtree."""
     if isinstance(value, dict):
-        for key in ("record", "type_record"):
-            record = value.get(key)
-            if isinstance(record, str) and record:
-                yield record
+        yield value
         for item in value.values():
-            yield from _records_in(item)
+            yield from _dicts(item)
     elif isinstance(value, list):
         for item in value:
-            yield from _records_in(item)
+            yield from _dicts(item)
+
+
+def _records_in(value: Any) -> Iterator[str]:
+    """Every struct name mentioned anywhere in a fact subtree."""
+    for node in _dicts(value):
+        for key in ("record", "type_record"):
+            if isinstance(node.get(key), str) and node[key]:
+                yield node[key]
 
 
 def _callees_in(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        if value.get("k") in ("call", "func"):
-            name = value.get("callee") or value.get("name")
-            if name:
-                yield name
-        for item in value.values():
-            yield from _callees_in(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _callees_in(item)
+    """Every function a fact subtree calls or takes the address of."""
+    for node in _dicts(value):
+        if node.get("k") in ("call", "func") and (node.get("callee") or node.get("name")):
+            yield node.get("callee") or node["name"]
 
 
 def _collect_structs(cursor: ci.Cursor, structs: dict[str, ci.Cursor]) -> None:
