@@ -16,7 +16,7 @@ from kaudit.kbuild import configured_sources, nobuild_args, synthesize
 from kaudit.model.check import ModelSettings, apply_model
 from kaudit.program import Program
 from kaudit.rules import Rule
-from kaudit.scan import SOURCE_GLOBS, ParseJob, find_sources, kernel_include_args, parse_tree
+from kaudit.scan import SOURCE_GLOBS, ParseJob, find_sources, parse_tree
 
 ENGINES = {"inhibit-balance": inhibit_balance.run, "counter-transition": counter_transition.run}
 
@@ -41,13 +41,12 @@ def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None) -> list[ParseJo
         if not flags:
             raise UsageError(f"{compdb}: no entry for any file under {', '.join(SOURCE_GLOBS)}")
         return [ParseJob(path, tuple(flags[path.resolve()])) for path in sources if path.resolve() in flags]
-    if (root / "arch/x86/include/asm/Kbuild").is_file():
-        args = tuple(nobuild_args(root, synthesize(root, cache_dir)))
-        configured = configured_sources(root)
-        if configured is not None:
-            sources = [path for path in sources if path.resolve() in set(configured)]
-    else:
-        args = tuple(kernel_include_args(root))
+    if not (root / "arch/x86/include/asm/Kbuild").is_file():  # a small tree: its own headers are complete
+        return [ParseJob(path, tuple(nobuild_args(root, None))) for path in sources]
+    args = tuple(nobuild_args(root, synthesize(root, cache_dir)))
+    configured = configured_sources(root)
+    if configured is not None:
+        sources = [path for path in sources if path.resolve() in set(configured)]
     return [ParseJob(path, args) for path in sources]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from kaudit import __version__
 from kaudit.audit import audit_tree
 from kaudit.errors import UsageError
 from kaudit.model.check import ModelSettings, check_key
+from kaudit.patchcheck import check_patch
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.text import model_lines as _model_lines
-from kaudit.report.text import render_text
+from kaudit.report.text import render_patch_text, render_text
 from kaudit.resources import default_rules_dir, sample_tree
 from kaudit.rules import load_rules
 
@@ -149,3 +151,34 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, fmt: 
         click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else "\n".join(_model_lines(data)))
         sys.exit(1 if outcome.status == "violation" else 0)
     raise UsageError(f"{key}: no per-vCPU set/clear sites to model")
+
+
+@main.command("check-patch")
+@click.argument("patch", type=click.Path(path_type=Path))
+@click.argument("tree", required=False, type=click.Path(path_type=Path))
+@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), help="Rule directory (default: bundled rules/).")
+@click.option("--compdb", type=click.Path(path_type=Path), help="The tree's compile_commands.json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
+              help="Lowest severity of an introduced finding that makes the exit status 1.")
+@click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=os.cpu_count() or 1, show_default="CPUs")
+@click.option("--no-model", is_flag=True, help="Skip the runtime model.")
+def check_patch_command(patch: Path, tree: Path | None, rules_dir: Path | None, compdb: Path | None, fmt: str,
+                        output: Path | None, fail_on: str, terse: bool, jobs: int, no_model: bool) -> None:
+    """Pre-submit check: audit TREE with PATCH applied (to a work copy) and report
+    what the patch introduces and fixes. TREE defaults to the bundled sample."""
+    root = tree if tree is not None else sample_tree()
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such directory")
+    rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
+    settings = None if no_model else ModelSettings(sim_steps=0)
+    with tempfile.TemporaryDirectory(prefix="kaudit-patch-") as scratch:
+        result = check_patch(root, patch, rules, Path(scratch), jobs, _default_cache(), settings, compdb)
+    report = result.report
+    text = dumps(report) if fmt == "json" else render_patch_text(report, root.resolve(), terse=terse)
+    _write(output, text)
+    introduced = [f for f in report["findings"] if f["id"] in set(report["patch"]["introduced"])]
+    failing = fail_on != "never" and any(_RANK[f["severity"]] >= _RANK[fail_on] for f in introduced)
+    sys.exit(1 if failing else 0)

@@ -140,7 +140,7 @@ def synthesize(root: Path, cache: Path) -> Path:
     files = {"include/generated/autoconf.h": _config_header(config), **_COMPUTED, **_wrappers(root),
              **_syscall_headers(root), "include/generated/uapi/linux/version.h": version}
     digest = hashlib.sha256(
-        "\0".join([__version__, str(root.resolve()), *(f"{k}\0{v}" for k, v in sorted(files.items()))]).encode()
+        "\0".join([__version__, *(f"{k}\0{v}" for k, v in sorted(files.items()))]).encode()
     ).hexdigest()[:16]
     gen = cache / "generated" / digest
     if not (gen / ".complete").exists():
@@ -233,19 +233,23 @@ def configured_sources(root: Path, makefile: str = "arch/x86/kvm/Makefile") -> l
     return sorted(p for p in sources if p.is_file())
 
 
-def nobuild_args(root: Path, gen: Path) -> list[str]:
-    """Kbuild's flags for an x86_64 KVM object, generated headers from gen."""
+def nobuild_args(root: Path, gen: Path | None) -> list[str]:
+    """Kbuild's flags for an x86_64 KVM object, generated headers from gen
+    (None for a small kernel-style tree that needs none, like the sample)."""
     args = ["-nostdinc", "--target=x86_64-linux-gnu", "-std=gnu11", "-D__KERNEL__", "-O2", "-m64",
             "-DKBUILD_MODNAME=\"kvm\"", "-DKBUILD_BASENAME=\"kvm\"", "-D__KBUILD_MODNAME=kmod_kvm",
             "-DKBUILD_MODFILE=\"arch/x86/kvm/kvm\"", "-fno-PIE", "-mcmodel=kernel",
             "-mno-sse", "-mno-mmx", "-mno-sse2", "-mno-avx", "-mno-red-zone", "-fshort-wchar", "-funsigned-char",
             "-fno-common"]
+    def generated(rel: str) -> list[Path]:
+        return [gen / rel] if gen is not None else []
+
     includes = [
-        root / "arch/x86/include", root / "arch/x86/include/generated", gen / "arch/x86/include/generated",
-        root / "include", gen / "include",
+        root / "arch/x86/include", root / "arch/x86/include/generated", *generated("arch/x86/include/generated"),
+        root / "include", *generated("include"),
         root / "arch/x86/include/uapi", root / "arch/x86/include/generated/uapi",
-        gen / "arch/x86/include/generated/uapi",
-        root / "include/uapi", root / "include/generated/uapi", gen / "include/generated/uapi",
+        *generated("arch/x86/include/generated/uapi"),
+        root / "include/uapi", root / "include/generated/uapi", *generated("include/generated/uapi"),
         root / "arch/x86/kvm",
     ]
     for inc in includes:

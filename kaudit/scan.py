@@ -1,8 +1,9 @@
 """Find the C files of a tree, parse them in parallel, cache their facts.
 
 The cache lives outside the analysed tree (never written into it). An entry
-is keyed by the file, its compiler flags and the kaudit/libclang versions, and
-is valid while every tree file the TU included keeps its size and mtime.
+is keyed by the file's tree-relative path, its compiler flags and the kaudit
+front end and libclang versions, and is valid while every tree file the TU
+included keeps its size and mtime.
 """
 
 from __future__ import annotations
@@ -39,27 +40,6 @@ def find_sources(root: Path) -> list[Path]:
     return files
 
 
-def kernel_include_args(root: Path) -> list[str]:
-    """The include and define flags Kbuild gives x86 objects, for the
-    directories and forced headers this tree actually has."""
-    args = ["-nostdinc", "-std=gnu11", "-D__KERNEL__", "-Wno-unknown-attributes"]
-    for rel in (
-        "arch/x86/include",
-        "arch/x86/include/generated",
-        "include",
-        "arch/x86/include/uapi",
-        "arch/x86/include/generated/uapi",
-        "include/uapi",
-        "include/generated/uapi",
-    ):
-        if (root / rel).is_dir():
-            args += ["-I", str(root / rel)]
-    for rel in ("include/linux/compiler-version.h", "include/linux/kconfig.h", "include/linux/compiler_types.h"):
-        if (root / rel).is_file():
-            args += ["-include", str(root / rel)]
-    return args
-
-
 def _frontend_digest() -> str:
     """The front end's own source: facts made by other code are not reused."""
     sources = sorted(Path(__file__).with_name("frontend").glob("*.py"))
@@ -73,8 +53,12 @@ class FactsCache:
         self.salt = f"{__version__}\0{libclang_version()}\0{_frontend_digest()}" if directory else ""
 
     def _entry(self, job: ParseJob) -> Path:
+        """Keyed by tree-relative path and flags, so a copy of the tree (a
+        patched work tree) reuses the facts of every file it did not change."""
         assert self.directory is not None
-        key = "\0".join([self.salt, str(job.path), *job.args])
+        root = str(self.root)
+        relative = [arg.replace(root, "<tree>") for arg in (str(job.path), *job.args)]
+        key = "\0".join([self.salt, *relative])
         return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
     def _deps(self, rels: Iterable[str]) -> dict[str, list[int]]:

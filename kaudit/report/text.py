@@ -34,23 +34,29 @@ def _cost_line(entry: dict[str, Any]) -> str:
             f"acquisitions per request, {cost['premature_clears']} premature clears in {cost['requests']} requests")
 
 
+def _finding_lines(finding: dict[str, Any], root: Path, terse: bool) -> list[str]:
+    loc = finding["location"]
+    lines = [f"{_where(root, loc)}: {finding['severity']}: {finding['message']} [{finding['rule']}]"]
+    if terse:
+        return lines
+    for rel in finding["related"]:
+        lines.append(f"{_where(root, rel)}: note: {rel['action']} of {finding['key']} in "
+                     f"{rel['function']} ({rel['discipline']})")
+    if finding["call_path"]:
+        path = " -> ".join(step["function"] for step in finding["call_path"])
+        lines.append(f"{_where(root, loc)}: note: runs on a vCPU via {path}")
+    return lines + model_lines(finding["model"])
+
+
+def _diagnostic_lines(report: dict[str, Any], root: Path) -> list[str]:
+    return [f"{root / d['file']}:{d['line']}:{d['column']}: parse {d['severity']}: {d['message']} "
+            f"(in {d['tu']}; its facts may be incomplete)" for d in report["tree"]["diagnostics"]]
+
+
 def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
-    lines = []
-    for diag in report["tree"]["diagnostics"]:
-        lines.append(f"{root / diag['file']}:{diag['line']}:{diag['column']}: parse {diag['severity']}: "
-                     f"{diag['message']} (in {diag['tu']}; its facts may be incomplete)")
+    lines = _diagnostic_lines(report, root)
     for finding in report["findings"]:
-        loc = finding["location"]
-        lines.append(f"{_where(root, loc)}: {finding['severity']}: {finding['message']} [{finding['rule']}]")
-        if terse:
-            continue
-        for rel in finding["related"]:
-            lines.append(f"{_where(root, rel)}: note: {rel['action']} of {finding['key']} in "
-                         f"{rel['function']} ({rel['discipline']})")
-        if finding["call_path"]:
-            path = " -> ".join(step["function"] for step in finding["call_path"])
-            lines.append(f"{_where(root, loc)}: note: runs on a vCPU via {path}")
-        lines += model_lines(finding["model"])
+        lines += _finding_lines(finding, root, terse)
     if not terse:
         lines += [_cost_line(entry) for entry in report["model"] if entry["cost"]]
     summary = report["summary"]
@@ -60,4 +66,20 @@ def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
         f"{summary['sites']} site(s) judged in {tree['files_analyzed']} file(s), "
         f"{tree['parse_errors']} with parse errors"
     )
+    return "\n".join(lines) + "\n"
+
+
+def render_patch_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
+    """What the patch introduces (as findings, lines of the patched files) and fixes (as notes)."""
+    patch = report["patch"]
+    introduced = set(patch["introduced"])
+    lines = _diagnostic_lines(report, root)
+    for finding in report["findings"]:
+        if finding["id"] in introduced:
+            lines += _finding_lines(finding, root, terse)
+    for finding in patch["fixed"]:
+        lines.append(f"{_where(root, finding['location'])}: note: fixed by the patch: {finding['message']} "
+                     f"[{finding['rule']}]")
+    lines.append(f"kaudit: {patch['file']}: {len(introduced)} finding(s) introduced, {len(patch['fixed'])} fixed, "
+                 f"{len(patch['unchanged'])} unchanged; {report['tree']['parse_errors']} file(s) with parse errors")
     return "\n".join(lines) + "\n"
