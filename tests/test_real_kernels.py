@@ -18,6 +18,7 @@ import pytest
 
 from kaudit.audit import audit_tree
 from kaudit.model.check import ModelSettings
+from kaudit.patchcheck import check_patch
 from kaudit.report.json_report import build_report
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules
@@ -150,3 +151,27 @@ def test_kaudit_never_writes_into_the_tree() -> None:
     audited("6.12", "no-build")
     assert not (tree / "include/generated").exists()
     assert not Path(tree / "arch/x86/include/generated").exists()
+
+
+def test_check_patch_on_a_real_tree_keeps_the_error_and_the_tree(tmp_path: Path) -> None:
+    """A patch that only shifts lines introduces and fixes nothing; ids survive."""
+    tree = kernels.source_tree("6.12")
+    svm = tree / "arch/x86/kvm/svm/svm.c"
+    lines = svm.read_text().splitlines(keepends=True)
+    clear_line = IRQWIN_LINES["6.12"][0]
+    probe = tmp_path / "probe.patch"
+    above, below = lines[clear_line - 4:clear_line - 1], lines[clear_line - 1:clear_line + 2]
+    probe.write_text(
+        "--- a/arch/x86/kvm/svm/svm.c\n+++ b/arch/x86/kvm/svm/svm.c\n"
+        f"@@ -{clear_line - 3},6 +{clear_line - 3},7 @@\n"
+        + "".join(" " + line for line in above) + "+\t/* a comment that moves the clear down */\n"
+        + "".join(" " + line for line in below)
+    )
+    before = svm.stat().st_mtime_ns, svm.read_bytes()
+    result = check_patch(tree, probe, load_rules(default_rules_dir()), tmp_path / "work", 2,
+                         kernels.CACHE / "kaudit-cache", None, None)
+    assert (svm.stat().st_mtime_ns, svm.read_bytes()) == before
+    patch = result.report["patch"]
+    assert patch["introduced"] == [] and patch["fixed"] == []
+    (error,) = [f for f in result.report["findings"] if f["severity"] == "error"]
+    assert error["id"] in patch["unchanged"] and error["location"]["line"] == clear_line + 1
