@@ -8,10 +8,12 @@ and every VM-wide count of vCPUs.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kernels
 import networkx as nx
 import pytest
@@ -82,6 +84,7 @@ def sites_of(report: dict[str, Any], rule: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("version", kernels.VERSIONS)
 def test_every_tu_parses_without_fatal_diagnostics(version: str, mode: str) -> None:
     report, _ = audited(version, mode)
+    jsonschema.validate(report, json.loads((Path(__file__).parents[1] / "docs/report-v1.schema.json").read_text()))
     assert report["tree"]["files_analyzed"] > 35
     assert [d for d in report["tree"]["diagnostics"] if d["severity"] == "fatal"] == []
     assert report["tree"]["parse_errors"] == 0, report["tree"]["diagnostics"][:5]
