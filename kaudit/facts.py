@@ -19,14 +19,14 @@ Stmt = dict[str, Any]
 
 @dataclass(frozen=True)
 class Guard:
-    """An atom and its polarity; `branch` names the whole condition and the
-    side taken (`if (!a || b)` on its else side gives atoms a and !b, both
-    with branch ("!a || b", False)), so two sites can be told to sit on the
-    two sides of one condition."""
+    """An atom and its polarity; `branch` identifies the whole condition (the
+    identity of its fact dict) and the side taken (`if (!a || b)` on its else
+    side gives atoms a and !b, both with branch (id, False)), so two sites
+    can be told to sit on the two sides of one condition."""
 
     atom: Expr
     polarity: bool
-    branch: tuple[str, bool] = field(default=("", True), compare=False)
+    branch: tuple[int, bool] = field(default=(0, True), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"expr": render(self.atom), "polarity": self.polarity}
@@ -45,9 +45,9 @@ class Event:
     in_loop: tuple[int, ...] = field(default=())  # lines of enclosing loops
 
 
-def guards_of(cond: Expr, polarity: bool, branch: tuple[str, bool] | None = None) -> list[Guard]:
+def guards_of(cond: Expr, polarity: bool, branch: tuple[int, bool] | None = None) -> list[Guard]:
     """Split a condition into atoms: a && b (true) and a || b (false) split."""
-    branch = branch or (render(cond), polarity)
+    branch = branch or (id(cond), polarity)
     kind = cond.get("k")
     if kind == "unary" and cond["op"] == "!":
         return guards_of(cond["arg"], not polarity, branch)
@@ -251,8 +251,14 @@ class EventWalker:
             out.append(Event("incdec", expr, line, guards, tuple(locks), loops))
 
 
+_CHILD_KEYS = {
+    "member": ("base",), "call": ("args",), "unary": ("arg",), "binary": ("l", "r"),
+    "cond": ("c", "t", "f"), "index": ("base", "index"), "other": ("sub",),
+}
+
+
 def _children(expr: Expr) -> Iterator[Expr]:
-    for key in ("base", "args", "arg", "l", "r", "index", "sub", "c", "t", "f"):
+    for key in _CHILD_KEYS.get(expr.get("k", ""), ()):
         value = expr.get(key)
         if isinstance(value, dict):
             yield value

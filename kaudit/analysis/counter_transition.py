@@ -19,7 +19,7 @@ import networkx as nx
 
 from kaudit.analysis.context import infer_scopes, path_from_vcpu, per_vcpu_functions
 from kaudit.analysis.discipline import DisciplineFinder, Verdict
-from kaudit.analysis.inhibit_balance import Analysis, Finding, JudgedSite, all_events
+from kaudit.analysis.inhibit_balance import Analysis, Finding, JudgedSite
 from kaudit.analysis.sites import Hop, Site
 from kaudit.facts import Event, const_value, deref, field_key, owner_record, render
 from kaudit.kernel_api import ATOMIC_UPDATE, STATIC_KEY_UPDATE
@@ -83,9 +83,8 @@ def _writes(events: list[Event], per_vcpu: frozenset[str]) -> set[str]:
     return written
 
 
-def run(program: Program, graph: nx.DiGraph, rule: Rule) -> Analysis:
+def run(program: Program, graph: nx.DiGraph, rule: Rule, events: dict[str, list[Event]]) -> Analysis:
     scopes = infer_scopes(program, rule.per_vcpu_types, rule.vm_types)
-    events = all_events(program)
     finder = DisciplineFinder(scopes, events, rule.update_lock)
     updates: dict[str, list[tuple[str, Event, str]]] = {}
     for fid in sorted(events):

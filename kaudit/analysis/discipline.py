@@ -168,9 +168,9 @@ class DisciplineFinder:
                 match = mine.get((condition, not taken))
                 if match is None:
                     continue
-                atoms = [g.atom for g in site.event.guards if g.branch == match.branch]
-                if not any(self._reads_own_vcpu(atom, site.function) for atom in atoms):
-                    return condition
+                side = [g for g in site.event.guards if g.branch == match.branch]
+                if not any(self._reads_own_vcpu(g.atom, site.function) for g in side):
+                    return " && ".join(render(g.atom) if g.polarity else f"!({render(g.atom)})" for g in side)
         return None
 
     def _reads_own_vcpu(self, atom: dict, fid: str) -> bool:

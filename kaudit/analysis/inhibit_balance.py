@@ -16,7 +16,7 @@ import networkx as nx
 
 from kaudit.analysis.context import Scopes, infer_scopes, path_from_vcpu, per_vcpu_functions
 from kaudit.analysis.discipline import UNSAFE, DisciplineFinder, Verdict
-from kaudit.analysis.sites import Site, find_sites, lock_walker
+from kaudit.analysis.sites import Site, find_sites
 from kaudit.facts import Event, render
 from kaudit.program import Program
 from kaudit.rules import Rule
@@ -62,11 +62,6 @@ class Analysis:
     model: dict[str, dict] = field(default_factory=dict)  # per key, filled by kaudit.model.check
 
 
-def all_events(program: Program) -> dict[str, list[Event]]:
-    walker = lock_walker(program)
-    return {fid: walker.walk(fn["body"]) for fid, fn in program.functions.items()}
-
-
 def judge_sites(program: Program, graph: nx.DiGraph, rule: Rule, scopes: Scopes,
                 events: dict[str, list[Event]]) -> list[JudgedSite]:
     vcpu_fns = per_vcpu_functions(program, scopes)
@@ -110,8 +105,7 @@ def _findings(program: Program, rule: Rule, judged: list[JudgedSite]) -> list[Fi
     return findings
 
 
-def run(program: Program, graph: nx.DiGraph, rule: Rule) -> Analysis:
+def run(program: Program, graph: nx.DiGraph, rule: Rule, events: dict[str, list[Event]]) -> Analysis:
     scopes = infer_scopes(program, rule.per_vcpu_types, rule.vm_types)
-    events = all_events(program)
     judged = judge_sites(program, graph, rule, scopes, events)
     return Analysis(program, graph, scopes, events, judged, _findings(program, rule, judged))

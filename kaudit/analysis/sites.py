@@ -106,9 +106,10 @@ def guard_lock(program: Program, init: Expr) -> str | None:
     return None
 
 
-def lock_walker(program: Program) -> EventWalker:
-    """An event walker that knows the tree's scoped guards."""
-    return EventWalker(lambda init: guard_lock(program, init))
+def all_events(program: Program) -> dict[str, list[Event]]:
+    """Every function's events, walked once and shared by all rules."""
+    walker = EventWalker(lambda init: guard_lock(program, init))
+    return {fid: walker.walk(fn["body"]) for fid, fn in program.functions.items()}
 
 
 def _bind_conditions(spec: Spec, args: list[Expr], params: list[str]) -> list[tuple[int, bool]] | None:
