@@ -13,7 +13,9 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -26,7 +28,7 @@ from kaudit.report.json_report import build_report, dumps
 from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_patch_text, render_text
 from kaudit.resources import default_rules_dir, sample_tree
-from kaudit.rules import load_rules
+from kaudit.rules import Rule, load_rules
 
 _RANK = {"info": 0, "warning": 1, "error": 2}
 
@@ -50,13 +52,13 @@ def _write(output: Path | None, text: str) -> None:
         raise UsageError(f"{output}: cannot write report: {err.strerror}") from err
 
 
-def _fails(report: dict, fail_on: str, strict: bool) -> bool:
+def _fails(findings: list[dict[str, Any]], parse_errors: int, fail_on: str, strict: bool) -> bool:
     threshold = "warning" if strict else fail_on
-    if strict and report["tree"]["parse_errors"]:
+    if strict and parse_errors:
         return True
     if threshold == "never":
         return False
-    return any(_RANK[f["severity"]] >= _RANK[threshold] for f in report["findings"])
+    return any(_RANK[f["severity"]] >= _RANK[threshold] for f in findings)
 
 
 class _Group(click.Group):
@@ -73,6 +75,40 @@ class _Group(click.Group):
             sys.exit(3)
 
 
+def _rules_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--rules", "rules_dir", type=click.Path(path_type=Path),
+                        help="Rule directory (default: bundled rules/).")(fn)
+
+
+def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command that parses a tree shares: rules, workers, cache, compile database."""
+    for option in (
+        click.option("--compdb", type=click.Path(path_type=Path),
+                     help="The kernel's compile_commands.json (default: no-build mode, headers synthesised "
+                          "in the cache)."),
+        click.option("--no-cache", is_flag=True, help="Parse every file afresh."),
+        click.option("--cache-dir", type=click.Path(path_type=Path), help="Facts cache (default: ~/.cache/kaudit)."),
+        click.option("-j", "--jobs", type=click.IntRange(1, 256), default=min(os.cpu_count() or 1, 256),
+                     show_default="CPUs, at most 256", help="Parallel libclang workers."),
+        _rules_option,
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _cache(cache_dir: Path | None, no_cache: bool) -> Path | None:
+    return None if no_cache else (cache_dir or _default_cache())
+
+
+def _rules(rules_dir: Path | None) -> list[Rule]:
+    return load_rules(rules_dir if rules_dir is not None else default_rules_dir())
+
+
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+_OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here, not stdout.")
+_TERSE = click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="kaudit")
 def main() -> None:
@@ -81,44 +117,37 @@ def main() -> None:
 
 @main.command()
 @click.argument("tree", required=False, type=click.Path(path_type=Path))
-@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), help="Rule directory (default: bundled rules/).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
+@_common_options
+@_FORMAT
+@_OUTPUT
 @click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
               help="Lowest finding severity that makes the exit status 1.")
 @click.option("--strict", is_flag=True, help="Fail on warnings and on parse errors too.")
-@click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=os.cpu_count() or 1, show_default="CPUs",
-              help="Parallel libclang workers.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), help="Facts cache (default: ~/.cache/kaudit).")
-@click.option("--no-cache", is_flag=True, help="Parse every file afresh.")
-@click.option("--compdb", type=click.Path(path_type=Path),
-              help="The kernel's compile_commands.json (default: no-build mode, headers synthesised in the cache).")
+@_TERSE
 @click.option("--no-model", is_flag=True, help="Skip the runtime model (interleaving check).")
 @click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True, help="vCPUs in the runtime model.")
 @click.option("--sim-steps", type=click.IntRange(0), default=100_000, show_default=True,
               help="Steps of the seeded 4-vCPU cost simulation (0: skip).")
-def audit(tree: Path | None, rules_dir: Path | None, fmt: str, output: Path | None, fail_on: str,
-          strict: bool, terse: bool, jobs: int, cache_dir: Path | None, no_cache: bool, compdb: Path | None,
+def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None, no_cache: bool,
+          compdb: Path | None, fmt: str, output: Path | None, fail_on: str, strict: bool, terse: bool,
           no_model: bool, vcpus: int, sim_steps: int) -> None:
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
-    rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
-    cache = None if no_cache else (cache_dir or _default_cache())
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
-    result = audit_tree(root, rules, jobs=jobs, cache_dir=cache, model=settings, compdb=compdb)
+    result = audit_tree(root, _rules(rules_dir), jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
+                        compdb=compdb)
     report = build_report(result)
     text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
     _write(output, text)
-    sys.exit(1 if _fails(report, fail_on, strict) else 0)
+    sys.exit(1 if _fails(report["findings"], report["tree"]["parse_errors"], fail_on, strict) else 0)
 
 
 @main.command()
 @click.argument("rule_id", required=False)
-@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), help="Rule directory (default: bundled rules/).")
+@_rules_option
 def rule(rule_id: str | None, rules_dir: Path | None) -> None:
     """Print a rule's page (what it does, why, example, fix); no ID lists the rules."""
-    rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
+    rules = _rules(rules_dir)
     if rule_id is None:
         for r in rules:
             click.echo(f"{r.id}  {r.name:28}  {r.severity:7}  {r.title}")
@@ -134,15 +163,16 @@ def rule(rule_id: str | None, rules_dir: Path | None) -> None:
 @click.argument("tree", required=False, type=click.Path(path_type=Path))
 @click.option("--key", required=True, help="The key to model, e.g. APICV_INHIBIT_REASON_IRQWIN.")
 @click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True)
-@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), help="Rule directory (default: bundled rules/).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, fmt: str) -> None:
+@_common_options
+@_FORMAT
+def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs: int, cache_dir: Path | None,
+          no_cache: bool, compdb: Path | None, fmt: str) -> None:
     """Run the runtime model for one KEY of TREE and print its verdict and trace.
 
     Exit 1 when the model finds a violation."""
-    rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
-    result = audit_tree(tree if tree is not None else sample_tree(), rules, jobs=os.cpu_count() or 1,
-                        cache_dir=_default_cache())
+    rules = _rules(rules_dir)
+    result = audit_tree(tree if tree is not None else sample_tree(), rules, jobs=jobs,
+                        cache_dir=_cache(cache_dir, no_cache), compdb=compdb)
     for rule, analysis in zip(rules, result.analyses, strict=True):
         outcome = check_key(analysis, rule, key, vcpus)
         if outcome is None:
@@ -150,35 +180,34 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, fmt: 
         data = outcome.to_json()
         click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else "\n".join(_model_lines(data)))
         sys.exit(1 if outcome.status == "violation" else 0)
-    raise UsageError(f"{key}: no per-vCPU set/clear sites to model")
+    raise UsageError(f"{key}: no per-vCPU set/clear protocol to model")
 
 
 @main.command("check-patch")
 @click.argument("patch", type=click.Path(path_type=Path))
 @click.argument("tree", required=False, type=click.Path(path_type=Path))
-@click.option("--rules", "rules_dir", type=click.Path(path_type=Path), help="Rule directory (default: bundled rules/).")
-@click.option("--compdb", type=click.Path(path_type=Path), help="The tree's compile_commands.json.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here instead of stdout.")
+@_common_options
+@_FORMAT
+@_OUTPUT
 @click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
               help="Lowest severity of an introduced finding that makes the exit status 1.")
-@click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=os.cpu_count() or 1, show_default="CPUs")
+@_TERSE
 @click.option("--no-model", is_flag=True, help="Skip the runtime model.")
-def check_patch_command(patch: Path, tree: Path | None, rules_dir: Path | None, compdb: Path | None, fmt: str,
-                        output: Path | None, fail_on: str, terse: bool, jobs: int, no_model: bool) -> None:
+def check_patch_command(patch: Path, tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None,
+                        no_cache: bool, compdb: Path | None, fmt: str, output: Path | None, fail_on: str,
+                        terse: bool, no_model: bool) -> None:
     """Pre-submit check: audit TREE with PATCH applied (to a work copy) and report
     what the patch introduces and fixes. TREE defaults to the bundled sample."""
     root = tree if tree is not None else sample_tree()
     if not root.is_dir():
         raise UsageError(f"{root}: no such directory")
-    rules = load_rules(rules_dir if rules_dir is not None else default_rules_dir())
     settings = None if no_model else ModelSettings(sim_steps=0)
     with tempfile.TemporaryDirectory(prefix="kaudit-patch-") as scratch:
-        result = check_patch(root, patch, rules, Path(scratch), jobs, _default_cache(), settings, compdb)
+        result = check_patch(root, patch, _rules(rules_dir), Path(scratch), jobs, _cache(cache_dir, no_cache),
+                             settings, compdb)
     report = result.report
     text = dumps(report) if fmt == "json" else render_patch_text(report, root.resolve(), terse=terse)
     _write(output, text)
-    introduced = [f for f in report["findings"] if f["id"] in set(report["patch"]["introduced"])]
-    failing = fail_on != "never" and any(_RANK[f["severity"]] >= _RANK[fail_on] for f in introduced)
-    sys.exit(1 if failing else 0)
+    introduced = set(report["patch"]["introduced"])
+    findings = [f for f in report["findings"] if f["id"] in introduced]
+    sys.exit(1 if _fails(findings, 0, fail_on, strict=False) else 0)

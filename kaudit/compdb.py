@@ -1,12 +1,10 @@
 """Compile-database mode: the kernel's compile_commands.json, made safe for libclang.
 
 Kernel builds use gcc; its command lines carry flags clang rejects, and a
-compile database is input we do not trust. So each command keeps what
-parsing needs (defines, include paths inside the tree, forced includes,
-language and target options) and loses the rest: gcc-only code-generation
-flags, warnings (and -Werror), dependency-file output, -c/-o, plugins
-(-fplugin, -Xclang -load) and @response files. Paths that lead outside the
-tree are dropped, and entries for files outside it are skipped.
+compile database is input we do not trust. So each command keeps only what
+an allowlist says parsing needs (defines, include paths and forced includes
+inside the tree, language and target options) and loses the rest. Entries
+for files outside the tree are skipped.
 """
 
 from __future__ import annotations
@@ -17,56 +15,41 @@ from pathlib import Path
 
 from kaudit.errors import UsageError
 
-# Flags gcc accepts and clang does not (or that only change code generation).
-GCC_ONLY_PREFIXES = (
-    "-mpreferred-stack-boundary=", "-mindirect-branch=", "-mindirect-branch-register", "-mfunction-return=",
-    "-mindirect-branch-cs-prefix", "-mharden-sls=", "-mrecord-mcount", "-mskip-rax-setup",
-    "-fno-allow-store-data-races", "-fconserve-stack", "-falign-jumps=", "-falign-loops=",
-    "-falign-functions=", "-fno-ipa-sra", "-fmin-function-alignment=", "-fzero-call-used-regs=",
-    "-fpatchable-function-entry=", "-fsanitize", "-fno-var-tracking-assignments", "-fstack-clash-protection",
-    "-fno-delete-null-pointer-checks", "-fno-tree-loop-im", "-fno-inline-functions-called-once",
-)
-_DROP_EXACT = {"-c", "-Werror", "-pipe", "-g", "-gdwarf-4", "-gdwarf-5"}
-_WITH_VALUE = {"-o", "-MF", "-MT", "-MQ"}
-_PATH_FLAGS = {"-I", "-isystem", "-iquote", "-include", "-idirafter"}
+# Allowlist: the flags that change how a TU parses (macros, language,
+# target). Everything else is dropped: gcc-only code-generation flags
+# (-mpreferred-stack-boundary=, -mindirect-branch=, -fconserve-stack, ...),
+# warnings and -Werror, dependency output, -c/-o, plugins, --config files,
+# modules caches (which would write), and @response files.
+_KEEP_EXACT = {
+    "-nostdinc", "-ffreestanding", "-m64", "-m32", "-fshort-wchar", "-funsigned-char", "-fsigned-char",
+    "-fno-common", "-fno-PIE", "-fno-pie", "-fno-PIC", "-fno-pic", "-fms-extensions", "-fno-strict-aliasing",
+    "-mno-red-zone", "-mno-sse", "-mno-sse2", "-mno-mmx", "-mno-3dnow", "-mno-avx", "-mno-80387",
+    "-mno-fp-ret-in-387", "-mskip-rax-setup", "-O0", "-O1", "-O2", "-O3", "-Os", "-Oz",
+}
+_KEEP_PREFIXES = ("-D", "-U", "-std=", "--target=", "-mcmodel=", "-march=", "-fcf-protection", "-fno-builtin")
+# Flags that name a file or directory: kept only when it lies inside the tree.
+_PATH_FLAGS = ("-I", "-isystem", "-iquote", "-idirafter", "-include", "-imacros")
 
 
 def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-    except ValueError:
-        return False
-    return True
+    return path.resolve().is_relative_to(root)
 
 
 def translate(argv: list[str], directory: Path, root: Path) -> list[str]:
     """Clang-safe parse flags from one compile command's argv (no compiler, no file)."""
     out: list[str] = []
-    i = 1  # argv[0] is the compiler
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        if arg in _WITH_VALUE:
-            i += 1
-            continue
-        if arg == "-Xclang":  # -Xclang -load -Xclang plugin.so, and anything else passed raw
-            i += 1
-            continue
-        if (arg in _DROP_EXACT or arg.startswith(("@", "-Wp,", "-W", "-fplugin", "-MD", "-MMD", "-M"))
-                or arg.startswith(GCC_ONLY_PREFIXES) or arg.endswith((".c", ".S"))):
-            continue
-        flag, value = next(((f, arg[len(f):]) for f in _PATH_FLAGS if arg.startswith(f) and arg != f), (arg, None))
-        if flag in _PATH_FLAGS:
-            if value is None:
-                if i >= len(argv):
-                    break
-                value = argv[i]
-                i += 1
+    args = iter(argv[1:])  # argv[0] is the compiler
+    for arg in args:
+        flag = next((f for f in _PATH_FLAGS if arg == f or (arg.startswith(f) and f in ("-I",))), None)
+        if flag is not None:
+            value = arg[len(flag):] or next(args, "")
             path = Path(value) if Path(value).is_absolute() else directory / value
-            if _inside(path, root):
+            if value and _inside(path, root):
                 out += [flag, str(path.resolve())]
-            continue
-        out.append(arg)
+        elif arg in _KEEP_EXACT or (arg.startswith(_KEEP_PREFIXES) and arg not in ("-D", "-U")):
+            out.append(arg)
+        elif arg in ("-D", "-U"):
+            out += [arg, next(args, "")]
     return out
 
 
@@ -77,8 +60,8 @@ def load(compdb: Path, root: Path, wanted: list[Path]) -> dict[Path, list[str]]:
         entries = json.loads(compdb.read_text())
     except (OSError, ValueError) as err:
         raise UsageError(f"{compdb}: cannot read compile database: {err}") from err
-    if not isinstance(entries, list):
-        raise UsageError(f"{compdb}: a compile database is a JSON list")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UsageError(f"{compdb}: a compile database is a JSON list of objects")
     want = {p.resolve() for p in wanted}
     flags: dict[Path, list[str]] = {}
     for entry in entries:
@@ -87,6 +70,8 @@ def load(compdb: Path, root: Path, wanted: list[Path]) -> dict[Path, list[str]]:
         source = (source if source.is_absolute() else directory / source).resolve()
         if source not in want or not _inside(source, root):
             continue
-        argv = entry.get("arguments") or shlex.split(entry.get("command", ""))
+        argv = entry.get("arguments") or shlex.split(str(entry.get("command", "")))
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise UsageError(f"{compdb}: entry for {source} has malformed arguments")
         flags[source] = translate(argv, directory, root)
     return flags

@@ -209,10 +209,8 @@ class EventWalker:
                 return else_guards
             if else_exits and not then_exits:
                 return then_guards
-        elif kind == "loop":
-            inner = (*loops, line)
-            self._block(stmt["header"], guards, locks, inner, out)
-            self._block(stmt["body"], guards, locks, inner, out)
+        elif kind == "loop":  # one scope: scoped_guard() declares its lock in the header
+            self._block(stmt["header"] + stmt["body"], guards, locks, (*loops, line), out)
         elif kind == "switch":
             self._expr(stmt["c"], guards, locks, loops, line, out)
             self._block(stmt["body"], guards, list(locks), loops, out)
@@ -235,7 +233,7 @@ class EventWalker:
         if kind == "block":
             self._block(expr["body"], guards, locks, loops, out)
             return
-        for child in _children(expr):
+        for child in children(expr):
             self._expr(child, guards, locks, loops, line, out)
         if kind == "call":
             out.append(Event("call", expr, expr.get("line", line), guards, tuple(locks), loops))
@@ -257,7 +255,8 @@ _CHILD_KEYS = {
 }
 
 
-def _children(expr: Expr) -> Iterator[Expr]:
+def children(expr: Expr) -> Iterator[Expr]:
+    """The direct subexpressions of an expression."""
     for key in _CHILD_KEYS.get(expr.get("k", ""), ()):
         value = expr.get(key)
         if isinstance(value, dict):

@@ -17,8 +17,10 @@ import re
 from pathlib import Path
 
 from kaudit import __version__
+from kaudit.errors import UsageError
 
 _KBUILD_ITEM = re.compile(r"^\s*(generic-y|mandatory-y|generated-y)\s*\+=\s*(\S+)", re.MULTILINE)
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.h$")  # a plain file name: the tree names it
 
 # Computed headers: values that only need to be plausible for parsing.
 _COMPUTED = {
@@ -65,7 +67,8 @@ def _config_header(config: str) -> str:
 def _kbuild_items(path: Path, kind: str) -> list[str]:
     if not path.is_file():
         return []
-    return [name for k, name in _KBUILD_ITEM.findall(path.read_text(errors="replace")) if k == kind]
+    names = [name for k, name in _KBUILD_ITEM.findall(path.read_text(errors="replace")) if k == kind]
+    return [name for name in names if _HEADER_NAME.match(name)]  # never a path that leaves the cache
 
 
 def _wrappers(root: Path) -> dict[str, str]:
@@ -146,6 +149,8 @@ def synthesize(root: Path, cache: Path) -> Path:
     if not (gen / ".complete").exists():
         for rel, text in files.items():
             path = gen / rel
+            if not path.resolve().is_relative_to(gen.resolve()):
+                raise UsageError(f"{root}: generated header {rel!r} would leave the cache")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         (gen / ".complete").write_text("")
@@ -192,22 +197,29 @@ def configured_sources(root: Path, makefile: str = "arch/x86/kvm/Makefile") -> l
     def expand(text: str) -> str:
         return re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), ""), text)
 
+    visited: set[Path] = set()
+
     def read(path: Path) -> None:
-        if not path.is_file() or not path.resolve().is_relative_to(root.resolve()):
+        path = path.resolve()
+        if path in visited or not path.is_file() or not path.is_relative_to(root.resolve()):
             return
-        active: list[bool] = []
+        visited.add(path)
+        active: list[tuple[bool, bool]] = []  # (branch taken, whether the condition was evaluated)
         text = path.read_text(errors="replace").replace("\\\n", " ")
         for raw in text.splitlines():
             line = raw.split("#", 1)[0].strip()
             words = line.split()
             if words[:1] in (["ifdef"], ["ifndef"]) and len(words) > 1:
                 defined = config.get(words[1], "n") in ("y", "m")
-                active.append(defined if words[0] == "ifdef" else not defined)
+                active.append((defined if words[0] == "ifdef" else not defined, True))
+            elif words[:1] in (["ifeq"], ["ifneq"]):
+                active.append((True, False))  # not evaluated: both sides' objects are kept
             elif words[:1] == ["else"] and active:
-                active[-1] = not active[-1]
+                taken, evaluated = active[-1]
+                active[-1] = (not taken if evaluated else taken, evaluated)
             elif words[:1] == ["endif"] and active:
                 active.pop()
-            elif not all(active) or not line:
+            elif not all(taken for taken, _ in active) or not line:
                 continue
             elif words[0] == "include" and len(words) > 1:
                 read(Path(expand(words[1])))

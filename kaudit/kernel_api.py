@@ -12,11 +12,16 @@ LOCK_ACQUIRE = frozenset({
     "spin_lock", "spin_lock_irq", "spin_lock_irqsave", "spin_lock_bh",
     "raw_spin_lock", "raw_spin_lock_irq", "raw_spin_lock_irqsave",
     "write_lock", "read_lock",
+    # what the spinlock and rwlock macros expand to
+    "_raw_spin_lock", "_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_bh",
+    "_raw_read_lock", "_raw_write_lock", "_raw_read_lock_irqsave", "_raw_write_lock_irqsave",
 })
 LOCK_RELEASE = frozenset({
     "up_write", "up_read", "mutex_unlock", "spin_unlock", "spin_unlock_irq", "spin_unlock_irqrestore",
     "spin_unlock_bh", "raw_spin_unlock", "raw_spin_unlock_irq", "raw_spin_unlock_irqrestore",
     "write_unlock", "read_unlock",
+    "_raw_spin_unlock", "_raw_spin_unlock_irq", "_raw_spin_unlock_irqrestore", "_raw_spin_unlock_bh",
+    "_raw_read_unlock", "_raw_write_unlock", "_raw_read_unlock_irqrestore", "_raw_write_unlock_irqrestore",
 })
 
 # Atomic read-modify-write operations: name -> delta applied (None: operand).

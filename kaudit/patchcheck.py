@@ -26,6 +26,7 @@ from kaudit.rules import Rule
 
 _HEADER = re.compile(r"^(?:--- |\+\+\+ |rename from |rename to |copy from |copy to )(\S+)")
 _GIT_HEADER = re.compile(r"^diff --git (\S+) (\S+)$")
+_VCS = (".git", ".hg", ".svn")
 
 
 def patch_paths(text: str) -> list[str]:
@@ -49,17 +50,30 @@ def patch_paths(text: str) -> list[str]:
             path = PurePosixPath(name.split("/", 1)[1] if is_header and "/" in name else name)
             if name.startswith("/") or ".." in path.parts or not path.parts:
                 raise UsageError(f"patch path {name!r} leaves the tree")
+            if set(path.parts) & set(_VCS):
+                raise UsageError(f"patch path {name!r} touches version-control metadata")
             paths.add(str(path))
     if not paths:
         raise UsageError("not a patch: no file headers found")
     return sorted(paths)
 
 
+def _no_symlink_on_the_way(root: Path, path: str) -> None:
+    """Refuse a touched path if it, or any directory on the way to it, is a
+    symlink: writing there could land outside the work copy."""
+    current = root
+    for part in PurePosixPath(path).parts:
+        current = current / part
+        if current.is_symlink():
+            raise UsageError(f"patch touches {path} through the symlink {current.relative_to(root)}")
+
+
 def _work_tree(root: Path, work: Path, touched: list[str]) -> None:
-    """Hard-link copy of root (files the patch touches copied for real)."""
+    """Hard-link copy of root without its VCS metadata (a tree's .git config
+    must never run anything); files the patch touches are copied for real,
+    so applying it never writes into the tree's own files."""
     for path in touched:
-        if (root / path).is_symlink():
-            raise UsageError(f"patch touches {path}, a symlink in the tree")
+        _no_symlink_on_the_way(root, path)
 
     def link_or_copy(src: str, dst: str) -> None:
         try:
@@ -67,28 +81,57 @@ def _work_tree(root: Path, work: Path, touched: list[str]) -> None:
         except OSError:
             shutil.copy2(src, dst)
 
-    shutil.copytree(root, work, symlinks=True, copy_function=link_or_copy)
+    shutil.copytree(root, work, symlinks=True, copy_function=link_or_copy, ignore=shutil.ignore_patterns(*_VCS))
     for path in touched:
         target = work / path
+        if not target.resolve().is_relative_to(work.resolve()):
+            raise UsageError(f"patch path {path!r} leaves the work copy")
         if target.is_file():
             target.unlink()
             shutil.copy2(root / path, target)
 
 
-def _apply(patch: Path, work: Path) -> None:
+def _snapshot(work: Path, touched: list[str]) -> dict[str, bytes | None]:
+    return {path: (work / path).read_bytes() if (work / path).is_file() else None for path in touched}
+
+
+def _apply(patch: Path, work: Path, touched: list[str]) -> None:
+    """git apply in the work copy, isolated from any repository or config
+    around it (so it cannot pick up a repo above the scratch directory)."""
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(work.resolve().parent), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_CONFIG_GLOBAL": os.devnull, "HOME": str(work.resolve().parent)}
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    before = _snapshot(work, touched)
     proc = subprocess.run(["git", "apply", "-p1", "--whitespace=nowarn", str(patch.resolve())],
-                          cwd=work, capture_output=True, text=True)
+                          cwd=work, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["git apply failed"])[0]
         raise UsageError(f"{patch}: does not apply to the tree: {reason}")
+    if _snapshot(work, touched) == before:
+        raise UsageError(f"{patch}: applying it changed nothing in the work copy")
 
 
 def _moved_compdb(compdb: Path, root: Path, work: Path, scratch: Path) -> Path:
-    """The compile database with the tree's paths pointing at the work copy."""
-    text = compdb.read_text().replace(str(root.resolve()), str(work.resolve()))
+    """The compile database with the tree's paths pointing at the work copy
+    (whole path components only: /src/linux is not /src/linux-headers)."""
+    try:
+        entries = json.loads(compdb.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{compdb}: cannot read compile database: {err}") from err
+    pattern = re.compile(rf"(?<![\w.-]){re.escape(str(root.resolve()))}(?=/|$|\s|[\"'])")
+    moved_root = str(work.resolve())
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(lambda _: moved_root, value)
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+
     moved = scratch / "compile_commands.json"
-    moved.write_text(text)
-    json.loads(text)  # fail here, not later, if it is not JSON
+    moved.write_text(json.dumps([{k: move(v) for k, v in e.items()} if isinstance(e, dict) else e
+                                 for e in entries] if isinstance(entries, list) else entries))
     return moved
 
 
@@ -108,9 +151,9 @@ def check_patch(root: Path, patch: Path, rules: list[Rule], scratch: Path, jobs:
         raise UsageError(f"{patch}: cannot read patch: {err.strerror}") from err
     work = scratch / "tree"
     _work_tree(root, work, touched)
-    _apply(patch, work)
+    _apply(patch, work, touched)
     moved = _moved_compdb(compdb, root, work, scratch) if compdb else None
-    before = audit_tree(root, rules, jobs, cache_dir, None, compdb)
+    before = audit_tree(root, rules, jobs, cache_dir, model, compdb)
     after = audit_tree(work, rules, jobs, cache_dir, model, moved)
     report = build_report(after)
     report["tree"]["root"] = str(root)

@@ -78,14 +78,21 @@ def load_rule(path: Path) -> Rule:
         raise _fail(path, None, f"rule lacks {', '.join(missing)}")
     if data["severity"] not in SEVERITIES:
         raise _fail(path, None, f"severity must be one of {', '.join(SEVERITIES)}")
-    for api in data.get("api", []):
-        if "function" not in api or "key_arg" not in api or not ({"action", "value_arg"} & api.keys()):
+    apis = data.get("api") or []
+    if not isinstance(apis, list):
+        raise _fail(path, None, "api must be a list of entries")
+    for api in apis:
+        if (not isinstance(api, dict) or "function" not in api or "key_arg" not in api
+                or not ({"action", "value_arg"} & api.keys())):
             raise _fail(path, None, f"api entry {api!r} needs function, key_arg and action or value_arg")
+    for key in ("per_vcpu_types", "vm_types"):
+        if not isinstance(data.get(key, []), list):
+            raise _fail(path, None, f"{key} must be a list of struct names")
     return Rule(
         id=str(data["id"]), name=data["name"], engine=data["engine"], title=data["title"],
         severity=data["severity"], confidence=data["confidence"], fix_hint=data["fix_hint"],
         docs={key: data[key] for key, _ in DOC_SECTIONS},
-        api=list(data.get("api", [])), per_vcpu_types=list(data.get("per_vcpu_types", ["kvm_vcpu"])),
+        api=list(apis), per_vcpu_types=list(data.get("per_vcpu_types", ["kvm_vcpu"])),
         vm_types=list(data.get("vm_types", ["kvm"])), update_lock=data.get("update_lock", ""),
         path=str(path),
     )

@@ -80,8 +80,8 @@ class FactsCache:
         return None
 
     def put(self, job: ParseJob, facts: dict[str, Any]) -> None:
-        if self.directory is None:
-            return
+        if self.directory is None or facts["diagnostics"]:
+            return  # a failed TU may depend on a header that is missing now: parse it again next time
         self.directory.mkdir(parents=True, exist_ok=True)
         rels = [facts["file"], *facts["includes"]] if facts["file"] else []
         entry = self._entry(job)

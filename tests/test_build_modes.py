@@ -21,11 +21,20 @@ def test_translate_keeps_parse_flags_and_drops_gcc_only_and_unsafe_ones(tmp_path
             "-mpreferred-stack-boundary=3", "-mindirect-branch=thunk-extern", "-mindirect-branch-register",
             "-fno-allow-store-data-races", "-fconserve-stack", "-falign-jumps=1", "-falign-loops=1", "-Werror",
             "-Wimplicit-fallthrough=5", "-fplugin=./scripts/gcc-plugins/evil.so", "-Xclang", "-load", "-Xclang",
-            "evil.so", "@/tmp/response", "-c", "-o", "arch/x86/kvm/x86.o", "arch/x86/kvm/x86.c"]
+            "evil.so", "@/tmp/response", "--config=/tmp/evil.cfg", "-imacros", "/etc/evil.h", "-iprefix", "/x/",
+            "-iwithprefix", "y", "-fmodules", "-fmodules-cache-path=./cache", "-Xpreprocessor", "-foo",
+            "-c", "-o", "arch/x86/kvm/x86.o", "arch/x86/kvm/x86.c"]
     flags = translate(argv, root, root.resolve())
     assert flags == ["-nostdinc", "-I", str((root / "include").resolve()),
                      "-include", str((root / "include/linux/kconfig.h").resolve()),
                      "-D__KERNEL__", "-DKBUILD_MODNAME='\"kvm\"'", "-std=gnu11", "-O2", "-mno-red-zone"]
+
+
+def test_translate_keeps_in_tree_imacros_and_split_defines(tmp_path: Path) -> None:
+    root = tmp_path / "linux"
+    (root / "include").mkdir(parents=True)
+    flags = translate(["cc", "-imacros", "include/m.h", "-D", "X=1", "-U", "Y"], root, root.resolve())
+    assert flags == ["-imacros", str((root / "include/m.h").resolve()), "-D", "X=1", "-U", "Y"]
 
 
 def test_load_skips_entries_outside_the_tree_and_rejects_garbage(tmp_path: Path) -> None:
@@ -43,6 +52,9 @@ def test_load_skips_entries_outside_the_tree_and_rejects_garbage(tmp_path: Path)
     assert load(db, root, [source, outside]) == {source.resolve(): ["-DX=1"]}
     db.write_text("{not json")
     with pytest.raises(UsageError, match="cannot read compile database"):
+        load(db, root, [source])
+    db.write_text("[1]")
+    with pytest.raises(UsageError, match="list of objects"):
         load(db, root, [source])
 
 
@@ -91,3 +103,17 @@ def test_configured_sources_follow_the_makefiles_and_the_bundled_config(tmp_path
     _tiny_kernel(root)
     found = [p.relative_to(root.resolve()).as_posix() for p in configured_sources(root.resolve()) or []]
     assert found == ["arch/x86/kvm/lapic.c", "arch/x86/kvm/x86.c", "arch/x86/kvm/xen.c", "virt/kvm/kvm_main.c"]
+
+
+def test_kbuild_names_cannot_write_outside_the_cache(tmp_path: Path) -> None:
+    root = tmp_path / "linux"
+    _tiny_kernel(root)
+    victim = tmp_path / "victim.h"
+    victim.write_text("precious\n")
+    kbuild = root / "arch/x86/include/asm/Kbuild"
+    kbuild.write_text(kbuild.read_text() + "generic-y += ../../../../../victim.h\ngenerated-y += /tmp/evil.h\n")
+    gen = synthesize(root, tmp_path / "cache")
+    assert victim.read_text() == "precious\n"
+    written = [p for p in gen.rglob("*") if p.is_file()]
+    assert written and all(p.resolve().is_relative_to(gen.resolve()) for p in written)
+    assert not Path("/tmp/evil.h").exists()

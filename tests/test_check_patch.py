@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -62,3 +65,44 @@ def test_a_patch_that_does_not_apply_exits_2(tmp_path: Path) -> None:
     bad.write_text("--- a/arch/x86/kvm/x86.c\n+++ b/arch/x86/kvm/x86.c\n@@ -1,1 +1,1 @@\n-no such line\n+x\n")
     code, out = run("check-patch", str(bad))
     assert code == 2 and "does not apply" in out
+
+
+def test_a_second_identical_clear_is_introduced(tmp_path: Path) -> None:
+    svm = (SAMPLE / "arch/x86/kvm/svm/svm.c").read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(svm) if "kvm_clear_apicv_inhibit(vcpu->kvm" in line)
+    patch = tmp_path / "twice.patch"
+    patch.write_text(
+        "--- a/arch/x86/kvm/svm/svm.c\n+++ b/arch/x86/kvm/svm/svm.c\n"
+        f"@@ -{at + 1},2 +{at + 1},3 @@\n {svm[at]}+{svm[at]} {svm[at + 1]}"
+    )
+    code, out = run("check-patch", str(patch), "--no-model", "--terse")
+    assert code == 1 and "1 finding(s) introduced, 0 fixed" in out
+
+
+def test_symlinked_directories_and_vcs_metadata_are_refused(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(SAMPLE, tree)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.c").write_text("precious\n")
+    (tree / "arch/x86/kvm/linked").symlink_to(outside)
+    patch = tmp_path / "p.patch"
+    patch.write_text("--- a/arch/x86/kvm/linked/f.c\n+++ b/arch/x86/kvm/linked/f.c\n@@ -1 +1 @@\n-precious\n+x\n")
+    code, out = run("check-patch", str(patch), str(tree))
+    assert code == 2 and "symlink" in out and (outside / "f.c").read_text() == "precious\n"
+    patch.write_text("--- a/.git/config\n+++ b/.git/config\n@@ -1 +1 @@\n-a\n+b\n")
+    code, out = run("check-patch", str(patch), str(tree))
+    assert code == 2 and "version-control" in out
+
+
+def test_a_git_repository_around_the_work_copy_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    monkeypatch.setenv("TMPDIR", str(repo))
+    tempfile.tempdir = None
+    try:
+        code, out = run("check-patch", str(COUNTER_BUG), "--no-model", "--terse")
+    finally:
+        tempfile.tempdir = None
+    assert code == 1 and "2 finding(s) introduced" in out

@@ -91,3 +91,12 @@ def test_cost_simulation_shows_the_churn_the_fix_removes(fixed_tree: Path) -> No
     assert buggy["locks_per_request"] > fixed["locks_per_request"]
     again = audit_tree(SAMPLE, [RULE], model=settings).analyses[0].model[IRQWIN]["cost"]
     assert again == buggy  # seeded: the same numbers every run
+
+
+def test_scoped_guard_holds_the_lock_for_its_block(tmp_path: Path) -> None:
+    result = audit(variants.scoped_guard(tmp_path / "t"))
+    judged = {j.verdict.discipline for a in result.analyses for j in a.sites if j.site.key == IRQWIN}
+    assert judged == {"per-vcpu-flag-counter"}
+    assert [d for d in result.program.diagnostics] == []
+    found = outcome(result, 3)
+    assert found.status == "verified" and not found.bound_hit

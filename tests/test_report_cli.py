@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import variants
 from click.testing import CliRunner
 from conftest import SAMPLE, copy_sample
 
@@ -18,10 +19,13 @@ SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "report-v1.schema.json
 
 
 def run(*args: str) -> tuple[int, str]:
-    """Invoke the CLI; audits skip the cost simulation (tested in test_model)."""
+    """Invoke the CLI; audits skip the cost simulation (tested in test_model),
+    and nothing reads or writes the user's cache unless a test says so."""
     argv = list(args)
     if argv[0] == "audit" and "--sim-steps" not in argv:
         argv += ["--sim-steps", "0"]
+    if argv[0] in ("audit", "model", "check-patch") and "--cache-dir" not in argv and "--no-cache" not in argv:
+        argv.append("--no-cache")
     result = CliRunner().invoke(main, argv)
     return result.exit_code, result.output
 
@@ -73,10 +77,15 @@ def test_output_is_identical_whatever_jobs() -> None:
     assert one == two
 
 
-def test_cache_gives_the_same_report(tmp_path: Path) -> None:
-    cold = run("audit", str(SAMPLE), "--cache-dir", str(tmp_path), "--format", "json")[1]
+def test_cache_gives_the_same_report_without_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cold = run("audit", str(SAMPLE), "--cache-dir", str(tmp_path), "--format", "json", "--jobs", "1")[1]
     assert list(tmp_path.glob("*.json"))
-    warm = run("audit", str(SAMPLE), "--cache-dir", str(tmp_path), "--format", "json")[1]
+
+    def no_parsing(*args: object) -> None:
+        raise AssertionError("a warm cache must not parse again")
+
+    monkeypatch.setattr("kaudit.scan.extract_tu", no_parsing)
+    warm = run("audit", str(SAMPLE), "--cache-dir", str(tmp_path), "--format", "json", "--jobs", "1")[1]
     assert cold == warm
 
 
@@ -87,6 +96,7 @@ def test_finding_id_survives_unrelated_line_moves(tmp_path: Path) -> None:
     before = json.loads(json_report(SAMPLE)[1])["findings"]
     after = json.loads(json_report(tree)[1])["findings"]
     assert [f["id"] for f in before] == [f["id"] for f in after]
+    assert len({f["id"] for f in before}) == len(before)  # and ids tell findings apart
     assert [f["location"]["line"] + 3 for f in before if "svm" in f["location"]["file"]] == [
         f["location"]["line"] for f in after if "svm" in f["location"]["file"]]
 
@@ -121,10 +131,14 @@ def test_rule_page_has_the_ruff_style_sections() -> None:
     assert run("rule")[1].startswith("KVM001")
 
 
-def test_fail_on_and_strict() -> None:
+def test_fail_on_and_strict(tmp_path: Path) -> None:
     assert run("audit", "--no-cache", "--fail-on", "never")[0] == 0
     code, out = run("audit", "--no-cache", "--terse")
     assert code == 1 and ": note:" not in out
+    warning_only = variants.counter_without_flag(tmp_path / "t")  # one warning, no error
+    assert run("audit", str(warning_only), "--no-model")[0] == 0
+    assert run("audit", str(warning_only), "--no-model", "--fail-on", "warning")[0] == 1
+    assert run("audit", str(warning_only), "--no-model", "--strict")[0] == 1
 
 
 def test_installed_console_script_finds_bundled_data(tmp_path: Path) -> None:

@@ -93,3 +93,12 @@ def inc_dec_return(dest: Path, locked: bool) -> Path:
     assert count == 1
     path.write_text(text)
     return tree
+
+
+def scoped_guard(dest: Path) -> Path:
+    """The fix with the lock held by scoped_guard() { } instead of guard()."""
+    tree = fixed(dest)
+    edit(tree / X86, "\tguard(rwsem_write)(&kvm->arch.apicv_update_lock);\n\n\tnr = ",
+         "\tscoped_guard(rwsem_write, &kvm->arch.apicv_update_lock) {\n\tnr = ")
+    edit(tree / X86, "\t\t\t\t\t\t inc);\n}", "\t\t\t\t\t\t inc);\n\t}\n}")
+    return tree

@@ -45,10 +45,10 @@ def _counter_object(call: dict) -> str | None:
     return None
 
 
-def changed_fields(events: list[Event]) -> dict[str, tuple[str, ...]]:
+def changed_fields(events: list[Event]) -> dict[str, frozenset[str]]:
     """Fields a function updates (++, --, compound assignment, atomics),
-    with the locks held at the update."""
-    changed: dict[str, tuple[str, ...]] = {}
+    with the locks held at every one of its updates."""
+    changed: dict[str, frozenset[str]] = {}
     for ev in events:
         target = None
         if ev.kind == "incdec":
@@ -58,7 +58,7 @@ def changed_fields(events: list[Event]) -> dict[str, tuple[str, ...]]:
         elif ev.kind == "call" and ev.expr.get("callee") in ATOMIC_UPDATE:
             target = _counter_object(ev.expr)
         if target is not None:
-            changed[target] = ev.locks
+            changed[target] = changed.get(target, frozenset(ev.locks)) & frozenset(ev.locks)
     return changed
 
 

@@ -84,7 +84,8 @@ def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings) -> None
         for judged in analysis.sites:
             if judged.site.key != key or judged.context != "per-vcpu":
                 continue
-            judged.model = _model_json(outcome, "violated" if violated else "verified")
+            status = "violated" if violated else ("inconclusive" if outcome.bound_hit else "verified")
+            judged.model = _model_json(outcome, status)
         if violated and not findings:
             site = next(j for j in analysis.sites if j.site.key == key and j.context == "per-vcpu")
             message = (f"runtime model breaks the {site.verdict.discipline} discipline of {key}: "

@@ -16,7 +16,7 @@ from typing import Any
 
 from kaudit.analysis.inhibit_balance import Analysis, JudgedSite
 from kaudit.analysis.sites import guard_lock
-from kaudit.facts import Expr, deref, field_key, owner_record, render
+from kaudit.facts import Expr, children, deref, field_key, owner_record, render
 from kaudit.kernel_api import ATOMIC_UPDATE, LOCK_ACQUIRE, LOCK_RELEASE
 
 
@@ -148,15 +148,20 @@ class _Compiler:
                 self.emit("assign", (("l", f"{frame}{s['name']}"), self.expr(init, frame)), fid, line,
                           f"{s['name']} = {render(init)}")
         elif kind == "if":
+            self.nested_calls(s["c"], fid, frame, line)
             branch = self.emit("branch", (self.expr(s["c"], frame), None), fid, line, f"if ({render(s['c'])})")
             self.block(s["then"], fid, frame, list(scoped), exits)
             jump = self.emit("jump", (None,), fid, line, "")
             self._patch(branch, len(self.code))
             self.block(s["else"], fid, frame, list(scoped), exits)
             self._patch(jump, len(self.code))
+        elif kind == "loop" and self.is_scoped_guard(s):  # scoped_guard(...) { }: the body runs once, locked
+            inner = list(scoped)
+            self.block(s["header"] + s["body"], fid, frame, inner, exits)
+            self.release_scoped(inner[len(scoped):], fid, line)
         elif kind in ("loop", "switch"):
             branch = self.emit("branch", (("nd",), None), fid, line, f"{kind} (some iterations/cases)")
-            self.block(s.get("body", []), fid, frame, list(scoped), exits)
+            self.block(s.get("header", []) + s.get("body", []), fid, frame, list(scoped), exits)
             self._patch(branch, len(self.code))
         elif kind in ("block", "case"):
             self.block(s["body"], fid, frame, scoped, exits)
@@ -166,17 +171,24 @@ class _Compiler:
             self.release_scoped(scoped, fid, line)
             exits.append(self.emit("jump", (None,), fid, line, "return"))
 
+    def is_scoped_guard(self, loop: dict) -> bool:
+        return any(h["s"] == "decl" and h["cleanup"] and h["init"] is not None
+                   and guard_lock(self.program, h["init"]) for h in loop["header"])
+
     def _patch(self, index: int, target: int) -> None:
         instr = self.code[index]
         args = (instr.args[0], target) if instr.op == "branch" else (target,)
         self.code[index] = Instr(instr.op, args, instr.function, instr.file, instr.line, instr.text)
 
     def effect(self, e: Expr, fid: str, frame: str, line: int) -> None:
-        """Statement-level effects: calls we model, assignments, ++/--."""
+        """Statement-level effects: calls we model, assignments, ++/--.
+        Calls nested in a value (`r = wrapper(...)`) run first."""
         kind = e.get("k")
         if kind == "call":
             self.call(e, fid, frame, line)
-        elif kind == "binary" and e["op"] in ("=", "+=", "-="):
+            return
+        self.nested_calls(e, fid, frame, line)
+        if kind == "binary" and e["op"] in ("=", "+=", "-="):
             target = self.expr(e["l"], frame)
             value = self.expr(e["r"], frame)
             if e["op"] != "=":
@@ -188,6 +200,14 @@ class _Compiler:
             if target[0] in ("v", "g", "l"):
                 delta = ("c", 1 if e["op"] == "++" else -1)
                 self.emit("assign", (target, ("op", "+", target, delta)), fid, line, render(e))
+
+    def nested_calls(self, e: Expr, fid: str, frame: str, line: int) -> None:
+        """The calls inside an expression (atomics excluded: they are values)."""
+        for child in children(e):
+            if child.get("k") == "call" and child.get("callee") not in ATOMIC_UPDATE:
+                self.call(child, fid, frame, line)
+            else:
+                self.nested_calls(child, fid, frame, line)
 
     def call(self, e: Expr, fid: str, frame: str, line: int) -> None:
         name = e.get("callee") or ""

@@ -76,9 +76,21 @@ def _order(item: dict[str, Any]) -> tuple:
     return (loc["file"], loc["line"], loc["column"], item.get("rule", ""), item.get("kind", ""), item["key"])
 
 
+def _distinct_ids(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Identical calls in one function share a fingerprint; the second and
+    later (in source order) get -2, -3...: a patch that adds one is seen."""
+    seen: Counter[str] = Counter()
+    for finding in findings:
+        seen[finding["id"]] += 1
+        if seen[finding["id"]] > 1:
+            finding["id"] = f"{finding['id']}-{seen[finding['id']]}"
+    return findings
+
+
 def build_report(result: AuditResult) -> dict[str, Any]:
     program = result.program
-    findings = sorted((finding_json(program, f) for a in result.analyses for f in a.findings), key=_order)
+    findings = _distinct_ids(sorted((finding_json(program, f) for a in result.analyses for f in a.findings),
+                                    key=_order))
     sites = sorted((site_json(program, rule.id, s) for rule, a in zip(result.rules, result.analyses, strict=True)
                     for s in a.sites), key=_order)
     diagnostics = sorted(program.diagnostics, key=lambda d: (d["tu"] or "", d["file"], d["line"], d["column"]))

@@ -36,4 +36,14 @@ static inline void class_##_name##_destructor(class_##_name##_t *_Tp)	\
 	__attribute__((cleanup(class_##_name##_destructor)))		\
 	__UNIQUE_ID(guard) = class_##_name##_constructor
 
+/*
+ * scoped_guard(name, args...) { ... } holds the lock for the block only:
+ * the guard variable is declared in a one-iteration for loop.
+ */
+#define scoped_guard(_name, _arg)					\
+	for (class_##_name##_t						\
+	     scope __attribute__((cleanup(class_##_name##_destructor))) =	\
+	     class_##_name##_constructor(_arg), *done = NULL;		\
+	     !done; done = (void *)1)
+
 #endif /* _LINUX_CLEANUP_H */
