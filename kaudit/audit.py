@@ -9,6 +9,7 @@ from pathlib import Path
 import networkx as nx
 
 from kaudit.analysis import counter_transition, inhibit_balance
+from kaudit.analysis.results import Analysis
 from kaudit.analysis.sites import all_events
 from kaudit.callgraph import build_call_graph
 from kaudit.compdb import load as load_compdb
@@ -28,7 +29,7 @@ class AuditResult:
     program: Program
     graph: nx.DiGraph
     rules: list[Rule]
-    analyses: list[inhibit_balance.Analysis]
+    analyses: list[Analysis]
 
 
 def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None) -> list[ParseJob]:

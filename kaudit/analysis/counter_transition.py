@@ -19,7 +19,7 @@ import networkx as nx
 
 from kaudit.analysis.context import infer_scopes, path_from_vcpu, per_vcpu_functions
 from kaudit.analysis.discipline import DisciplineFinder, Verdict
-from kaudit.analysis.inhibit_balance import Analysis, Finding, JudgedSite
+from kaudit.analysis.results import Analysis, Finding, JudgedSite
 from kaudit.analysis.sites import Hop, Site
 from kaudit.facts import Event, const_value, deref, field_key, owner_record, render
 from kaudit.kernel_api import ATOMIC_UPDATE, STATIC_KEY_UPDATE

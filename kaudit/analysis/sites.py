@@ -47,7 +47,7 @@ class Spec:
 @dataclass
 class Site:
     key: str
-    action: str  # "set" | "clear" | "computed"
+    action: str  # "set" | "clear" | "computed" (inhibits); "inc" | "dec" (counts)
     function: str
     hops: tuple[Hop, ...]  # hops[0] is the call in `function`
     value: Expr | None  # the value expression when computed

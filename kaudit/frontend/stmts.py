@@ -19,7 +19,7 @@ K = ci.CursorKind
 Stmt = dict[str, Any]
 
 _IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
-_LOOP_KEYWORDS = {"for": "for", "while": "while", "do": "do"}
+_LOOP_KEYWORDS = frozenset({"for", "while", "do"})
 
 
 class StmtBuilder:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kaudit.analysis.inhibit_balance import Analysis, Finding
+from kaudit.analysis.results import Analysis, Finding
 from kaudit.model.explore import Explorer, Outcome
 from kaudit.model.protocol import extract_protocol
 from kaudit.model.simulate import simulate

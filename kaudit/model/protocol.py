@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaudit.analysis.inhibit_balance import Analysis, JudgedSite
+from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.analysis.sites import guard_lock
 from kaudit.facts import Expr, children, deref, field_key, owner_record, render
 from kaudit.kernel_api import ATOMIC_UPDATE, LOCK_ACQUIRE, LOCK_RELEASE
@@ -22,7 +22,7 @@ from kaudit.kernel_api import ATOMIC_UPDATE, LOCK_ACQUIRE, LOCK_RELEASE
 
 @dataclass(frozen=True)
 class Instr:
-    op: str  # branch | assign | bit | acquire | release | demand | jump | nop
+    op: str  # branch | assign | bit | acquire | release | demand | jump
     args: tuple[Any, ...]
     function: str
     file: str
@@ -53,7 +53,6 @@ class _Compiler:
     def __init__(self, analysis: Analysis, sites: list[JudgedSite], rule_api: dict[str, dict],
                  update_lock: str) -> None:
         self.update_lock = update_lock
-        self.analysis = analysis
         self.program = analysis.program
         self.scopes = analysis.scopes
         self.api = rule_api

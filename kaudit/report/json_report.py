@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from kaudit import __version__
-from kaudit.analysis.inhibit_balance import Finding, JudgedSite
+from kaudit.analysis.results import Finding, JudgedSite
 from kaudit.audit import AuditResult
 from kaudit.facts import callee_name
 from kaudit.program import Program
