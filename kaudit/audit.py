@@ -48,7 +48,8 @@ def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None) -> list[ParseJo
     args = tuple(nobuild_args(root, synthesize(root, cache_dir)))
     configured = configured_sources(root)
     if configured is not None:
-        sources = [path for path in sources if path.resolve() in set(configured)]
+        wanted = set(configured)
+        sources = [path for path in sources if path.resolve() in wanted]
     return [ParseJob(path, args) for path in sources]
 
 

@@ -2,8 +2,9 @@
 
 The cache lives outside the analysed tree (never written into it). An entry
 is keyed by the file's tree-relative path, its compiler flags and the kaudit
-front end and libclang versions, and is valid while every tree file the TU
-included keeps its size and mtime.
+front end and libclang versions, and is valid while the TU's file and every
+tree file it included keep their content (compared by digest, so another
+tree with the same names, sizes and times cannot pass its facts off).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class FactsCache:
         self.directory = directory
         self.root = root
         self.salt = f"{__version__}\0{libclang_version()}\0{_frontend_digest()}" if directory else ""
+        self._digests: dict[str, str] = {}
 
     def _entry(self, job: ParseJob) -> Path:
         """Keyed by tree-relative path and flags, so a copy of the tree (a
@@ -61,12 +63,14 @@ class FactsCache:
         key = "\0".join([self.salt, *relative])
         return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
-    def _deps(self, rels: Iterable[str]) -> dict[str, list[int]]:
-        deps = {}
-        for rel in rels:
-            st = os.stat(self.root / rel)
-            deps[rel] = [st.st_mtime_ns, st.st_size]
-        return deps
+    def _digest(self, rel: str) -> str:
+        """Content digest of a tree file, once per run (headers are shared by many TUs)."""
+        if rel not in self._digests:
+            self._digests[rel] = hashlib.sha1((self.root / rel).read_bytes()).hexdigest()
+        return self._digests[rel]
+
+    def _deps(self, rels: Iterable[str]) -> dict[str, str]:
+        return {rel: self._digest(rel) for rel in rels}
 
     def get(self, job: ParseJob) -> dict[str, Any] | None:
         if self.directory is None:

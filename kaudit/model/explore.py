@@ -120,10 +120,10 @@ class Explorer:
         cpus = state[2]
         for i, (entry, pc, *_rest) in enumerate(cpus):
             if entry >= 0 and pc < len(self.local[entry]) and self.local[entry][pc]:
-                return self._moves(state, [i])
-        return self._moves(state, range(len(cpus)))
+                return self.moves(state, [i])
+        return self.moves(state, range(len(cpus)))
 
-    def _moves(self, state: State, which: Iterable[int]) -> Iterator[tuple[int, Instr | None, str, State]]:
+    def moves(self, state: State, which: Iterable[int]) -> Iterator[tuple[int, Instr | None, str, State]]:
         bit, vm_items, cpus = state
         for i in which:
             cpu = cpus[i]

@@ -39,10 +39,10 @@ def simulate(protocol: Protocol, vcpus: int = 4, steps: int = 100_000, seed: int
     state = explorer.initial()
     requests = releases = toggles = locks = premature = 0
     for _ in range(steps):
-        movers = [i for i in range(vcpus) if next(explorer._moves(state, [i]), None) is not None]
+        movers = [i for i in range(vcpus) if next(explorer.moves(state, [i]), None) is not None]
         if not movers:
             break
-        i, instr, _, nxt = rng.choice(list(explorer._moves(state, [rng.choice(movers)])))
+        i, instr, _, nxt = rng.choice(list(explorer.moves(state, [rng.choice(movers)])))
         toggles += nxt[0] != state[0]
         premature += state[0] == 1 and nxt[0] == 0 and any(cpu[3] for cpu in nxt[2])
         if instr is not None and (instr.op == "acquire" or (instr.op == "bit" and instr.args[1] is not None)):
