@@ -165,49 +165,70 @@ def _is_thin(program: Program, fid: str, call: Expr) -> bool:
     return len(body) == 1 and body[0]["s"] in ("expr", "return") and body[0].get("e") is call
 
 
+@dataclass
+class _Search:
+    """State of the wrapper fixpoint: what each function does to the key."""
+
+    program: Program
+    scopes: Scopes
+    events: dict[str, list[Event]]
+    api: dict[str, Spec]
+    called: set[str]
+    wrappers: dict[str, list[Spec]]
+
+    def specs_called(self, fid: str, event: Event) -> list[Spec]:
+        """The API member or wrappers a call event reaches."""
+        name = event.expr["callee"]
+        if name in self.api:
+            return [self.api[name]]
+        return self.wrappers.get(self.program.resolve_name(fid, name), [])
+
+    def visit(self, fid: str, sites: list[Site]) -> list[Spec]:
+        """One function: the sites it holds (appended) and the wrapper specs it exports."""
+        params = [p["name"] for p in self.program.functions[fid]["params"]]
+        no_vcpu = vcpu_param(self.program, fid, self.scopes) is None
+        exported: list[Spec] = []
+        for event in self.events[fid]:
+            if event.kind != "call" or not event.expr.get("callee"):
+                continue
+            for spec in self.specs_called(fid, event):
+                if any(hop.function == fid for hop in spec.hops):
+                    continue  # recursion through wrappers: followed once
+                args = event.expr["args"]
+                conditions = _bind_conditions(spec, args, params)
+                if conditions is None:
+                    continue  # the caller's constants rule this branch out
+                conditions += _own_conditions(event, params)
+                key = _bind(spec.key, args, params, by_name=True)
+                value = _bind(spec.value, args, params, by_name=False)
+                hops = (Hop(fid, event), *spec.hops)
+                decided_by_caller = bool(conditions) and fid in self.called
+                thin = key[0] == "const" and no_vcpu and (_is_thin(self.program, fid, event.expr)
+                                                          or decided_by_caller)
+                if "param" in (key[0], value[0]) or thin:
+                    exported.append(Spec(key, value, spec.takes_lock, hops, tuple(conditions)))
+                else:
+                    sites += [_site(fid, name, value, hops, spec.takes_lock)
+                              for name in _key_names(key, self.events[fid])]
+        return exported
+
+
 def find_sites(program: Program, rule: Rule, scopes: Scopes, events: dict[str, list[Event]]) -> list[Site]:
     """Every site of the rule's API family, wrappers resolved to a fixpoint."""
     api = _api_specs(rule)
     called = {program.resolve_name(fid, ev.expr["callee"]) for fid, evs in events.items()
               for ev in evs if ev.kind == "call" and ev.expr.get("callee")}
-    wrappers: dict[str, list[Spec]] = {}
-    sites: list[Site] = []
+    search = _Search(program, scopes, events, api, called, {})
     changed = True
     while changed:
         changed = False
-        sites = []
+        sites: list[Site] = []
         for fid in sorted(program.functions):
-            fn = program.functions[fid]
-            if fn["name"] in api:
+            if program.functions[fid]["name"] in api:
                 continue
-            params = [p["name"] for p in fn["params"]]
-            found: list[Spec] = []
-            for event in events[fid]:
-                if event.kind != "call" or not event.expr.get("callee"):
-                    continue
-                target = program.resolve_name(fid, event.expr["callee"])
-                for spec in [api[event.expr["callee"]]] if event.expr["callee"] in api else wrappers.get(target, []):
-                    if any(hop.function == fid for hop in spec.hops):
-                        continue  # recursion through wrappers: followed once
-                    args = event.expr["args"]
-                    conditions = _bind_conditions(spec, args, params)
-                    if conditions is None:
-                        continue
-                    conditions += _own_conditions(event, params)
-                    key = _bind(spec.key, args, params, by_name=True)
-                    value = _bind(spec.value, args, params, by_name=False)
-                    hops = (Hop(fid, event), *spec.hops)
-                    no_vcpu = vcpu_param(program, fid, scopes) is None
-                    forwards = "param" in (key[0], value[0])
-                    decided_by_caller = bool(conditions) and fid in called
-                    thin = key[0] == "const" and no_vcpu and (_is_thin(program, fid, event.expr) or decided_by_caller)
-                    if forwards or thin:
-                        found.append(Spec(key, value, spec.takes_lock, hops, tuple(conditions)))
-                    else:
-                        for name in _key_names(key, events[fid]):
-                            sites.append(_site(fid, name, value, hops, spec.takes_lock))
-            if found != wrappers.get(fid, []):
-                wrappers[fid] = found
+            exported = search.visit(fid, sites)
+            if exported != search.wrappers.get(fid, []):
+                search.wrappers[fid] = exported
                 changed = True
     return sorted(sites, key=lambda s: (s.key, program.functions[s.function]["file"], s.event.line, s.function))
 
