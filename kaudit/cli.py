@@ -107,6 +107,12 @@ def _rules(rules_dir: Path | None) -> list[Rule]:
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 _OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here, not stdout.")
 _TERSE = click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
+_NO_MODEL = click.option("--no-model", is_flag=True, help="Skip the runtime model (interleaving check).")
+
+
+def _fail_on(what: str) -> Callable[..., Any]:
+    return click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error",
+                        show_default=True, help=f"Lowest severity of {what} that makes the exit status 1.")
 
 
 @click.group(cls=_Group)
@@ -120,11 +126,10 @@ def main() -> None:
 @_common_options
 @_FORMAT
 @_OUTPUT
-@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
-              help="Lowest finding severity that makes the exit status 1.")
+@_fail_on("a finding")
 @click.option("--strict", is_flag=True, help="Fail on warnings and on parse errors too.")
 @_TERSE
-@click.option("--no-model", is_flag=True, help="Skip the runtime model (interleaving check).")
+@_NO_MODEL
 @click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True, help="vCPUs in the runtime model.")
 @click.option("--sim-steps", type=click.IntRange(0), default=100_000, show_default=True,
               help="Steps of the seeded 4-vCPU cost simulation (0: skip).")
@@ -189,10 +194,9 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs:
 @_common_options
 @_FORMAT
 @_OUTPUT
-@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
-              help="Lowest severity of an introduced finding that makes the exit status 1.")
+@_fail_on("a finding the patch introduces")
 @_TERSE
-@click.option("--no-model", is_flag=True, help="Skip the runtime model.")
+@_NO_MODEL
 def check_patch_command(patch: Path, tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None,
                         no_cache: bool, compdb: Path | None, fmt: str, output: Path | None, fail_on: str,
                         terse: bool, no_model: bool) -> None:
