@@ -8,7 +8,6 @@ the one that is cached and run in parallel.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,30 +44,26 @@ def _file_of(cursor: ci.Cursor) -> str | None:
     return loc.file.name if loc.file is not None else None
 
 
-def _dicts(value: Any) -> Iterator[dict[str, Any]]:
-    """Every dict in a fact subtree."""
-    if isinstance(value, dict):
-        yield value
-        for item in value.values():
-            yield from _dicts(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _dicts(item)
-
-
-def _records_in(value: Any) -> Iterator[str]:
-    """Every struct name mentioned anywhere in a fact subtree."""
-    for node in _dicts(value):
+def _names_in(value: Any) -> tuple[set[str], set[str]]:
+    """(struct names, called or address-taken function names) anywhere in a
+    fact subtree, in one iterative walk (this runs over every function)."""
+    records: set[str] = set()
+    callees: set[str] = set()
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
         for key in ("record", "type_record"):
-            if isinstance(node.get(key), str) and node[key]:
-                yield node[key]
-
-
-def _callees_in(value: Any) -> Iterator[str]:
-    """Every function a fact subtree calls or takes the address of."""
-    for node in _dicts(value):
+            if node.get(key):
+                records.add(node[key])
         if node.get("k") in ("call", "func") and (node.get("callee") or node.get("name")):
-            yield node.get("callee") or node["name"]
+            callees.add(node.get("callee") or node["name"])
+        stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    return records, callees
 
 
 def _collect_structs(cursor: ci.Cursor, structs: dict[str, ci.Cursor]) -> None:
@@ -195,7 +190,7 @@ class _Extractor:
         header would dominate the cost."""
         found: list[Facts] = []
         bound = {entry["function"] for table in tables for entry in table["entries"]}
-        pending = sorted(set(_callees_in(roots)) | bound)
+        pending = sorted(_names_in(roots)[1] | bound)
         seen = set(pending)
         while pending:
             name = pending.pop()
@@ -203,14 +198,14 @@ class _Extractor:
                 continue
             facts = self.function(*header_defs[name])
             found.append(facts)
-            for callee in sorted(set(_callees_in(facts["body"])) - seen):
+            for callee in sorted(_names_in(facts["body"])[1] - seen):
                 seen.add(callee)
                 pending.append(callee)
         return sorted(found, key=lambda f: (f["file"], f["line"]))
 
     def _used_structs(self, functions: list[Facts], structs: dict[str, ci.Cursor]) -> list[Facts]:
         """Structs named by the recorded code, closed over their fields' types."""
-        pending = sorted(set(_records_in(functions)))
+        pending = sorted(_names_in(functions)[0])
         done: dict[str, Facts] = {}
         while pending:
             name = pending.pop()
