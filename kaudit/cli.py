@@ -43,6 +43,8 @@ def _write(output: Path | None, text: str) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
+    if not output.name or output.is_dir():
+        raise UsageError(f"{output}: not a file name for the report")
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)
@@ -214,4 +216,5 @@ def check_patch_command(patch: Path, tree: Path | None, rules_dir: Path | None, 
     _write(output, text)
     introduced = set(report["patch"]["introduced"])
     findings = [f for f in report["findings"] if f["id"] in introduced]
-    sys.exit(1 if _fails(findings, 0, fail_on, strict=False) else 0)
+    broken = len(report["patch"]["new_parse_errors"]) if fail_on != "never" else 0
+    sys.exit(1 if _fails(findings, broken, fail_on, strict=bool(broken)) else 0)

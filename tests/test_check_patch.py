@@ -49,15 +49,52 @@ def test_the_counter_patch_introduces_two_errors_and_exits_1() -> None:
 
 
 @pytest.mark.parametrize(("patch", "message"), [
-    ("--- a/../../etc/passwd\n+++ b/../../etc/passwd\n@@ -1 +1 @@\n-a\n+b\n", "leaves the tree"),
-    ("--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-a\n+b\n", "leaves the tree"),
+    ("--- a/../../etc/passwd\n+++ b/../../etc/passwd\n@@ -1 +1 @@\n-a\n+b\n", "leaves the tree|invalid path"),
     ("diff --git a/x b/x\nnew file mode 120000\n", "symlinks"),
+    ("diff --git a/x b/x\nnew file mode  0120000\n", "symlinks"),
     ("diff --git a/x b/x\nGIT binary patch\n", "binary"),
-    ("hello\n", "not a patch"),
+    ("--- a/x\0\n+++ b/x\n", "NUL"),
+    ("hello\n", "not a"),
+    ('diff --git "a/.git/config" "b/.git/config"\n--- "a/.git/config"\n+++ "b/.git/config"\n@@ -1 +1 @@\n-a\n+b\n',
+     "version-control"),
 ])
-def test_unsafe_or_bogus_patches_are_refused(patch: str, message: str) -> None:
+def test_unsafe_or_bogus_patches_are_refused(patch: str, message: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=message):
-        patch_paths(patch)
+        patch_paths(patch.encode(), tmp_path)
+
+
+def test_quoted_and_renamed_paths_are_read_as_git_reads_them(tmp_path: Path) -> None:
+    patch = ('diff --git "a/arch/x86/kvm/a b.c" "b/arch/x86/kvm/a b.c"\n--- "a/arch/x86/kvm/a b.c"\n'
+             '+++ "b/arch/x86/kvm/a b.c"\n@@ -1 +1 @@\n-a\n+b\n'
+             "diff --git a/old.c b/new.c\nsimilarity index 100%\nrename from old.c\nrename to new.c\n")
+    assert patch_paths(patch.encode(), tmp_path) == ["arch/x86/kvm/a b.c", "new.c"]
+    # -p1 strips the leading component of an absolute name too: it stays inside the tree
+    absolute = b"--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-a\n+b\n"
+    assert patch_paths(absolute, tmp_path) == ["etc/passwd"]
+
+
+def test_a_bare_repository_smuggled_into_the_tree_runs_nothing(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(SAMPLE, tree)
+    marker = tmp_path / "PWNED"
+    (tree / "HEAD").write_text("ref: refs/heads/master\n")
+    (tree / "objects").mkdir()
+    (tree / "refs").mkdir()
+    (tree / "info").mkdir()
+    (tree / "info/attributes").write_text("* filter=evil\n")
+    (tree / "config").write_text(f'[filter "evil"]\n\tsmudge = "touch {marker} && cat"\n\tclean = cat\n')
+    code, out = run("check-patch", str(FIX_PATCH), str(tree), "--no-model")
+    assert not marker.exists()
+    assert code == 0, out
+
+
+def test_a_patch_that_breaks_parsing_fails(tmp_path: Path) -> None:
+    svm = (SAMPLE / "arch/x86/kvm/svm/svm.c").read_text().splitlines(keepends=True)
+    patch = tmp_path / "break.patch"
+    patch.write_text("--- a/arch/x86/kvm/svm/svm.c\n+++ b/arch/x86/kvm/svm/svm.c\n"
+                     f"@@ -1,2 +1,3 @@\n {svm[0]}+#error broken by the patch\n {svm[1]}")
+    code, out = run("check-patch", str(patch), "--no-model", "--terse")
+    assert code == 1 and "fail to parse" in out
 
 
 def test_a_patch_that_does_not_apply_exits_2(tmp_path: Path) -> None:
