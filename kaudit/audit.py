@@ -50,6 +50,8 @@ def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None) -> list[ParseJo
     if configured is not None:
         wanted = set(configured)
         sources = [path for path in sources if path.resolve() in wanted]
+        if not sources:
+            raise UsageError(f"{root}: the KVM Makefiles list no C file that exists under the bundled config")
     return [ParseJob(path, args) for path in sources]
 
 

@@ -10,6 +10,7 @@ for files outside the tree are skipped.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -26,7 +27,9 @@ _KEEP_EXACT = {
     "-mno-red-zone", "-mno-sse", "-mno-sse2", "-mno-mmx", "-mno-3dnow", "-mno-avx", "-mno-80387",
     "-mno-fp-ret-in-387", "-mskip-rax-setup", "-O0", "-O1", "-O2", "-O3", "-Os", "-Oz",
 }
-_KEEP_PREFIXES = ("-D", "-U", "-std=", "--target=", "-mcmodel=", "-march=", "-fcf-protection", "-fno-builtin")
+_KEEP_PREFIXES = ("-D", "-U", "-std=", "-mcmodel=", "-march=", "-fcf-protection", "-fno-builtin")
+# A target triple only: clang derives a config file name from it (--target=x86_64-x/../evil)
+_TARGET = re.compile(r"^--target=[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 # Flags that name a file or directory: kept only when it lies inside the tree.
 _PATH_FLAGS = ("-I", "-isystem", "-iquote", "-idirafter", "-include", "-imacros")
 
@@ -46,7 +49,7 @@ def translate(argv: list[str], directory: Path, root: Path) -> list[str]:
             path = Path(value) if Path(value).is_absolute() else directory / value
             if value and _inside(path, root):
                 out += [flag, str(path.resolve())]
-        elif arg in _KEEP_EXACT or (arg.startswith(_KEEP_PREFIXES) and arg not in ("-D", "-U")):
+        elif arg in _KEEP_EXACT or _TARGET.match(arg) or (arg.startswith(_KEEP_PREFIXES) and arg not in ("-D", "-U")):
             out.append(arg)
         elif arg in ("-D", "-U"):
             out += [arg, next(args, "")]
@@ -64,14 +67,17 @@ def load(compdb: Path, root: Path, wanted: list[Path]) -> dict[Path, list[str]]:
         raise UsageError(f"{compdb}: a compile database is a JSON list of objects")
     want = {p.resolve() for p in wanted}
     flags: dict[Path, list[str]] = {}
-    for entry in entries:
-        directory = Path(entry.get("directory", root))
-        source = Path(entry.get("file", ""))
-        source = (source if source.is_absolute() else directory / source).resolve()
-        if source not in want or not _inside(source, root):
-            continue
-        argv = entry.get("arguments") or shlex.split(str(entry.get("command", "")))
-        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
-            raise UsageError(f"{compdb}: entry for {source} has malformed arguments")
-        flags[source] = translate(argv, directory, root)
+    for number, entry in enumerate(entries, 1):
+        try:
+            directory = Path(entry.get("directory", root))
+            source = Path(entry.get("file", ""))
+            source = (source if source.is_absolute() else directory / source).resolve()
+            if source not in want or not _inside(source, root):
+                continue
+            argv = entry.get("arguments") or shlex.split(str(entry.get("command", "")))
+            if not isinstance(argv, list) or not all(isinstance(a, str) and "\0" not in a for a in argv):
+                raise ValueError("malformed arguments")
+            flags[source] = translate(argv, directory, root)
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"{compdb}: entry {number} is malformed: {err}") from err
     return flags

@@ -93,7 +93,7 @@ def _syscall_table(path: Path) -> list[tuple[int, str, str]]:
     if path.is_file():
         for line in path.read_text(errors="replace").splitlines():
             fields = line.split()
-            if len(fields) >= 3 and not fields[0].startswith("#") and fields[0].isdigit():
+            if len(fields) >= 3 and re.fullmatch(r"[0-9]+", fields[0]):
                 rows.append((int(fields[0]), fields[1], fields[2]))
     return rows
 
@@ -222,7 +222,8 @@ def configured_sources(root: Path, makefile: str = "arch/x86/kvm/Makefile") -> l
             elif not all(taken for taken, _ in active) or not line:
                 continue
             elif words[0] == "include" and len(words) > 1:
-                read(Path(expand(words[1])))
+                included = Path(expand(words[1]))
+                read(included if included.is_absolute() else root / included)
             elif (match := _ASSIGN.match(line)) is not None:
                 name, flag, cond, op, value = match.groups()
                 if flag is None and cond is None:

@@ -64,7 +64,8 @@ class FactsCache:
         return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
     def _digest(self, rel: str) -> str:
-        """Content digest of a tree file, once per run (headers are shared by many TUs)."""
+        """Content digest of an included file (tree-relative, or absolute for
+        generated headers), once per run: headers are shared by many TUs."""
         if rel not in self._digests:
             self._digests[rel] = hashlib.sha1((self.root / rel).read_bytes()).hexdigest()
         return self._digests[rel]
@@ -84,14 +85,16 @@ class FactsCache:
         return None
 
     def put(self, job: ParseJob, facts: dict[str, Any]) -> None:
-        if self.directory is None or facts["diagnostics"]:
+        if self.directory is None or facts["diagnostics"] or not facts["file"]:
             return  # a failed TU may depend on a header that is missing now: parse it again next time
-        self.directory.mkdir(parents=True, exist_ok=True)
-        rels = [facts["file"], *facts["includes"]] if facts["file"] else []
-        entry = self._entry(job)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"deps": self._deps(rels), "facts": facts}))
-        tmp.replace(entry)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            entry = self._entry(job)
+            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"deps": self._deps([facts["file"], *facts["includes"]]), "facts": facts}))
+            tmp.replace(entry)
+        except OSError as err:  # the cache directory named is unusable: say so, do not guess another
+            raise UsageError(f"{self.directory}: cannot write the facts cache: {err.strerror}") from err
 
 
 def _parse(job_root: tuple[ParseJob, Path]) -> dict[str, Any]:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE
 
+from kaudit.audit import audit_tree
 from kaudit.compdb import load, translate
 from kaudit.errors import UsageError
 from kaudit.kbuild import configured_sources, kernel_version, synthesize
+from kaudit.resources import default_rules_dir
+from kaudit.rules import load_rules
 
 
 def test_translate_keeps_parse_flags_and_drops_gcc_only_and_unsafe_ones(tmp_path: Path) -> None:
@@ -117,3 +122,28 @@ def test_kbuild_names_cannot_write_outside_the_cache(tmp_path: Path) -> None:
     written = [p for p in gen.rglob("*") if p.is_file()]
     assert written and all(p.resolve().is_relative_to(gen.resolve()) for p in written)
     assert not Path("/tmp/evil.h").exists()
+
+
+def test_target_flags_that_could_name_a_config_file_are_dropped(tmp_path: Path) -> None:
+    root = tmp_path / "linux"
+    root.mkdir()
+    flags = translate(["cc", "--target=x86_64-linux-gnu", "--target=x86_64-pc-linux-gnu/../evil"], root, root)
+    assert flags == ["--target=x86_64-linux-gnu"]
+
+
+def test_a_header_linked_out_of_a_tree_cannot_lend_its_facts(tmp_path: Path) -> None:
+    """Two trees, same names: one's svm.h is a symlink to a header that hides
+    the clear. With a shared cache, the real tree must still show its error."""
+    evil = tmp_path / "evil" / "svm.h"
+    evil.parent.mkdir()
+    real = SAMPLE / "arch/x86/kvm/svm/svm.h"
+    evil.write_text(real.read_text() + "\n#define kvm_clear_apicv_inhibit(k, r) do { } while (0)\n")
+    hostile = tmp_path / "hostile"
+    shutil.copytree(SAMPLE, hostile)
+    (hostile / "arch/x86/kvm/svm/svm.h").unlink()
+    (hostile / "arch/x86/kvm/svm/svm.h").symlink_to(evil)
+    cache = tmp_path / "cache"
+    rules = load_rules(default_rules_dir())
+    audit_tree(hostile, rules, 1, cache)
+    errors = [f for a in audit_tree(SAMPLE, rules, 1, cache).analyses for f in a.findings if f.severity == "error"]
+    assert len(errors) == 1

@@ -38,6 +38,14 @@ class _Tree:
             self._cache[name] = os.path.relpath(full, self.root) if inside else None
         return self._cache[name]
 
+    def dependency(self, name: str) -> str:
+        """How the facts cache names an included file: by the path it was
+        found under (tree-relative when that lies in the tree, symlinks not
+        followed, so a tree whose header is a link elsewhere cannot lend its
+        facts to a tree with the real header), else absolute."""
+        path = os.path.abspath(name)
+        return os.path.relpath(path, self.root) if path.startswith(self.root + os.sep) else path
+
 
 def _file_of(cursor: ci.Cursor) -> str | None:
     loc = cursor.location
@@ -247,7 +255,8 @@ def extract_tu(path: Path, args: list[str], root: Path) -> Facts:
     tree = _Tree(root)
     main_file = str(path)
     try:
-        tu = ci.Index.create().parse(main_file, args=args, options=_KEEP_GOING)
+        # --no-default-config: no clang config file may add flags (one can be named via --target)
+        tu = ci.Index.create().parse(main_file, args=["--no-default-config", *args], options=_KEEP_GOING)
     except ci.TranslationUnitLoadError as err:
         return {
             "file": tree.rel(main_file),
@@ -262,7 +271,7 @@ def extract_tu(path: Path, args: list[str], root: Path) -> Facts:
         }
     diagnostics, warnings = _diagnostics(tu, tree)
     facts = _Extractor(tu, tree, tu.spelling).run()
-    includes = sorted({rel for inc in tu.get_includes() if (rel := tree.rel(inc.include.name))})
+    includes = sorted({tree.dependency(inc.include.name) for inc in tu.get_includes()})
     return {
         "file": tree.rel(main_file),
         "diagnostics": diagnostics,
