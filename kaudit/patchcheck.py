@@ -23,6 +23,7 @@ from kaudit.errors import UsageError
 from kaudit.model.check import ModelSettings
 from kaudit.report.json_report import build_report
 from kaudit.rules import Rule
+from kaudit.scan import is_source
 
 _VCS = (".git", ".hg", ".svn")
 _MODE = re.compile(r"^(?:new file mode|new mode|old mode|deleted file mode)\s+([0-7]+)\s*$")
@@ -167,6 +168,7 @@ def check_patch(root: Path, patch: Path, rules: list[Rule], scratch: Path, jobs:
         text = patch.read_bytes()  # read once: what is checked is what is applied
     except OSError as err:
         raise UsageError(f"{patch}: cannot read patch: {err.strerror}") from err
+    scratch.mkdir(parents=True, exist_ok=True)
     touched = patch_paths(text, scratch)
     work = scratch / "tree"
     _work_tree(root, work, touched)
@@ -189,5 +191,8 @@ def check_patch(root: Path, patch: Path, rules: list[Rule], scratch: Path, jobs:
         "fixed": [old[i] for i in sorted(old.keys() - new)],
         "unchanged": sorted(new & old.keys()),
         "new_parse_errors": sorted({d["tu"] for d in after.program.diagnostics} - failed_before),
+        # KVM sources the patch touches that the build does not compile (so they were not parsed)
+        "not_analyzed": sorted(p for p in touched
+                               if is_source(p) and (work / p).is_file() and p not in after.program.files),
     }
     return PatchCheck(before, after, report)

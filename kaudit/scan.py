@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kaudit import __version__
@@ -30,6 +30,13 @@ SOURCE_GLOBS = ("arch/x86/kvm/**/*.c", "virt/kvm/*.c")
 class ParseJob:
     path: Path
     args: tuple[str, ...]
+
+
+def is_source(rel: str) -> bool:
+    """Whether a tree-relative path is one SOURCE_GLOBS covers."""
+    path = PurePosixPath(rel)
+    return path.suffix == ".c" and (rel.startswith("arch/x86/kvm/")
+                                    or (path.parent == PurePosixPath("virt/kvm")))
 
 
 def find_sources(root: Path) -> list[Path]:

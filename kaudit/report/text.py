@@ -80,6 +80,9 @@ def render_patch_text(report: dict[str, Any], root: Path, terse: bool = False) -
     for finding in patch["fixed"]:
         lines.append(f"{_where(root, finding['location'])}: note: fixed by the patch: {finding['message']} "
                      f"[{finding['rule']}]")
+    for path in patch["not_analyzed"]:
+        lines.append(f"{root / path}: warning: not analysed: the build (compile database or KVM "
+                     "Makefiles) does not compile it")
     for tu in patch["new_parse_errors"]:
         lines.append(f"{root / tu}: error: the patch makes this file fail to parse: its findings are unknown, "
                      "so what it seems to fix is unverified")
