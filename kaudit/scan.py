@@ -20,7 +20,8 @@ from typing import Any
 
 from kaudit import __version__
 from kaudit.errors import UsageError
-from kaudit.frontend.tu import extract_tu, libclang_version
+from kaudit.frontend.clang_ops import clang_version
+from kaudit.frontend.tu import extract_tu
 
 # What a KVM audit covers: the x86 module and the generic KVM code it calls.
 SOURCE_GLOBS = ("arch/x86/kvm/**/*.c", "virt/kvm/*.c")
@@ -58,7 +59,7 @@ class FactsCache:
     def __init__(self, directory: Path | None, root: Path) -> None:
         self.directory = directory
         self.root = root
-        self.salt = f"{__version__}\0{libclang_version()}\0{_frontend_digest()}" if directory else ""
+        self.salt = f"{__version__}\0{clang_version()}\0{_frontend_digest()}" if directory else ""
         self._digests: dict[str, str] = {}
 
     def _entry(self, job: ParseJob) -> Path:

@@ -13,7 +13,6 @@ from typing import Any
 
 import clang.cindex as ci
 
-from kaudit.frontend.clang_ops import clang_version
 from kaudit.frontend.exprs import evaluate_int, strip, type_info
 from kaudit.frontend.stmts import StmtBuilder
 
@@ -243,11 +242,6 @@ def _diagnostics(tu: ci.TranslationUnit, tree: _Tree) -> tuple[list[Facts], int]
                 }
             )
     return found, warnings
-
-
-def libclang_version() -> str:
-    """Part of the facts cache key: another libclang may see other facts."""
-    return clang_version()
 
 
 def extract_tu(path: Path, args: list[str], root: Path) -> Facts:

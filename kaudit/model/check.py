@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kaudit.analysis.results import Analysis, Finding
 from kaudit.model.explore import Explorer, Outcome
-from kaudit.model.protocol import extract_protocol
+from kaudit.model.protocol import Protocol, extract_protocol
 from kaudit.model.simulate import simulate
 from kaudit.rules import Rule
 
@@ -29,20 +29,18 @@ def _recomputed(analysis: Analysis) -> set[str]:
     return {j.site.key for j in analysis.sites if j.verdict.discipline == "vm-recompute"}
 
 
-def check_key(analysis: Analysis, rule: Rule, key: str, vcpus: int) -> Outcome | None:
-    """The model's verdict on one key; None when there is no per-vCPU demand
-    protocol to check (no per-vCPU set/clear, or a VM-state recompute)."""
+def protocol_of(analysis: Analysis, rule: Rule, key: str) -> Protocol | None:
+    """The key's per-vCPU demand protocol; None when there is none to check
+    (no per-vCPU set/clear, or a VM-state recompute)."""
     if key in _recomputed(analysis):
         return None
-    protocol = extract_protocol(analysis, key, rule.api, rule.update_lock)
+    return extract_protocol(analysis, key, rule.api, rule.update_lock)
+
+
+def check_key(analysis: Analysis, rule: Rule, key: str, vcpus: int) -> Outcome | None:
+    """The model's verdict on one key (None: nothing to model)."""
+    protocol = protocol_of(analysis, rule, key)
     return None if protocol is None else Explorer(protocol, vcpus=vcpus).run()
-
-
-def cost_of_key(analysis: Analysis, rule: Rule, key: str, settings: ModelSettings) -> dict | None:
-    protocol = extract_protocol(analysis, key, rule.api, rule.update_lock)
-    if protocol is None or not settings.sim_steps:
-        return None
-    return simulate(protocol, settings.sim_vcpus, settings.sim_steps, settings.seed).to_json()
 
 
 def _model_json(outcome: Outcome, status: str) -> dict:
@@ -66,12 +64,15 @@ def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings) -> None
         elif judged.site.key in recomputed:
             judged.model = dict(RECOMPUTED)
     for key in sorted({j.site.key for j in analysis.sites}):
-        outcome = check_key(analysis, rule, key, vcpus)
-        if outcome is None:
+        protocol = protocol_of(analysis, rule, key)
+        if protocol is None:
             continue
+        outcome = Explorer(protocol, vcpus=vcpus).run()
+        cost = simulate(protocol, settings.sim_vcpus, settings.sim_steps, settings.seed).to_json() \
+            if settings.sim_steps else None
         analysis.model[key] = {"rule": rule.id, "key": key, "status": outcome.status,
                                "violation": outcome.violation, "vcpus": vcpus, "states": outcome.states,
-                               "bound_hit": outcome.bound_hit, "cost": cost_of_key(analysis, rule, key, settings)}
+                               "bound_hit": outcome.bound_hit, "cost": cost}
         findings = [f for f in analysis.findings if f.key == key and f.kind != "sticky"]
         violated = outcome.status == "violation"
         for finding in findings:

@@ -16,7 +16,7 @@ from typing import Any
 
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.analysis.sites import guard_lock
-from kaudit.facts import Expr, children, deref, field_key, owner_record, render
+from kaudit.facts import Expr, children, deref, field_key, lock_key, owner_record, render
 from kaudit.kernel_api import ATOMIC_UPDATE, LOCK_ACQUIRE, LOCK_RELEASE
 
 
@@ -215,7 +215,7 @@ class _Compiler:
         if demand == "clear":
             self.emit("demand", (False,), fid, line, "release begins: this vCPU no longer needs the bit")
         if name in LOCK_ACQUIRE or name in LOCK_RELEASE:
-            lock = field_key(e["args"][0]) or render(e["args"][0])
+            lock = lock_key(e["args"][0])  # named as the static walker names it
             self.emit("acquire" if name in LOCK_ACQUIRE else "release", (lock,), fid, line, f"{name}({lock})")
         elif name in ATOMIC_UPDATE and e["args"]:
             self.emit("assign", (("l", "_"), self.atomic(e, frame)), fid, line, render(e))
