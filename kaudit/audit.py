@@ -10,10 +10,10 @@ import networkx as nx
 
 from kaudit.analysis import counter_transition, inhibit_balance
 from kaudit.analysis.results import Analysis
-from kaudit.analysis.sites import all_events
 from kaudit.callgraph import build_call_graph
 from kaudit.compdb import load as load_compdb
 from kaudit.errors import UsageError
+from kaudit.ir.program import LoweredProgram
 from kaudit.kbuild import configured_sources, nobuild_args, synthesize
 from kaudit.model.check import ModelSettings, apply_model
 from kaudit.program import Program
@@ -72,8 +72,8 @@ def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | N
     if unknown:
         raise UsageError(f"unknown rule engine(s): {', '.join(unknown)}")
     program, graph = load_program(root, jobs, cache_dir, compdb)
-    events = all_events(program)
-    analyses = [ENGINES[rule.engine](program, graph, rule, events) for rule in rules]
+    lowered = LoweredProgram(program)
+    analyses = [ENGINES[rule.engine](lowered, graph, rule) for rule in rules]
     if model is not None:
         for rule, analysis in zip(rules, analyses, strict=True):
             apply_model(analysis, rule, model)

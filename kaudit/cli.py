@@ -23,6 +23,7 @@ from kaudit import __version__
 from kaudit.audit import audit_tree
 from kaudit.errors import UsageError
 from kaudit.model.check import ModelSettings, check_key
+from kaudit.model.extract import Unmodelled
 from kaudit.patchcheck import check_patch
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.text import model_lines as _model_lines
@@ -132,9 +133,9 @@ def main() -> None:
 @click.option("--strict", is_flag=True, help="Fail on warnings and on parse errors too.")
 @_TERSE
 @_NO_MODEL
-@click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True, help="vCPUs in the runtime model.")
-@click.option("--sim-steps", type=click.IntRange(0), default=100_000, show_default=True,
-              help="Steps of the seeded 4-vCPU cost simulation (0: skip).")
+@click.option("--vcpus", type=click.IntRange(2, 4), default=3, show_default=True, help="vCPUs in the runtime model.")
+@click.option("--sim-steps", type=click.IntRange(0, 10_000_000), default=4_000, show_default=True,
+              help="Steps of the seeded 4-vCPU cost simulation of each confirmed violation (0: skip).")
 def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None, no_cache: bool,
           compdb: Path | None, fmt: str, output: Path | None, fail_on: str, strict: bool, terse: bool,
           no_model: bool, vcpus: int, sim_steps: int) -> None:
@@ -157,7 +158,7 @@ def rule(rule_id: str | None, rules_dir: Path | None) -> None:
     rules = _rules(rules_dir)
     if rule_id is None:
         for r in rules:
-            click.echo(f"{r.id}  {r.name:28}  {r.severity:7}  {r.title}")
+            click.echo(f"{r.id}  {r.name:28}  {r.title}")
         return
     for r in rules:
         if rule_id in (r.id, r.name):
@@ -169,7 +170,7 @@ def rule(rule_id: str | None, rules_dir: Path | None) -> None:
 @main.command()
 @click.argument("tree", required=False, type=click.Path(path_type=Path))
 @click.option("--key", required=True, help="The key to model, e.g. APICV_INHIBIT_REASON_IRQWIN.")
-@click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True)
+@click.option("--vcpus", type=click.IntRange(2, 4), default=3, show_default=True)
 @_common_options
 @_FORMAT
 def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs: int, cache_dir: Path | None,
@@ -181,10 +182,12 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs:
     result = audit_tree(tree if tree is not None else sample_tree(), rules, jobs=jobs,
                         cache_dir=_cache(cache_dir, no_cache), compdb=compdb)
     for rule, analysis in zip(rules, result.analyses, strict=True):
-        outcome = check_key(analysis, rule, key, vcpus)
-        if outcome is None:
+        if rule.engine != "inhibit-balance" or key not in {j.site.key for j in analysis.sites}:
             continue
-        data = outcome.to_json()
+        outcome = check_key(analysis, rule, key, ModelSettings(vcpus=vcpus))
+        if isinstance(outcome, Unmodelled):
+            raise UsageError(f"{key}: not modelled: {outcome.reason}")
+        data = {**outcome.to_json(), "status": "confirmed" if outcome.status == "violation" else outcome.status}
         click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else "\n".join(_model_lines(data)))
         sys.exit(1 if outcome.status == "violation" else 0)
     raise UsageError(f"{key}: no per-vCPU set/clear protocol to model")

@@ -1,36 +1,54 @@
-"""Kernel primitives kaudit understands by name: locks and atomics.
+"""Kernel primitives kaudit understands by name: locks, atomics, bit operations.
 
-These are the kernel's own synchronisation APIs (what they do is fixed by
-the kernel), never a list of suspect functions: a finding always comes from
-how the analysed code uses them.
+These are the kernel's own synchronisation and data-structure APIs (what
+they do is fixed by the kernel), never a list of suspect functions: a
+finding always comes from how the analysed code uses them.
 """
 
 from __future__ import annotations
 
-LOCK_ACQUIRE = frozenset({
-    "down_write", "down_read", "mutex_lock", "mutex_lock_interruptible", "mutex_lock_killable",
-    "spin_lock", "spin_lock_irq", "spin_lock_irqsave", "spin_lock_bh",
-    "raw_spin_lock", "raw_spin_lock_irq", "raw_spin_lock_irqsave",
-    "write_lock", "read_lock",
+# Lock acquire/release -> mode: "read" shares with other readers, "write" excludes everyone.
+LOCK_ACQUIRE = {
+    "down_write": "write", "down_read": "read", "down_write_killable": "write", "down_read_killable": "read",
+    "mutex_lock": "write", "mutex_lock_interruptible": "write", "mutex_lock_killable": "write",
+    "spin_lock": "write", "spin_lock_irq": "write", "spin_lock_irqsave": "write", "spin_lock_bh": "write",
+    "raw_spin_lock": "write", "raw_spin_lock_irq": "write", "raw_spin_lock_irqsave": "write",
+    "write_lock": "write", "read_lock": "read",
     # what the spinlock and rwlock macros expand to
-    "_raw_spin_lock", "_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_bh",
-    "_raw_read_lock", "_raw_write_lock", "_raw_read_lock_irqsave", "_raw_write_lock_irqsave",
-})
-LOCK_RELEASE = frozenset({
-    "up_write", "up_read", "mutex_unlock", "spin_unlock", "spin_unlock_irq", "spin_unlock_irqrestore",
-    "spin_unlock_bh", "raw_spin_unlock", "raw_spin_unlock_irq", "raw_spin_unlock_irqrestore",
-    "write_unlock", "read_unlock",
-    "_raw_spin_unlock", "_raw_spin_unlock_irq", "_raw_spin_unlock_irqrestore", "_raw_spin_unlock_bh",
-    "_raw_read_unlock", "_raw_write_unlock", "_raw_read_unlock_irqrestore", "_raw_write_unlock_irqrestore",
-})
+    "_raw_spin_lock": "write", "_raw_spin_lock_irq": "write", "_raw_spin_lock_irqsave": "write",
+    "_raw_spin_lock_bh": "write", "_raw_read_lock": "read", "_raw_write_lock": "write",
+    "_raw_read_lock_irqsave": "read", "_raw_write_lock_irqsave": "write",
+}
+LOCK_RELEASE = {
+    "up_write": "write", "up_read": "read", "mutex_unlock": "write", "spin_unlock": "write",
+    "spin_unlock_irq": "write", "spin_unlock_irqrestore": "write", "spin_unlock_bh": "write",
+    "raw_spin_unlock": "write", "raw_spin_unlock_irq": "write", "raw_spin_unlock_irqrestore": "write",
+    "write_unlock": "write", "read_unlock": "read",
+    "_raw_spin_unlock": "write", "_raw_spin_unlock_irq": "write", "_raw_spin_unlock_irqrestore": "write",
+    "_raw_spin_unlock_bh": "write", "_raw_read_unlock": "read", "_raw_write_unlock": "write",
+    "_raw_read_unlock_irqrestore": "read", "_raw_write_unlock_irqrestore": "write",
+}
+# lockdep_assert_held*() (a do-while(0) macro without CONFIG_LOCKDEP) -> the mode it expects held
+LOCK_ASSERT = {"lockdep_assert_held": "any", "lockdep_assert_held_write": "write",
+               "lockdep_assert_held_read": "read"}
 
-# Atomic read-modify-write operations: name -> delta applied (None: operand).
+# Atomic read-modify-write operations: name -> delta applied (None: the first operand).
 ATOMIC_UPDATE = {
     "atomic_inc": 1, "atomic_dec": -1, "atomic_add": None, "atomic_sub": None,
     "atomic_inc_return": 1, "atomic_dec_return": -1, "atomic_add_return": None, "atomic_sub_return": None,
     "atomic_inc_and_test": 1, "atomic_dec_and_test": -1,
-    "atomic_long_inc": 1, "atomic_long_dec": -1,
+    "atomic_long_inc": 1, "atomic_long_dec": -1, "atomic_long_add": None, "atomic_long_sub": None,
 }
+# Operations whose result is the new value (or, for *_and_test, whether it is zero).
+ATOMIC_RETURNS_NEW = frozenset({
+    "atomic_inc_return", "atomic_dec_return", "atomic_add_return", "atomic_sub_return",
+    "atomic_inc_and_test", "atomic_dec_and_test",
+})
+ATOMIC_READ = frozenset({"atomic_read", "atomic_long_read", "atomic_read_acquire", "raw_atomic_read",
+                         "arch_atomic_read"})
+ATOMIC_SET = frozenset({"atomic_set", "atomic_long_set", "atomic_set_release", "raw_atomic_set",
+                        "arch_atomic_set"})
+
 # Static keys count their enablers (host-wide); the key is the first argument.
 STATIC_KEY_UPDATE = {
     "static_branch_inc": 1, "static_branch_dec": -1, "static_key_slow_inc": 1, "static_key_slow_dec": -1,
@@ -38,8 +56,26 @@ STATIC_KEY_UPDATE = {
     "static_key_slow_dec_cpuslocked": -1, "static_branch_deferred_inc": 1, "static_branch_slow_dec_deferred": -1,
     "static_key_slow_dec_deferred": -1, "__static_key_slow_dec_deferred": -1,
 }
-# Operations whose result is the new value (or a test of it).
-ATOMIC_RETURNS_NEW = frozenset({
-    "atomic_inc_return", "atomic_dec_return", "atomic_add_return", "atomic_sub_return",
-    "atomic_inc_and_test", "atomic_dec_and_test",
-})
+# Reading a static key: true while its count is non-zero.
+STATIC_KEY_READ = frozenset({"arch_static_branch", "arch_static_branch_jump", "static_key_enabled",
+                             "static_key_count"})
+
+# Bit operations on a word or bitmap: (bit number, address) arguments.
+BIT_SET = frozenset({"set_bit", "__set_bit", "___set_bit", "arch_set_bit", "arch___set_bit", "const___set_bit",
+                     "generic___set_bit", "generic_set_bit"})
+BIT_CLEAR = frozenset({"clear_bit", "__clear_bit", "___clear_bit", "arch_clear_bit", "arch___clear_bit",
+                       "const___clear_bit", "generic___clear_bit", "generic_clear_bit"})
+BIT_TEST = frozenset({"test_bit", "_test_bit", "arch_test_bit", "const_test_bit", "generic_test_bit",
+                      "variable_test_bit", "constant_test_bit", "test_bit_acquire"})
+BITMAP_EMPTY = frozenset({"bitmap_empty"})
+
+# Compiler builtins whose value is their first argument.
+BUILTIN_IDENTITY = frozenset({"__builtin_expect", "__builtin_expect_with_probability"})
+
+# Loops over every vCPU of a VM (the macro that writes the loop).
+VCPU_ITERATORS = frozenset({"kvm_for_each_vcpu"})
+
+
+def lock_mode(name: str | None) -> str | None:
+    """The mode a lock call takes ("read" or "write"), None if it takes none."""
+    return LOCK_ACQUIRE.get(name or "")

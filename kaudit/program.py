@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaudit.facts import subexprs
-
 Facts = dict[str, Any]
 
 # Kernel convention: static_call(PREFIX##op) calls member `op` of STRUCT.
@@ -79,26 +77,38 @@ class Program:
         return sorted({e["target"] for t in (local or tables) for e in t["entries"]})
 
     def resolve_call(self, caller: str, call: Facts) -> tuple[str, list[str]]:
-        """(edge kind, target ids) of one call expression."""
-        if call.get("callee"):
-            return "direct", [self.resolve_name(caller, call["callee"])]
+        """(edge kind, target ids) of one call expression of the facts."""
         via = call.get("via") or {}
-        kind = via.get("kind", "pointer")
+        return self.resolve(caller, call.get("callee"), via.get("kind", "pointer"), via.get("name", ""),
+                            via.get("record", ""), via.get("field", ""))
+
+    def resolve(self, caller: str, callee: str | None, kind: str = "pointer", name: str = "", record: str = "",
+                member: str = "") -> tuple[str, list[str]]:
+        """(edge kind, target ids) of a call: direct, or how an indirect one finds its targets."""
+        if callee:
+            return "direct", [self.resolve_name(caller, callee)]
         if kind == "static_call":
-            for prefix, record in STATIC_CALL_TABLES:
-                if via["name"].startswith(prefix):
-                    return kind, self.table_targets(record, via["name"][len(prefix):])
+            for prefix, table in STATIC_CALL_TABLES:
+                if name.startswith(prefix):
+                    return kind, self.table_targets(table, name[len(prefix):])
             return kind, []
         if kind == "member":
-            return kind, self.table_targets(via["record"], via["field"])
+            return kind, self.table_targets(record, member)
         if kind == "array":
-            return kind, self.array_targets(via["name"], self.functions[caller]["file"])
+            return kind, self.array_targets(name, self.functions[caller]["file"])
         return kind, []
 
     def calls_in(self, fid: str) -> Iterator[Facts]:
-        for expr in subexprs(self.functions[fid]["body"]):
-            if expr["k"] == "call":
-                yield expr
+        """Every call expression in a function's facts (for the call graph)."""
+        stack: list[Any] = [self.functions[fid]["body"]]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, list):
+                stack.extend(reversed(node))
+            elif isinstance(node, dict):
+                if node.get("k") == "call":
+                    yield node
+                stack.extend(v for v in reversed(node.values()) if isinstance(v, (dict, list)))
 
     def functions_named(self, name: str) -> list[str]:
         return self._by_name.get(name, [])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kaudit.facts import EventWalker, render
 from kaudit.frontend.tu import extract_tu
 
 PRELUDE = """
@@ -24,56 +23,6 @@ def facts_of(tmp_path: Path, body: str, name: str = "t.c") -> dict:
 
 def function(facts: dict, name: str) -> dict:
     return next(f for f in facts["functions"] if f["name"] == name)
-
-
-def guards_at(fn: dict, callee: str) -> list[tuple[str, bool]]:
-    events = EventWalker().walk(fn["body"])
-    event = next(e for e in events if e.kind == "call" and e.expr.get("callee") == callee)
-    return [(render(g.atom), g.polarity) for g in event.guards]
-
-
-def test_guards_record_branch_polarity_and_conjunctions(tmp_path: Path) -> None:
-    facts = facts_of(tmp_path, """
-void f(struct kvm_vcpu *v)
-{
-	if (!v->flag && !busy(v))
-		act(v);
-	else
-		busy(v);
-}
-""")
-    fn = function(facts, "f")
-    assert guards_at(fn, "act") == [("v->flag", False), ("busy(v)", False)]
-    events = EventWalker().walk(fn["body"])
-    else_call = [e for e in events if e.expr.get("callee") == "busy"][-1]
-    assert [(render(g.atom), g.polarity) for g in else_call.guards] == [("!v->flag && !busy(v)", False)]
-
-
-def test_early_return_dominates_what_follows(tmp_path: Path) -> None:
-    facts = facts_of(tmp_path, """
-void f(struct kvm_vcpu *v)
-{
-	if (v->flag)
-		return;
-	act(v);
-}
-""")
-    assert guards_at(function(facts, "f"), "act") == [("v->flag", False)]
-
-
-def test_short_circuit_and_ternary_guard_their_operands(tmp_path: Path) -> None:
-    facts = facts_of(tmp_path, """
-int f(struct kvm_vcpu *v)
-{
-	return v->flag && busy(v);
-}
-void g(struct kvm_vcpu *v)
-{
-	v->flag ? act(v) : (void)0;
-}
-""")
-    assert guards_at(function(facts, "f"), "busy") == [("v->flag", True)]
-    assert guards_at(function(facts, "g"), "act") == [("v->flag", True)]
 
 
 def test_ops_table_and_handler_array_initialisers(tmp_path: Path) -> None:
@@ -105,7 +54,7 @@ int f(struct kvm_vcpu *v, int code)
 	return table[code](v);
 }
 """)
-    calls = [e.expr for e in EventWalker().walk(function(facts, "f")["body"]) if e.kind == "call"]
+    calls = [s["e"] if s["s"] == "expr" else s["e"] for s in function(facts, "f")["body"]]
     assert [c["via"] for c in calls] == [
         {"kind": "static_call", "name": "kvm_x86_enable"},
         {"kind": "member", "record": "ops", "field": "enable"},
@@ -119,7 +68,7 @@ enum reason { R_A, R_B, R_C };
 void set(struct kvm *k, enum reason r, int on);
 void f(struct kvm_vcpu *v) { set(v->kvm, R_C, 1 + 1); }
 """)
-    call = next(e.expr for e in EventWalker().walk(function(facts, "f")["body"]) if e.kind == "call")
+    call = function(facts, "f")["body"][0]["e"]
     assert call["args"][1] == {"k": "enum", "name": "R_C", "v": 2}
     assert call["args"][2]["k"] == "binary"
     assert call["args"][0]["k"] == "member" and call["args"][0]["record"] == "kvm_vcpu"
@@ -159,5 +108,5 @@ void f(struct vm *vm) { vm->n++; ++vm->n; }
 """)
     fields = {f["name"]: f for s in facts["structs"] if s["name"] == "vm" for f in s["fields"]}
     assert (fields["vcpus"]["record"], fields["vcpus"]["ptr"], fields["vcpus"]["array"]) == ("kvm_vcpu", 1, True)
-    events = EventWalker().walk(function(facts, "f")["body"])
-    assert [render(e.expr) for e in events if e.kind == "incdec"] == ["vm->n++", "++vm->n"]
+    ops = [(s["e"]["op"], s["e"].get("post", False)) for s in function(facts, "f")["body"]]
+    assert ops == [("++", True), ("++", False)]

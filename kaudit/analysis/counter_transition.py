@@ -1,19 +1,26 @@
-"""Engine `counter-transition`: VM-wide (or host-wide) counts changed from
-per-vCPU context move only on a per-vCPU state transition.
+"""Engine `counter-transition`: VM-wide (or host-wide) counts of vCPUs that
+per-vCPU code moves must move only on a per-vCPU state transition, or once
+per vCPU lifetime.
 
 A count of vCPUs is a field of a VM-wide struct, or a global (a static key),
-that one function moves by one both ways (or raises and resets) depending
-on some mode: statistics that only grow, and resource accounting moved by
-amounts or in separate acquire/release helpers, are not counts of vCPUs.
-Each such increment/decrement in a per-vCPU function (one with a per-vCPU
-parameter: the vCPU it runs for is the one that contributes) must be
-guarded by a test of per-vCPU state that the same function then updates
-(`if (apic->sw_enabled != enabled) { apic->sw_enabled = enabled; inc/dec }`),
-so that each vCPU contributes at most once; otherwise a repeated call
-counts twice and the count drifts.
+that per-vCPU code (functions with a per-vCPU parameter: the vCPU they run
+for is the one that contributes) moves by one, both up and down (or up and
+back to zero), directly or through a thin helper that does nothing else
+(`lint1_get(kvm) { atomic_inc(&kvm->arch.n); }`). Statistics that only
+grow, and resource accounting moved by amounts, are not counts of vCPUs.
+Each update is judged:
+- `lifecycle`: its function runs only within the rule's vCPU lifecycle
+  entry points (create, destroy), once per vCPU;
+- `transition-guarded`: guarded by a test of per-vCPU state that the same
+  function then updates (`if (apic->sw_enabled != enabled) {
+  apic->sw_enabled = enabled; inc/dec }`), so each vCPU contributes once;
+- `unguarded`: a repeated call counts twice and the count drifts.
+The runtime model then runs every vCPU's lifetime (kaudit.model).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import networkx as nx
 
@@ -21,51 +28,55 @@ from kaudit.analysis.context import infer_scopes, path_from_vcpu, per_vcpu_funct
 from kaudit.analysis.discipline import DisciplineFinder, Verdict
 from kaudit.analysis.results import Analysis, Finding, JudgedSite
 from kaudit.analysis.sites import Hop, Site
-from kaudit.facts import Event, const_value, deref, field_key, owner_record, render
+from kaudit.ir.evaluate import fold
+from kaudit.ir.flow import Event, step
+from kaudit.ir.names import counted_key, deref, field_key, owner_record, render
+from kaudit.ir.nodes import Assign, Field, Return
+from kaudit.ir.program import LoweredProgram
 from kaudit.kernel_api import ATOMIC_UPDATE, STATIC_KEY_UPDATE
-from kaudit.program import Program
 from kaudit.rules import Rule
 
 
-def _update(ev: Event) -> tuple[str, str] | None:
+@dataclass(frozen=True)
+class Update:
+    """A count moved at `event` of `function` (itself, or through `hops` of helpers)."""
+
+    key: str
+    kind: str  # inc | dec | reset
+    function: str
+    hops: tuple[Hop, ...]
+
+
+def update_of(ev: Event) -> tuple[str, str] | None:
     """(counted object, "inc" | "dec" | "reset") of an event that moves it by
     one (or resets it to zero)."""
-    expr = ev.expr
-    if ev.kind == "incdec":
-        key = _count_key(expr["arg"])
-        return (key, "inc" if expr["op"] == "++" else "dec") if key else None
-    if ev.kind == "assign" and expr["op"] in ("+=", "-=", "="):
-        key = _count_key(expr["l"])
-        value = const_value(expr["r"])
-        if not key or value != (0 if expr["op"] == "=" else 1):
-            return None
-        return key, {"=": "reset", "+=": "inc", "-=": "dec"}[expr["op"]]
-    name = expr.get("callee") or ""
-    if ev.kind == "call" and expr["args"] and ATOMIC_UPDATE.get(name) in (1, -1):
-        key = _count_key(expr["args"][-1])
+    instr = ev.instr
+    if isinstance(instr, Assign):
+        delta = step(instr)
+        key = counted_key(instr.target)
+        if key and delta in (1, -1):
+            return key, "inc" if delta == 1 else "dec"
+        if key and instr.op == "=" and fold(instr.value) == 0:
+            return key, "reset"
+        return None
+    call = ev.call
+    if call is None or not call.args:
+        return None
+    name = call.callee or ""
+    if ATOMIC_UPDATE.get(name) in (1, -1):
+        key = counted_key(call.args[-1])
         return (key, "inc" if ATOMIC_UPDATE[name] == 1 else "dec") if key else None
-    if ev.kind == "call" and expr["args"] and name in STATIC_KEY_UPDATE:
-        key = _count_key(expr["args"][0])
+    if name in STATIC_KEY_UPDATE:
+        key = counted_key(call.args[0])
         return (key, "inc" if STATIC_KEY_UPDATE[name] == 1 else "dec") if key else None
     return None
 
 
-def _count_key(expr: dict) -> str | None:
-    """A global is counted as a whole (`&(&apic_sw_disabled.key)->key` and
-    `&apic_sw_disabled` are one static key); a field by its field key."""
-    node = expr
-    while node.get("k") in ("unary", "member"):
-        node = node["arg"] if node["k"] == "unary" else node["base"]
-    if node.get("k") == "var" and node["scope"] == "global":
-        return node["name"]
-    return field_key(expr)
-
-
-def _shared(key: str, program: Program, vm_wide: frozenset[str]) -> bool:
+def _shared(key: str, lowered: LoweredProgram, vm_wide: frozenset[str]) -> bool:
     """A VM-wide field, or a global (host-wide state such as a static key):
     field keys start with the owning struct, globals with their name."""
     head = key.split(".", 1)[0]
-    return head in vm_wide or head not in program.structs
+    return head in vm_wide or head not in lowered.program.structs
 
 
 def _writes(events: list[Event], per_vcpu: frozenset[str]) -> set[str]:
@@ -73,60 +84,106 @@ def _writes(events: list[Event], per_vcpu: frozenset[str]) -> set[str]:
     (`__set_bit(v, synic->auto_eoi_bitmap)`)."""
     written = set()
     for ev in events:
-        if ev.kind == "assign" and owner_record(ev.expr["l"]) in per_vcpu:
-            written.add(field_key(ev.expr["l"]))
-        elif ev.kind == "call":
-            for arg in ev.expr["args"]:
+        if isinstance(ev.instr, Assign) and owner_record(ev.instr.target) in per_vcpu:
+            written.add(field_key(ev.instr.target))
+        elif ev.call is not None:
+            for arg in ev.call.args:
                 arg = deref(arg)
-                if arg.get("k") == "member" and owner_record(arg) in per_vcpu:
+                if isinstance(arg, Field) and owner_record(arg) in per_vcpu:
                     written.add(field_key(arg))
     return written
 
 
-def run(program: Program, graph: nx.DiGraph, rule: Rule, events: dict[str, list[Event]]) -> Analysis:
+def collect_updates(lowered: LoweredProgram, per_vcpu_fns: set[str]) -> list[Update]:
+    """Every count update in per-vCPU code, thin helpers followed to a fixpoint."""
+    direct: dict[str, list[tuple[str, str, Event]]] = {}
+    for fid, evs in lowered.all_events.items():
+        for ev in evs:
+            found = update_of(ev)
+            if found:
+                direct.setdefault(fid, []).append((*found, ev))
+    helpers: dict[str, list[tuple[str, str, tuple[Hop, ...]]]] = {}
+    for fid, found in direct.items():
+        body = [i for _, i in lowered.function(fid).instructions() if not isinstance(i, Return)]
+        if fid not in per_vcpu_fns and len(found) == len(body) == 1:
+            key, kind, ev = found[0]
+            helpers[fid] = [(key, kind, (Hop(fid, ev),))]
+    changed = True
+    updates: list[Update] = []
+    while changed:
+        changed = False
+        updates = []
+        for fid, evs in lowered.all_events.items():
+            own = [(k, kind, (Hop(fid, ev),)) for k, kind, ev in direct.get(fid, [])]
+            for ev in evs:
+                if ev.call is None or not ev.call.callee:
+                    continue
+                target = lowered.program.resolve_name(fid, ev.call.callee)
+                own += [(k, kind, (Hop(fid, ev), *hops)) for k, kind, hops in helpers.get(target, [])]
+            if fid in per_vcpu_fns:
+                updates += [Update(k, kind, fid, hops) for k, kind, hops in own]
+            elif fid not in helpers and len(own) == 1 and len(list(lowered.function(fid).instructions())) == 1:
+                helpers[fid] = own
+                changed = True
+    return updates
+
+
+def lifecycle_only(graph: nx.DiGraph, lowered: LoweredProgram, rule: Rule) -> set[str]:
+    """Functions that run only inside the rule's lifecycle entry points: the
+    entries, and every function all of whose callers are such functions."""
+    program = lowered.program
+    inside = {fid for name in (*rule.lifecycle.create, *rule.lifecycle.destroy)
+              for fid in program.functions_named(name)}
+    changed = True
+    while changed:
+        changed = False
+        for fid in sorted(program.functions):
+            callers = set(graph.predecessors(fid)) if fid in graph else set()
+            if fid not in inside and callers and callers <= inside:
+                inside.add(fid)
+                changed = True
+    return inside
+
+
+def run(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule) -> Analysis:
+    program = lowered.program
     scopes = infer_scopes(program, rule.per_vcpu_types, rule.vm_types)
-    finder = DisciplineFinder(scopes, events, rule.update_lock)
-    updates: dict[str, list[tuple[str, Event, str]]] = {}
-    for fid in sorted(events):
-        for ev in events[fid]:
-            found = _update(ev)
-            if found and _shared(found[0], program, scopes.vm_wide):
-                updates.setdefault(found[0], []).append((fid, ev, found[1]))
+    finder = DisciplineFinder(lowered, scopes, rule.update_lock)
     vcpu_fns = per_vcpu_functions(program, scopes)
+    updates = [u for u in collect_updates(lowered, vcpu_fns) if _shared(u.key, lowered, scopes.vm_wide)]
+    kinds: dict[str, set[str]] = {}
+    for u in updates:
+        kinds.setdefault(u.key, set()).add(u.kind)
+    counts = {key for key, found in kinds.items() if "inc" in found and found & {"dec", "reset"}}
+    lifecycle = lifecycle_only(graph, lowered, rule)
     judged: list[JudgedSite] = []
     findings: list[Finding] = []
-    for key, uses in sorted(updates.items()):
-        kinds_in: dict[str, set[str]] = {}
-        for fid, _, kind in uses:
-            kinds_in.setdefault(fid, set()).add(kind)
-        toggling = {fid for fid, kinds in kinds_in.items() if "inc" in kinds and kinds & {"dec", "reset"}}
-        for fid, ev, kind in uses:
-            if kind == "reset" or fid not in toggling:
-                continue
-            if fid not in vcpu_fns:
-                continue  # a VM-scope helper reached from vCPU code counts VM objects, not vCPUs
-            path = path_from_vcpu(graph, vcpu_fns, fid) or [fid]
-            site = Site(key, kind, fid, (Hop(fid, ev),), None, False)
-            guard = _transition_guard(finder, ev, fid, _writes(events[fid], scopes.per_vcpu))
-            if guard:
-                verdict = Verdict("transition-guarded", f"changes only when per-vCPU state changes: {guard}")
-            else:
-                verdict = Verdict("unguarded", "per-vCPU code changes a shared count with no per-vCPU "
-                                               "transition guard: a repeated call counts twice")
-            item = JudgedSite(site, "per-vcpu", verdict, path)
-            judged.append(item)
-            if not guard:
-                findings.append(Finding(rule, rule.severity, "unguarded-counter", key,
-                                        f"{kind} of shared count {key} from per-vCPU code without a per-vCPU "
-                                        "state transition guarding it: the count drifts when the call repeats",
-                                        item))
+    for u in updates:
+        if u.key not in counts or u.kind == "reset":
+            continue
+        path = path_from_vcpu(graph, vcpu_fns, u.function) or [u.function]
+        site = Site(u.key, u.kind, u.function, u.hops, None, False)
+        guard = _transition_guard(finder, u.hops[0].event, u.function,
+                                  _writes(lowered.events(u.function), scopes.per_vcpu))
+        if u.function in lifecycle:
+            verdict = Verdict("lifecycle", "runs once per vCPU, within its lifecycle (create/destroy)")
+        elif guard:
+            verdict = Verdict("transition-guarded", f"changes only when per-vCPU state changes: {guard}")
+        else:
+            verdict = Verdict("unguarded", "per-vCPU code changes a shared count with no per-vCPU "
+                                           "transition guard: a repeated call counts twice")
+        item = JudgedSite(site, "per-vcpu", verdict, path)
+        judged.append(item)
+        if verdict.discipline == "unguarded":
+            findings.append(Finding(rule, rule.kind("unguarded-counter").severity, "unguarded-counter", u.key,
+                                    rule.kind("unguarded-counter").text(key=u.key, action=u.kind), item))
     judged.sort(key=lambda j: (j.site.key, program.functions[j.site.function]["file"], j.site.event.line))
-    return Analysis(program, graph, scopes, events, judged, findings)
+    return Analysis(lowered, graph, scopes, judged, findings)
 
 
 def _transition_guard(finder: DisciplineFinder, ev: Event, fid: str, written: set[str]) -> str | None:
     for guard in ev.guards:
-        for expr in finder.reads(guard.atom, fid):
-            if expr["k"] == "member" and field_key(expr) in written:
-                return render(guard.atom)
+        for read in finder.reads(guard.atom, fid):
+            if isinstance(read, Field) and field_key(read) in written:
+                return render(guard.atom, ev.function.temps)
     return None

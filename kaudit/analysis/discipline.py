@@ -1,19 +1,21 @@
-"""Which discipline keeps a set/clear site sound, read off the code.
+"""Which discipline a set/clear site has the shape of, read off the code.
 
-Each detector looks for the shape of one discipline in the site's hops
-(the call in the per-vCPU function, then every wrapper down to the API):
+This is the static reading; the runtime model then judges the site and,
+when it proves it sound, names the discipline from what the proof relied
+on (kaudit.model.check). Each shape, in the site's hops (the call in the
+per-vCPU function, then every wrapper down to the API):
 - per-vCPU flag: the site is guarded by a per-vCPU field that the same
   branch updates (`if (!svm->flag) { svm->flag = true; get(); }`);
 - VM-wide counter: a wrapper acts only on a counted transition
   (`atomic_add_return(...) == 1`, or a test of a VM-wide field it changes);
 - locked counter: the value is computed from a VM-wide count that the same
   function changes under the update lock (`!!hv->synic_auto_eoi_used`);
-- recompute over all vCPUs: the value is a local set inside a loop that
-  reads per-vCPU state, under the update lock;
-- VM-state recompute: one function sets the key under a condition and clears
-  it under the negation of the same condition, which does not read the
-  running vCPU's own state: the bit is a function of VM-wide state (the
-  APIC map built over all vCPUs), whoever runs it.
+- recompute over all vCPUs: the value is a local set inside a loop over
+  every vCPU that reads the vCPU's state, under the update lock;
+- VM-state recompute: one function sets the key on one side of a condition
+  and clears it on the other, nothing else guarding either, and the
+  condition reads no state of the running vCPU: the bit is a function of
+  VM-wide state (the APIC map built over all vCPUs), whoever runs it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ from dataclasses import dataclass
 
 from kaudit.analysis.context import Scopes
 from kaudit.analysis.sites import Hop, Site
-from kaudit.facts import Event, const_value, deref, field_key, owner_record, render, subexprs
+from kaudit.ir.evaluate import fold
+from kaudit.ir.flow import Event
+from kaudit.ir.names import deref, field_key, owner_record, render, subexprs
+from kaudit.ir.nodes import Assign, Branch, Call, Expr, Field, Var
+from kaudit.ir.program import LoweredProgram
 from kaudit.kernel_api import ATOMIC_RETURNS_NEW, ATOMIC_UPDATE
 
-UNSAFE = frozenset({"unguarded", "flag-without-counter"})
+# Static shapes that predict a violation (the model then confirms it, or says the two disagree).
+UNSAFE = frozenset({"unguarded", "flag-without-counter", "counter-without-flag", "flag-counter-unlocked"})
+Read = Expr | Call
 
 
 @dataclass(frozen=True)
@@ -36,9 +44,9 @@ class Verdict:
     counter: str | None = None
 
 
-def _counter_object(call: dict) -> str | None:
+def counter_object(call: Call) -> str | None:
     """The field an atomic operation works on (its last pointer argument)."""
-    for arg in reversed(call["args"]):
+    for arg in reversed(call.args):
         key = field_key(arg)
         if key is not None:
             return key
@@ -51,24 +59,22 @@ def changed_fields(events: list[Event]) -> dict[str, frozenset[str]]:
     changed: dict[str, frozenset[str]] = {}
     for ev in events:
         target = None
-        if ev.kind == "incdec":
-            target = field_key(ev.expr["arg"])
-        elif ev.kind == "assign" and ev.expr["op"] != "=":
-            target = field_key(ev.expr["l"])
-        elif ev.kind == "call" and ev.expr.get("callee") in ATOMIC_UPDATE:
-            target = _counter_object(ev.expr)
+        if isinstance(ev.instr, Assign) and ev.instr.op not in ("=", "copy"):
+            target = field_key(ev.instr.target)
+        elif ev.call is not None and ev.call.callee in ATOMIC_UPDATE:
+            target = counter_object(ev.call)
         if target is not None:
             changed[target] = changed.get(target, frozenset(ev.locks)) & frozenset(ev.locks)
     return changed
 
 
 class DisciplineFinder:
-    def __init__(self, scopes: Scopes, events: dict[str, list[Event]], update_lock: str) -> None:
+    def __init__(self, lowered: LoweredProgram, scopes: Scopes, update_lock: str) -> None:
+        self.lowered = lowered
         self.scopes = scopes
-        self.events = events
         self.update_lock = update_lock
 
-    def _vm_field(self, expr: dict) -> str | None:
+    def _vm_field(self, expr: Expr) -> str | None:
         return field_key(expr) if owner_record(expr) in self.scopes.vm_wide else None
 
     def flag(self, site: Site) -> str | None:
@@ -77,14 +83,13 @@ class DisciplineFinder:
         want = site.action == "clear"  # a clear runs while the flag is set
         for guard in site.event.guards:
             atom = guard.atom
-            if guard.polarity != want or atom.get("k") != "member":
-                continue
-            if owner_record(atom) not in self.scopes.per_vcpu:
+            if guard.polarity != want or not isinstance(atom, Field) or owner_record(atom) not in self.scopes.per_vcpu:
                 continue
             key = field_key(atom)
-            for ev in self.events[site.function]:
-                if (ev.kind == "assign" and ev.expr["op"] == "=" and field_key(ev.expr["l"]) == key
-                        and const_value(ev.expr["r"]) == int(not want) and guard in ev.guards):
+            for ev in self.lowered.events(site.function):
+                instr = ev.instr
+                if (isinstance(instr, Assign) and instr.op == "=" and field_key(instr.target) == key
+                        and fold(instr.value) == int(not want) and guard in ev.guards):
                     return key
         return None
 
@@ -99,28 +104,37 @@ class DisciplineFinder:
         return None
 
     def _counter_guard(self, hop: Hop) -> str | None:
-        changed = changed_fields(self.events[hop.function])
+        changed = changed_fields(self.lowered.events(hop.function))
         for guard in hop.event.guards:
-            for expr in self.reads(guard.atom, hop.function):
-                if expr["k"] == "call" and expr.get("callee") in ATOMIC_RETURNS_NEW:
-                    key = _counter_object(expr)
+            for read in self.reads(guard.atom, hop.function):
+                if isinstance(read, Call) and read.callee in ATOMIC_RETURNS_NEW:
+                    key = counter_object(read)
                     if key is not None and self._vm_key(key):
                         return key
-                if expr["k"] == "member" and self._vm_field(expr) in changed:
-                    return field_key(expr)
+                if isinstance(read, Field) and self._vm_field(read) in changed:
+                    return field_key(read)
         return None
 
-    def reads(self, expr: dict, fid: str, depth: int = 2) -> list[dict]:
-        """Subexpressions of expr, locals replaced by what was assigned to
-        them (`nr = atomic_add_return(...); if (nr == 1)`)."""
-        found = list(subexprs(expr))
-        if depth == 0:
-            return found
-        local_names = {e["name"] for e in found if e["k"] == "var" and e["scope"] == "local"}
-        for ev in self.events[fid]:
-            target = ev.expr.get("l") if ev.kind == "assign" else None
-            if target and target.get("k") == "var" and target["name"] in local_names:
-                found += self.reads(ev.expr["r"], fid, depth - 1)
+    def reads(self, expr: Expr, fid: str, depth: int = 2) -> list[Read]:
+        """What an expression reads: its subexpressions, the calls whose
+        results it uses, and (to `depth`) what its locals were assigned
+        (`nr = atomic_add_return(...); if (nr == 1)`)."""
+        function = self.lowered.function(fid)
+        found: list[Read] = []
+        locals_read = set()
+        for sub in subexprs(expr):
+            found.append(sub)
+            if isinstance(sub, Var) and sub.scope == "temp" and sub.name in function.temps:
+                call = function.temps[sub.name]
+                found.append(call)
+                for arg in call.args:
+                    found += self.reads(arg, fid, 0)
+            elif isinstance(sub, Var) and sub.scope in ("local", "temp"):
+                locals_read.add(sub)
+        if depth:
+            for ev in self.lowered.events(fid):
+                if isinstance(ev.instr, Assign) and ev.instr.target in locals_read:
+                    found += self.reads(ev.instr.value, fid, depth - 1)
         return found
 
     def _vm_key(self, key: str) -> bool:
@@ -129,55 +143,60 @@ class DisciplineFinder:
     def locked_counter(self, site: Site) -> str | None:
         if site.value is None:
             return None
-        changed = changed_fields(self.events[site.api_hop.function])
+        changed = changed_fields(self.lowered.events(site.api_hop.function))
         locks = set(site.api_hop.event.locks)
         for expr in subexprs(site.value):
-            key = self._vm_field(expr) if expr["k"] == "member" else None
+            key = self._vm_field(expr) if isinstance(expr, Field) else None
             if key in changed and self.update_lock in locks and self.update_lock in changed[key]:
                 return key
         return None
 
     def recompute_loop(self, site: Site) -> str | None:
-        value = deref(site.value) if site.value else None
-        if value is None or value.get("k") != "var" or value["scope"] != "local":
+        value = deref(site.value) if site.value is not None else None
+        if not isinstance(value, Var) or value.scope != "local":
             return None
         if self.update_lock not in site.api_hop.event.locks:
             return None
-        for ev in self.events[site.api_hop.function]:
-            if ev.kind != "assign" or not ev.in_loop:
+        function = self.lowered.function(site.api_hop.function)
+        for ev in self.lowered.events(site.api_hop.function):
+            if not isinstance(ev.instr, Assign) or ev.instr.target != value:
                 continue
-            target = ev.expr["l"]
-            if target.get("k") != "var" or target["name"] != value["name"]:
+            if not any(function.loops[loop].kind == "vcpus" for loop in ev.loops):
                 continue
             for guard in ev.guards:
                 for expr in subexprs(guard.atom):
-                    if expr["k"] == "member" and owner_record(expr) in self.scopes.per_vcpu:
+                    if isinstance(expr, Field) and owner_record(expr) in self.scopes.per_vcpu:
                         return render(guard.atom)
         return None
 
     def vm_recompute(self, site: Site, peers: list[Site]) -> str | None:
         """The condition that picks set or clear, when a peer site in the same
-        function does the opposite under its negation."""
+        function does the opposite on the other side of exactly that
+        condition, nothing else guarding either, and the condition does not
+        read the running vCPU's own state."""
         opposite = {"set": "clear", "clear": "set"}.get(site.action)
-        mine = {g.branch: g for g in site.event.guards}
+        mine = site.event.sides
+        if not mine:
+            return None
         for peer in peers:
-            if peer.action != opposite or peer.function != site.function:
+            theirs = peer.event.sides
+            if peer.action != opposite or peer.function != site.function or len(theirs) != len(mine):
                 continue
-            for guard in peer.event.guards:
-                condition, taken = guard.branch
-                match = mine.get((condition, not taken))
-                if match is None:
-                    continue
-                side = [g for g in site.event.guards if g.branch == match.branch]
-                if not any(self._reads_own_vcpu(g.atom, site.function) for g in side):
-                    return " && ".join(render(g.atom) if g.polarity else f"!({render(g.atom)})" for g in side)
+            source, side = mine[-1]
+            if theirs[:-1] != mine[:-1] or theirs[-1] != (source, not side):
+                continue
+            function = self.lowered.function(site.function)
+            atoms = [b.term.cond for b in function.blocks if isinstance(b.term, Branch) and b.term.source == source]
+            if atoms and not any(self._reads_own_vcpu(atom, site.function) for atom in atoms):
+                condition = " && ".join(render(a, function.temps) for a in atoms)
+                return condition if side else f"!({condition})"
         return None
 
-    def _reads_own_vcpu(self, atom: dict, fid: str) -> bool:
+    def _reads_own_vcpu(self, atom: Expr, fid: str) -> bool:
         """Whether a condition reads the state of the vCPU the function runs
         on (through its vCPU parameter); state of vCPUs it iterates over is
         VM-wide knowledge."""
-        return any(e["k"] == "var" and e["scope"] == "param" and e.get("record") in self.scopes.per_vcpu
+        return any(isinstance(e, Var) and e.scope == "param" and e.ctype.record in self.scopes.per_vcpu
                    for e in self.reads(atom, fid))
 
     def classify(self, site: Site, context: str, peers: list[Site]) -> Verdict:
@@ -217,4 +236,8 @@ class DisciplineFinder:
             return Verdict("flag-without-counter",
                            f"per-vCPU flag {flag}, but the VM-wide bit is not counted: another "
                            "vCPU's release still clears it", flag=flag)
+        if site.action == "computed":
+            return Verdict("unguarded", f"per-vCPU code computes the VM-wide bit from state it does not hold "
+                                        f"{self.update_lock} for")
         return Verdict("unguarded", "per-vCPU code changes the VM-wide bit with no per-vCPU guard or count")
+

@@ -12,19 +12,21 @@ from __future__ import annotations
 import networkx as nx
 
 from kaudit.analysis.context import Scopes, infer_scopes, path_from_vcpu, per_vcpu_functions
-from kaudit.analysis.discipline import UNSAFE, DisciplineFinder, Verdict
+from kaudit.analysis.discipline import DisciplineFinder, Verdict
 from kaudit.analysis.results import Analysis, Finding, JudgedSite
 from kaudit.analysis.sites import find_sites
-from kaudit.facts import Event
+from kaudit.ir.program import LoweredProgram
 from kaudit.program import Program
 from kaudit.rules import Rule
 
+PREMATURE = frozenset({"unguarded", "flag-without-counter"})  # shapes where a clear drops another's request
 
-def judge_sites(program: Program, graph: nx.DiGraph, rule: Rule, scopes: Scopes,
-                events: dict[str, list[Event]]) -> list[JudgedSite]:
+
+def judge_sites(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule, scopes: Scopes) -> list[JudgedSite]:
+    program = lowered.program
     vcpu_fns = per_vcpu_functions(program, scopes)
-    finder = DisciplineFinder(scopes, events, rule.update_lock)
-    sites = find_sites(program, rule, scopes, events)
+    finder = DisciplineFinder(lowered, scopes, rule.update_lock)
+    sites = find_sites(lowered, rule, scopes)
     cleared = {s.key for s in sites if s.action != "set"}
     judged = []
     for site in sites:
@@ -50,7 +52,7 @@ def _findings(program: Program, rule: Rule, judged: list[JudgedSite]) -> list[Fi
             findings.append(Finding(rule, "info", "sticky", j.site.key,
                                     f"{j.site.key} is set here and never cleared (sticky): not a premature "
                                     "clear, noted so a reviewer sees it was judged", j))
-    unsafe = [j for j in judged if j.context == "per-vcpu" and j.verdict.discipline in UNSAFE]
+    unsafe = [j for j in judged if j.context == "per-vcpu" and j.verdict.discipline in PREMATURE]
     for clear in (j for j in unsafe if j.site.action == "clear"):
         sets = [j for j in unsafe if j.site.key == clear.site.key and j.site.action == "set"]
         if not sets:
@@ -59,11 +61,11 @@ def _findings(program: Program, rule: Rule, judged: list[JudgedSite]) -> list[Fi
         message = (f"premature clear of VM-wide {clear.site.key}: this per-vCPU clear also drops the "
                    f"request of any other vCPU that set it ({setters}); no per-vCPU flag or count "
                    "tracks who still needs it")
-        findings.append(Finding(rule, rule.severity, "premature-clear", clear.site.key, message, clear, sets))
+        findings.append(Finding(rule, "error", "premature-clear", clear.site.key, message, clear, sets))
     return findings
 
 
-def run(program: Program, graph: nx.DiGraph, rule: Rule, events: dict[str, list[Event]]) -> Analysis:
-    scopes = infer_scopes(program, rule.per_vcpu_types, rule.vm_types)
-    judged = judge_sites(program, graph, rule, scopes, events)
-    return Analysis(program, graph, scopes, events, judged, _findings(program, rule, judged))
+def run(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule) -> Analysis:
+    scopes = infer_scopes(lowered.program, rule.per_vcpu_types, rule.vm_types)
+    judged = judge_sites(lowered, graph, rule, scopes)
+    return Analysis(lowered, graph, scopes, judged, _findings(lowered.program, rule, judged))

@@ -14,7 +14,8 @@ import networkx as nx
 from kaudit.analysis.context import Scopes
 from kaudit.analysis.discipline import Verdict
 from kaudit.analysis.sites import Site
-from kaudit.facts import Event, render
+from kaudit.ir.names import render_call
+from kaudit.ir.program import LoweredProgram
 from kaudit.program import Program
 from kaudit.rules import Rule
 
@@ -43,17 +44,21 @@ class Finding:
         """Stable across unrelated edits: no line numbers, only names and the
         call's text (two identical calls in one function share an id)."""
         site = self.at.site
+        call = site.event.call
         parts = [self.rule.id, self.kind, self.key, site.action, program.functions[site.function]["file"],
-                 *(hop.function for hop in site.hops), render(site.event.expr)]
+                 *(hop.function for hop in site.hops), render_call(call) if call else ""]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 @dataclass
 class Analysis:
-    program: Program
+    lowered: LoweredProgram
     graph: nx.DiGraph
     scopes: Scopes
-    events: dict[str, list[Event]]
     sites: list[JudgedSite]
     findings: list[Finding]
     model: dict[str, dict] = field(default_factory=dict)  # per key, filled by kaudit.model.check
+
+    @property
+    def program(self) -> Program:
+        return self.lowered.program

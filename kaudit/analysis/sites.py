@@ -4,7 +4,7 @@ The rule names an API family (e.g. kvm_set_apicv_inhibit) and which argument
 is the key and which the set/clear value. A function that calls the family
 with the key or the value taken from its own parameter is a wrapper: its
 callers that pass constants are the sites (constant propagation across
-calls). A one-statement helper with no vCPU parameter
+calls). A one-call helper with no vCPU parameter
 (`kvm_inc_apicv_irq_window_req(kvm)`) is followed the same way, and so is a
 helper whose call is guarded by its own parameter (`if (inc) set(); else
 clear();`): the caller's constant picks the branch. So the site is where the
@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaudit.analysis.context import Scopes, vcpu_param
-from kaudit.facts import Event, EventWalker, Expr, const_value, deref, lock_key
-from kaudit.kernel_api import LOCK_ACQUIRE
-from kaudit.program import Program
+from kaudit.ir.evaluate import fold
+from kaudit.ir.flow import Event
+from kaudit.ir.names import deref
+from kaudit.ir.nodes import Assign, Const, Expr, Select, Var
+from kaudit.ir.program import LoweredProgram
 from kaudit.rules import Rule
 
 
@@ -65,8 +67,8 @@ class Site:
 def _api_specs(rule: Rule) -> dict[str, Spec]:
     specs = {}
     for api in rule.api:
-        value = ("param", api["value_arg"]) if "value_arg" in api else ("const", api["action"] == "set")
-        specs[api["function"]] = Spec(("param", api["key_arg"]), value, bool(api.get("takes_lock")))
+        value = ("param", api.value_arg) if api.value_arg is not None else ("const", api.action == "set")
+        specs[api.function] = Spec(("param", api.key_arg), value, api.takes_lock)
     return specs
 
 
@@ -77,42 +79,24 @@ def _argument(arg: Expr | None, params: list[str], by_name: bool) -> tuple[str, 
     if arg is None:
         return ("computed", None)
     arg = deref(arg)
-    if by_name and arg.get("k") == "enum":
-        return ("const", arg["name"])
-    value = const_value(arg)
+    if by_name and isinstance(arg, Const) and arg.name:
+        return ("const", arg.name)
+    value = fold(arg)
     if value is not None:
         return ("const", value)
-    if arg.get("k") == "var" and arg["scope"] == "param" and arg["name"] in params:
-        return ("param", params.index(arg["name"]))
+    if isinstance(arg, Var) and arg.scope == "param" and arg.name in params:
+        return ("param", params.index(arg.name))
     return ("computed", arg)
 
 
-def _bind(slot: tuple[str, Any], args: list[Expr], params: list[str], by_name: bool) -> tuple[str, Any]:
+def _bind(slot: tuple[str, Any], args: tuple[Expr, ...], params: list[str], by_name: bool) -> tuple[str, Any]:
     kind, payload = slot
     if kind != "param":
         return slot
     return _argument(args[payload] if payload < len(args) else None, params, by_name)
 
 
-def guard_lock(program: Program, init: Expr) -> str | None:
-    """The lock a scoped guard takes: `guard(x)(&lock)` declares a variable
-    initialised by `class_x_constructor(&lock)`, whose body (in the tree)
-    takes the lock it is given."""
-    if init.get("k") != "call" or not init.get("callee") or not init["args"]:
-        return None
-    constructors = program.functions_named(init["callee"])
-    if any(c.get("callee") in LOCK_ACQUIRE for fid in constructors for c in program.calls_in(fid)):
-        return lock_key(init["args"][0])
-    return None
-
-
-def all_events(program: Program) -> dict[str, list[Event]]:
-    """Every function's events, walked once and shared by all rules."""
-    walker = EventWalker(lambda init: guard_lock(program, init))
-    return {fid: walker.walk(fn["body"]) for fid, fn in program.functions.items()}
-
-
-def _bind_conditions(spec: Spec, args: list[Expr], params: list[str]) -> list[tuple[int, bool]] | None:
+def _bind_conditions(spec: Spec, args: tuple[Expr, ...], params: list[str]) -> list[tuple[int, bool]] | None:
     """The spec's parameter guards in the caller's terms; None when the
     caller's constants contradict them (that branch never runs from here)."""
     bound = []
@@ -126,17 +110,17 @@ def _bind_conditions(spec: Spec, args: list[Expr], params: list[str]) -> list[tu
 
 
 def _own_conditions(event: Event, params: list[str]) -> list[tuple[int, bool]]:
-    return [(params.index(g.atom["name"]), g.polarity) for g in event.guards
-            if g.atom.get("k") == "var" and g.atom["scope"] == "param" and g.atom["name"] in params]
+    return [(params.index(g.atom.name), g.polarity) for g in event.guards
+            if isinstance(g.atom, Var) and g.atom.scope == "param" and g.atom.name in params]
 
 
 def _enumerators(expr: Expr) -> list[str] | None:
     """The enumerators an expression can be: `c ? A : B` is A or B."""
     expr = deref(expr)
-    if expr.get("k") == "enum":
-        return [expr["name"]]
-    if expr.get("k") == "cond":
-        left, right = _enumerators(expr["t"]), _enumerators(expr["f"])
+    if isinstance(expr, Const) and expr.name:
+        return [expr.name]
+    if isinstance(expr, Select):
+        left, right = _enumerators(expr.then), _enumerators(expr.orelse)
         return left + right if left is not None and right is not None else None
     return None
 
@@ -147,54 +131,53 @@ def _key_names(key: tuple[str, Any], events: list[Event]) -> list[str]:
     kind, payload = key
     if kind == "const":
         return [str(payload)]
-    if kind != "computed" or payload is None or payload.get("k") != "var" or payload["scope"] != "local":
+    if kind != "computed" or not isinstance(payload, Var) or payload.scope != "local":
         return []
     names: list[str] = []
     for ev in events:
-        target = ev.expr.get("l") if ev.kind == "assign" else None
-        if target and target.get("k") == "var" and target["name"] == payload["name"]:
-            found = _enumerators(ev.expr["r"])
+        if isinstance(ev.instr, Assign) and ev.instr.target == payload:
+            found = _enumerators(ev.instr.value)
             if found is None:
                 return []
             names += found
     return sorted(set(names))
 
 
-def _is_thin(program: Program, fid: str, call: Expr) -> bool:
-    body = program.functions[fid]["body"]
-    return len(body) == 1 and body[0]["s"] in ("expr", "return") and body[0].get("e") is call
-
-
 @dataclass
 class _Search:
     """State of the wrapper fixpoint: what each function does to the key."""
 
-    program: Program
+    lowered: LoweredProgram
     scopes: Scopes
-    events: dict[str, list[Event]]
     api: dict[str, Spec]
     called: set[str]
     wrappers: dict[str, list[Spec]]
 
     def specs_called(self, fid: str, event: Event) -> list[Spec]:
         """The API member or wrappers a call event reaches."""
-        name = event.expr["callee"]
+        name = event.call.callee
         if name in self.api:
             return [self.api[name]]
-        return self.wrappers.get(self.program.resolve_name(fid, name), [])
+        return self.wrappers.get(self.lowered.program.resolve_name(fid, name), [])
+
+    def is_thin(self, fid: str, event: Event) -> bool:
+        """The function's whole body is this one call."""
+        return [instr for _, instr in self.lowered.function(fid).instructions()] == [event.instr]
 
     def visit(self, fid: str, sites: list[Site]) -> list[Spec]:
         """One function: the sites it holds (appended) and the wrapper specs it exports."""
-        params = [p["name"] for p in self.program.functions[fid]["params"]]
-        no_vcpu = vcpu_param(self.program, fid, self.scopes) is None
+        program = self.lowered.program
+        params = [p["name"] for p in program.functions[fid]["params"]]
+        no_vcpu = vcpu_param(program, fid, self.scopes) is None
+        events = self.lowered.events(fid)
         exported: list[Spec] = []
-        for event in self.events[fid]:
-            if event.kind != "call" or not event.expr.get("callee"):
+        for event in events:
+            if event.call is None or not event.call.callee:
                 continue
             for spec in self.specs_called(fid, event):
                 if any(hop.function == fid for hop in spec.hops):
                     continue  # recursion through wrappers: followed once
-                args = event.expr["args"]
+                args = event.call.args
                 conditions = _bind_conditions(spec, args, params)
                 if conditions is None:
                     continue  # the caller's constants rule this branch out
@@ -203,22 +186,22 @@ class _Search:
                 value = _bind(spec.value, args, params, by_name=False)
                 hops = (Hop(fid, event), *spec.hops)
                 decided_by_caller = bool(conditions) and fid in self.called
-                thin = key[0] == "const" and no_vcpu and (_is_thin(self.program, fid, event.expr)
-                                                          or decided_by_caller)
+                thin = key[0] == "const" and no_vcpu and (self.is_thin(fid, event) or decided_by_caller)
                 if "param" in (key[0], value[0]) or thin:
                     exported.append(Spec(key, value, spec.takes_lock, hops, tuple(conditions)))
                 else:
-                    sites += [_site(fid, name, value, hops, spec.takes_lock)
-                              for name in _key_names(key, self.events[fid])]
+                    sites += [_site(fid, name, value, hops, spec.takes_lock) for name in _key_names(key, events)]
         return exported
 
 
-def find_sites(program: Program, rule: Rule, scopes: Scopes, events: dict[str, list[Event]]) -> list[Site]:
+def find_sites(lowered: LoweredProgram, rule: Rule, scopes: Scopes) -> list[Site]:
     """Every site of the rule's API family, wrappers resolved to a fixpoint."""
+    program = lowered.program
     api = _api_specs(rule)
-    called = {program.resolve_name(fid, ev.expr["callee"]) for fid, evs in events.items()
-              for ev in evs if ev.kind == "call" and ev.expr.get("callee")}
-    search = _Search(program, scopes, events, api, called, {})
+    events = lowered.all_events
+    called = {program.resolve_name(fid, ev.call.callee) for fid, evs in events.items()
+              for ev in evs if ev.call is not None and ev.call.callee}
+    search = _Search(lowered, scopes, api, called, {})
     changed = True
     while changed:
         changed = False

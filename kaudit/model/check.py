@@ -1,95 +1,202 @@
-"""Confirm or refute the static verdicts of one analysis with the model.
+"""The runtime model judges every site: the verdict decides the finding.
 
-For every key with per-vCPU set/clear sites, the extracted protocol runs
-with N vCPUs in every interleaving. A finding is confirmed by a
-counterexample or refuted (then dropped to info, saying why); a site judged
-sound is verified, or the violation becomes a `model-violation` finding.
+Per key: extract the protocol (kaudit.model.extract), explore it. A
+violation (premature clear, leak, underflow) is an error with its trace,
+whatever the static shape said; a verified protocol names its discipline
+from what the proof relied on (the same exploration without the flags,
+without the counts, without the update lock: a part whose loss breaks the
+proof is one it relied on); a static shape that predicted a violation the
+model does not find is inconclusive, and said so. A key the model cannot
+run keeps its static findings, and a site whose shape is unsafe becomes a
+finding saying the model could not check it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kaudit.analysis.results import Analysis, Finding
+from kaudit.analysis.discipline import UNSAFE, Verdict
+from kaudit.analysis.results import Analysis, Finding, JudgedSite
+from kaudit.model.code import Protocol
 from kaudit.model.explore import Explorer, Outcome
-from kaudit.model.protocol import Protocol, extract_protocol
+from kaudit.model.extract import Unmodelled, counter_protocol, inhibit_protocol
 from kaudit.model.simulate import simulate
 from kaudit.rules import Rule
+
+NOT_PER_VCPU = {
+    "vm-scope": "changed only from VM-scope code: no vCPU demands it, nothing per-vCPU to check",
+    "sticky": "set and never cleared: no clear can be premature",
+}
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    vcpus: int = 2
+    vcpus: int = 3
+    calls: int = 0  # entry calls per vCPU (0: as many as the state space allows)
+    env_calls: int = 0
+    max_states: int = 1_000_000
     sim_vcpus: int = 4
-    sim_steps: int = 100_000
+    sim_steps: int = 4_000
     seed: int = 0
 
 
-def _recomputed(analysis: Analysis) -> set[str]:
-    return {j.site.key for j in analysis.sites if j.verdict.discipline == "vm-recompute"}
+def explore(protocol: Protocol, settings: ModelSettings, ablate: frozenset[str] = frozenset()) -> Outcome:
+    return Explorer(protocol, settings.vcpus, settings.calls, settings.env_calls, settings.max_states,
+                    ablate).run()
 
 
-def protocol_of(analysis: Analysis, rule: Rule, key: str) -> Protocol | None:
-    """The key's per-vCPU demand protocol; None when there is none to check
-    (no per-vCPU set/clear, or a VM-state recompute)."""
-    if key in _recomputed(analysis):
-        return None
-    return extract_protocol(analysis, key, rule.api, rule.update_lock)
+def protocol_of(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unmodelled:
+    return inhibit_protocol(analysis, rule, key)
 
 
-def check_key(analysis: Analysis, rule: Rule, key: str, vcpus: int) -> Outcome | None:
-    """The model's verdict on one key (None: nothing to model)."""
+def check_key(analysis: Analysis, rule: Rule, key: str, settings: ModelSettings) -> Outcome | Unmodelled:
+    """The model's verdict on one key."""
     protocol = protocol_of(analysis, rule, key)
-    return None if protocol is None else Explorer(protocol, vcpus=vcpus).run()
+    return protocol if isinstance(protocol, Unmodelled) else explore(protocol, settings)
 
 
-def _model_json(outcome: Outcome, status: str) -> dict:
-    return {**outcome.to_json(), "status": status}
+def proof(protocol: Protocol, settings: ModelSettings) -> tuple[str, str, dict[str, bool]]:
+    """(discipline, why, what the proof relied on) of a verified protocol."""
+    relied: dict[str, bool] = {}
+    named_by_shape = protocol.vm_demand or protocol.recompute  # their name needs only whether the lock matters
+    parts = {"flags": bool(protocol.flags) and not named_by_shape,
+             "counts": bool(protocol.counts) and not named_by_shape,
+             "lock": any(op.kind == "acquire" and op.args[0] == protocol.update_lock for op in protocol.code)}
+    for part, present in parts.items():
+        if present:
+            relied[part] = explore(protocol, settings, frozenset({part})).status == "violation"
+    lock = f" under {protocol.update_lock}" if relied.get("lock") else ""
+    flags = ", ".join(protocol.cpu_names[s] if kind == "cpu" else protocol.vm_names[s] for kind, s in protocol.flags)
+    counts = ", ".join(protocol.vm_names[s] for s in protocol.counts)
+    if protocol.vm_demand:
+        return "vm-recompute", f"the bit follows VM-wide state, recomputed by whichever vCPU runs{lock}", relied
+    if protocol.recompute:
+        return "recompute-all-vcpus", f"the bit is recomputed from every vCPU's state{lock}", relied
+    if relied.get("flags") and relied.get("counts"):
+        return ("per-vcpu-flag-counter", f"per-vCPU flag {flags} makes each request idempotent; count {counts} "
+                f"sets and clears the bit on its 0<->1 transitions{lock}", relied)
+    if relied.get("counts"):
+        return "locked-counter", f"count {counts} of the vCPUs that need it decides the bit{lock}", relied
+    if relied.get("flags"):
+        return "per-vcpu-flag", f"per-vCPU flag {flags} makes each request idempotent{lock}", relied
+    return "self-contained", f"each vCPU's set and clear leave no other vCPU's demand exposed{lock}", relied
 
 
-COMPUTED = {"status": "not-modelled",
-            "reason": "the value is computed from state the model does not track (a per-vCPU bitmap, a "
-                      "loop over vCPUs); the static discipline stands alone"}
-RECOMPUTED = {"status": "not-modelled",
-              "reason": "the bit is recomputed from VM-wide state on every call; no vCPU holds a demand on it "
-                        "that an interleaving could break"}
+def _model_json(outcome: Outcome, status: str, protocol: Protocol) -> dict:
+    return {**outcome.to_json(), "status": status,
+            "entries": [{"function": e.name, "assumption": e.why} for e in protocol.entries]}
+
+
+def _site_for(analysis: Analysis, outcome: Outcome, sites: list[JudgedSite]) -> JudgedSite:
+    """The judged site the violation's culprit op belongs to."""
+    op = outcome.culprit
+    if op is not None:
+        for j in sites:
+            fn = analysis.program.functions[j.site.function]
+            if (fn["file"], j.site.event.line) == (op.file, op.line):
+                return j
+        for j in sites:
+            if j.site.function == outcome.culprit_entry:
+                return j
+    want = {"premature-clear": "clear", "underflow": "clear", "leak": "set", "drift": "inc"}.get(outcome.violation)
+    return next((j for j in sites if j.site.action == want), sites[0])
+
+
+HOW = {
+    "premature-clear": "a vCPU still needs it when AVIC is no longer inhibited, after {where}",
+    "leak": "its bit alone keeps AVIC inhibited once no vCPU needs it, or its count of requests exceeds the "
+            "vCPUs ({where})",
+    "underflow": "a count of its requests goes below zero ({where})",
+}
+HOW_COUNT = {
+    "drift": "a vCPU's share of the count is not 0 or 1, or the count no longer adds up to the vCPUs' shares "
+             "({where})",
+    "leak": "a vCPU's lifetime ends (a failed create, or a destroy) with its share still counted ({where})",
+}
+
+
+def _how(outcome: Outcome, analysis: Analysis, at: JudgedSite, counter: bool) -> str:
+    fn = analysis.program.functions[at.site.function]
+    where = f"{fn['name']} ({fn['file']}:{at.site.event.line})"
+    text = (HOW_COUNT if counter else HOW)[outcome.violation].format(where=where)
+    return f"{text}; the runtime model shows it with {outcome.vcpus} vCPUs in a {len(outcome.trace)}-step trace"
 
 
 def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings) -> None:
-    vcpus = settings.vcpus
-    recomputed = _recomputed(analysis)
-    for judged in analysis.sites:
-        if judged.context == "per-vcpu" and judged.site.action == "computed":
-            judged.model = dict(COMPUTED)
-        elif judged.site.key in recomputed:
-            judged.model = dict(RECOMPUTED)
     for key in sorted({j.site.key for j in analysis.sites}):
-        protocol = protocol_of(analysis, rule, key)
-        if protocol is None:
+        sites = [j for j in analysis.sites if j.site.key == key]
+        if rule.engine == "counter-transition":
+            _judge(analysis, rule, key, sites, counter_protocol(analysis, rule, key), settings)
             continue
-        outcome = Explorer(protocol, vcpus=vcpus).run()
-        cost = simulate(protocol, settings.sim_vcpus, settings.sim_steps, settings.seed).to_json() \
-            if settings.sim_steps else None
-        analysis.model[key] = {"rule": rule.id, "key": key, "status": outcome.status,
-                               "violation": outcome.violation, "vcpus": vcpus, "states": outcome.states,
-                               "bound_hit": outcome.bound_hit, "cost": cost}
-        findings = [f for f in analysis.findings if f.key == key and f.kind != "sticky"]
-        violated = outcome.status == "violation"
-        for finding in findings:
-            status = "confirmed" if violated else ("inconclusive" if outcome.bound_hit else "refuted")
-            finding.model = _model_json(outcome, status)
-            if status == "refuted":
-                finding.severity = "info"
-                finding.message += (f" [refuted by the runtime model: no violation in {outcome.states} states "
-                                    f"with {vcpus} vCPUs]")
-        for judged in analysis.sites:
-            if judged.site.key != key or judged.context != "per-vcpu":
-                continue
-            status = "violated" if violated else ("inconclusive" if outcome.bound_hit else "verified")
-            judged.model = _model_json(outcome, status)
-        if violated and not findings:
-            site = next(j for j in analysis.sites if j.site.key == key and j.context == "per-vcpu")
-            message = (f"runtime model breaks the {site.verdict.discipline} discipline of {key}: "
-                       f"{outcome.violation} with {vcpus} vCPUs")
-            analysis.findings.append(Finding(rule, "error", "model-violation", key, message, site,
-                                             model=_model_json(outcome, "confirmed")))
+        vcpu_sites = [j for j in sites if j.context == "per-vcpu" and j.verdict.discipline != "sticky"]
+        for j in sites:
+            if j not in vcpu_sites:
+                j.model = {"status": "not-modelled", "reason": NOT_PER_VCPU.get(j.verdict.discipline,
+                                                                                 "not run from per-vCPU code")}
+        if vcpu_sites:
+            _judge(analysis, rule, key, vcpu_sites, inhibit_protocol(analysis, rule, key), settings)
+
+
+def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], protocol: Protocol | Unmodelled,
+           settings: ModelSettings) -> None:
+    """The model's verdict on one key decides its findings."""
+    static = [f for f in analysis.findings if f.key == key and f.kind != "sticky"]
+    if isinstance(protocol, Unmodelled):
+        for j in sites:
+            j.model = {"status": "not-modelled", "reason": protocol.reason}
+        flagged = {id(f.at) for f in static}
+        for j in sites:
+            if j.verdict.discipline in UNSAFE and id(j) not in flagged and "unchecked-shape" in rule.findings:
+                kind = rule.kind("unchecked-shape")
+                analysis.findings.append(Finding(rule, kind.severity, kind.name, key,
+                                                 kind.text(key=key, why=j.verdict.why, reason=protocol.reason), j))
+        return
+    counter = protocol.kind == "counter"
+    outcome = explore(protocol, settings)
+    entry = {"rule": rule.id, "key": key, "status": outcome.status, "violation": outcome.violation,
+             "vcpus": outcome.vcpus, "states": outcome.states, "bound_hit": outcome.bound_hit, "cost": None,
+             "entries": [{"function": e.name, "assumption": e.why} for e in protocol.entries]}
+    analysis.model[key] = entry
+    for f in static:
+        analysis.findings.remove(f)
+    if outcome.status == "violation":
+        at = _site_for(analysis, outcome, sites)
+        kind = rule.kind(outcome.violation)
+        related = [j for j in sites if j is not at and j.site.action != at.site.action] or \
+            [j for j in sites if j is not at]
+        model = _model_json(outcome, "confirmed", protocol)
+        analysis.findings.append(Finding(rule, kind.severity, kind.name, key,
+                                         kind.text(key=key, how=_how(outcome, analysis, at, counter)), at, related,
+                                         model))
+        for j in sites:
+            j.model = {**model, "status": "violated"}
+        if settings.sim_steps and not counter:
+            entry["cost"] = simulate(protocol, settings.sim_vcpus, settings.sim_steps, settings.seed).to_json()
+        return
+    if outcome.bound_hit:
+        kind = rule.kind("inconclusive")
+        how = (f"the runtime model stopped at {outcome.states} states with {outcome.vcpus} vCPUs before covering "
+               f"every interleaving; the static shape is {sites[0].verdict.discipline}")
+        analysis.findings.append(Finding(rule, kind.severity, kind.name, key, kind.text(key=key, how=how),
+                                         sites[0], model=_model_json(outcome, "inconclusive", protocol)))
+        for j in sites:
+            j.model = _model_json(outcome, "inconclusive", protocol)
+        return
+    verified = _model_json(outcome, "verified", protocol)
+    shapes = sorted({j.verdict.discipline for j in sites if j.verdict.discipline in UNSAFE})
+    if counter:
+        for j in sites:
+            j.model = {**verified, "static_shape": j.verdict.discipline}
+        name = ", ".join(sorted({j.verdict.discipline for j in sites}))
+    else:
+        name, why, relied = proof(protocol, settings)
+        entry["relied_on"] = relied
+        for j in sites:
+            j.model = {**verified, "relied_on": relied, "static_shape": j.verdict.discipline}
+            j.verdict = Verdict(name, why, j.verdict.flag, j.verdict.counter)
+    if shapes:
+        kind = rule.kind("inconclusive")
+        how = (f"its static shape ({', '.join(shapes)}) predicts a violation, but the runtime model finds none in "
+               f"{outcome.states} states with {outcome.vcpus} vCPUs ({name}); one of the two is wrong here")
+        analysis.findings.append(Finding(rule, kind.severity, kind.name, key, kind.text(key=key, how=how),
+                                         sites[0], model=verified))

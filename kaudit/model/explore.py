@@ -1,307 +1,243 @@
-"""Explore every interleaving of N vCPUs running an extracted protocol.
+"""Explore every interleaving of N simulated vCPUs running a protocol.
 
 Breadth-first over states, so the first counterexample is a shortest one;
 states are canonicalised under vCPU permutation (the vCPUs run the same
-code). Each vCPU may start an entry function up to `calls` times.
+code), except while a vCPU holds a reference to another. Each vCPU may call
+its entries up to `calls` times, the environment `env_calls` times.
 
-Partial-order reduction: an instruction that touches only its own vCPU's
-state (a jump, a branch or assignment over locals and per-vCPU fields, not
-the bit, a demand, a lock or VM-wide state) commutes with every other
-vCPU's moves and cannot change what is checked; when some vCPU is at one,
-only that vCPU moves. The programs are loop-free, so no cycle can hide a
-postponed move.
-
-Checked, from the rule's meaning rather than per case:
-- premature clear: some vCPU demands the bit (its request completed, its
-  release not begun) while the bit is clear;
-- leak: in a quiescent state (no vCPU inside an entry, no lock held), the
-  bit is set while no vCPU demands it, or a VM-wide count is negative.
+Checked, from the rule's meaning:
+- premature clear: a vCPU demands the key (its request returned and it has
+  not decided to release) while AVIC is not inhibited for any reason (the
+  word is zero);
+- leak: with every vCPU idle and no lock held, the key's bit alone keeps
+  AVIC inhibited while no vCPU demands it;
+- underflow: with every vCPU idle, a count of requests is below zero.
+- a count of requests above the number of vCPUs is a leak too: some vCPU
+  is counted twice. (It also keeps the state space finite: entries are
+  called without bound; other state moved by constants that grows past
+  GROWTH_BOUND per vCPU is not followed further, and the outcome says
+  the bound was hit.)
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaudit.model.protocol import Instr, Protocol
+from kaudit.model.code import Op, Protocol
+from kaudit.model.machine import ACTIVE, CREATED, EARLY, FAILED, GONE, IDLE, LIVE, Machine, State, Step
 
-# A vCPU: (entry index or -1 when idle, pc, calls made, demand, locals, fields, held locks)
-VCpu = tuple[int, int, int, bool, tuple, tuple, tuple]
-# A state: (bit, VM fields, vCPUs sorted)
-State = tuple[int, tuple, tuple[VCpu, ...]]
+VIOLATIONS = ("premature-clear", "leak", "underflow", "drift")
+PHASES = ("new", "created", "live", "failed", "destroyed early", "destroyed")
+GROWTH_BOUND = 4
 
 
 @dataclass
 class Outcome:
-    status: str  # "verified" | "violation"
+    status: str  # verified | violation
     violation: str
     vcpus: int
     states: int
     bound_hit: bool
     trace: list[dict[str, Any]] = field(default_factory=list)
+    culprit: Op | None = None  # the op that made the violation happen
+    culprit_entry: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "violation": self.violation, "vcpus": self.vcpus, "states": self.states,
                 "bound_hit": self.bound_hit, "trace": self.trace}
 
 
-def _eval(expr: tuple, env: dict, vcpu_fields: dict, vm: dict) -> Iterator[tuple[int, dict, dict]]:
-    """Possible (value, vcpu field updates, vm updates) of an expression."""
-    kind = expr[0]
-    if kind == "c":
-        yield int(expr[1]), {}, {}
-    elif kind == "nd":
-        yield 0, {}, {}
-        yield 1, {}, {}
-    elif kind == "l":
-        yield env.get(expr[1], 0), {}, {}
-    elif kind == "v":
-        yield vcpu_fields.get(expr[1], 0), {}, {}
-    elif kind == "g":
-        yield vm.get(expr[1], 0), {}, {}
-    elif kind in ("not", "neg"):
-        for value, fu, vu in _eval(expr[1], env, vcpu_fields, vm):
-            yield (int(not value) if kind == "not" else -value), fu, vu
-    elif kind == "cond":
-        for test, fu, vu in _eval(expr[1], env, vcpu_fields, vm):
-            for value, fu2, vu2 in _eval(expr[2] if test else expr[3], env, vcpu_fields, vm):
-                yield value, {**fu, **fu2}, {**vu, **vu2}
-    elif kind == "atomic":
-        _, target, delta_expr, returns_new = expr
-        for delta, fu, vu in _eval(delta_expr, env, vcpu_fields, vm):
-            store = "v" if target[0] == "v" else "g"
-            old = (vcpu_fields if store == "v" else vm).get(target[1], 0) if target[0] in ("v", "g") else 0
-            new = old + delta
-            update = {target[1]: new} if target[0] in ("v", "g") else {}
-            result = new if returns_new else int(new == 0)
-            yield result, {**fu, **(update if store == "v" else {})}, {**vu, **(update if store == "g" else {})}
-    elif kind == "op":
-        op = expr[1]
-        for left, fu, vu in _eval(expr[2], env, vcpu_fields, vm):
-            if op == "&&" and not left:
-                yield 0, fu, vu
-                continue
-            if op == "||" and left:
-                yield 1, fu, vu
-                continue
-            for right, fu2, vu2 in _eval(expr[3], env, vcpu_fields, vm):
-                yield _binary(op, left, right), {**fu, **fu2}, {**vu, **vu2}
+def _key(thread: tuple) -> tuple:
+    """A sort key that does not depend on vCPU numbers (references to other vCPUs are blanked)."""
+    entry, pc, local_items, *rest = thread
+    return (entry, pc, tuple((k, -1 if type(v) is tuple else v) for k, v in local_items), *rest)
 
 
-def _binary(op: str, a: int, b: int) -> int:
-    return {
-        "==": lambda: int(a == b), "!=": lambda: int(a != b), "<": lambda: int(a < b), ">": lambda: int(a > b),
-        "<=": lambda: int(a <= b), ">=": lambda: int(a >= b), "+": lambda: a + b, "-": lambda: a - b,
-        "&&": lambda: int(bool(a and b)), "||": lambda: int(bool(a or b)), "&": lambda: a & b, "|": lambda: a | b,
-    }[op]()
+def _renumber(thread: tuple, new: dict[int, int]) -> tuple:
+    entry, pc, local_items, *rest = thread
+    items = tuple((k, _ref(v, new) if type(v) is tuple else v) for k, v in local_items)
+    return (entry, pc, items, *rest)
+
+
+def _ref(value: tuple, new: dict[int, int]) -> tuple:
+    """A reference ("cpu", i) or a loop position ("cpu", i, still to visit) under new numbers."""
+    if len(value) == 2:
+        return ("cpu", new[value[1]])
+    return ("cpu", new[value[1]], tuple(sorted(new[i] for i in value[2])))
+
+
+def canonical(state: State, vcpus: int) -> tuple[State, list[int]]:
+    """The state with its vCPUs sorted (they run the same code), references
+    to vCPUs renumbered to match; and which old vCPU each new one was."""
+    vm, threads, vm_demand = state
+    refs = isinstance(vm_demand, tuple) or any(type(v) is tuple for t in threads for _, v in t[2])
+    head = threads[:vcpus]
+    if not refs:
+        try:
+            order = sorted(range(vcpus), key=head.__getitem__)
+        except TypeError:  # a pointer where another vCPU has an int
+            order = sorted(range(vcpus), key=lambda i: repr(head[i]))
+        return (vm, tuple(head[i] for i in order) + threads[vcpus:], vm_demand), order + list(
+            range(vcpus, len(threads)))
+    keys = [_key(t) for t in head]
+    try:
+        order = sorted(range(vcpus), key=keys.__getitem__)
+    except TypeError:  # a pointer where another vCPU has an int
+        order = sorted(range(vcpus), key=lambda i: repr(keys[i]))
+    new = {old: index for index, old in enumerate(order)}
+    for extra in range(vcpus, len(threads)):
+        new[extra] = extra
+    renumbered = tuple(_renumber(threads[i], new) for i in order + list(range(vcpus, len(threads))))
+    if isinstance(vm_demand, tuple):
+        vm_demand = (vm_demand[0], new[vm_demand[1]])
+    return (vm, renumbered, vm_demand), order + list(range(vcpus, len(threads)))
+
+
+def canonical_state(state: State, vcpus: int) -> State:
+    return canonical(state, vcpus)[0]
 
 
 class Explorer:
-    def __init__(self, protocol: Protocol, vcpus: int = 2, calls: int = 3, max_states: int = 2_000_000) -> None:
+    def __init__(self, protocol: Protocol, vcpus: int = 3, calls: int = 0, env_calls: int = 0,
+                 max_states: int = 1_000_000, ablate: frozenset[str] = frozenset()) -> None:
         self.p = protocol
         self.n = vcpus
-        self.calls = calls
+        self.machine = Machine(protocol, vcpus, calls, env_calls, ablate)
         self.max_states = max_states
-        self.local = [[_is_local(instr) for instr in entry.code] for entry in protocol.entries]
-        self.live = [_live_locals(entry.code) for entry in protocol.entries]
-
-    def initial(self) -> State:
-        idle: VCpu = (-1, 0, 0, False, (), (), ())
-        return (0, (), (idle,) * self.n)
-
-    def _code(self, entry: int) -> list[Instr]:
-        return self.p.entries[entry].code
-
-    def successors(self, state: State) -> Iterator[tuple[int, Instr | None, str, State]]:
-        """(vcpu index, instruction, what happened, next state) of every move,
-        or only one vCPU's local moves when it has one (see module doc)."""
-        cpus = state[2]
-        for i, (entry, pc, *_rest) in enumerate(cpus):
-            if entry >= 0 and pc < len(self.local[entry]) and self.local[entry][pc]:
-                return self.moves(state, [i])
-        return self.moves(state, range(len(cpus)))
-
-    def moves(self, state: State, which: Iterable[int]) -> Iterator[tuple[int, Instr | None, str, State]]:
-        bit, vm_items, cpus = state
-        for i in which:
-            cpu = cpus[i]
-            held_by_others = set().union(*(c[6] for j, c in enumerate(cpus) if j != i))
-            entry, pc, made, demand, env_items, field_items, held = cpu
-            if entry < 0:
-                if made < self.calls:
-                    for e in range(len(self.p.entries)):
-                        if self.p.entries[e].releases and not demand:
-                            continue
-                        nxt = (e, 0, made + 1, demand, (), field_items, held)
-                        yield i, None, f"calls {self.p.entries[e].name}", self._with(state, i, nxt, bit, vm_items)
-                continue
-            code = self._code(entry)
-            if pc >= len(code):
-                nxt = (-1, 0, made, demand, (), field_items, held)
-                yield i, None, f"returns from {self.p.entries[entry].name}", self._with(state, i, nxt, bit, vm_items)
-                continue
-            instr = code[pc]
-            env, fields, vm = dict(env_items), dict(field_items), dict(vm_items)
-            if instr.op == "acquire":
-                if instr.args[0] in held_by_others:
-                    continue  # blocked
-                nxt = (entry, pc + 1, made, demand, env_items, field_items, tuple(sorted({*held, instr.args[0]})))
-                yield i, instr, instr.text, self._with(state, i, nxt, bit, vm_items)
-            elif instr.op == "release":
-                nheld = tuple(x for x in held if x != instr.args[0])
-                yield i, instr, instr.text, self._with(state, i, (entry, pc + 1, made, demand, env_items,
-                                                                   field_items, nheld), bit, vm_items)
-            elif instr.op == "demand":
-                nxt = (entry, pc + 1, made, instr.args[0], env_items, field_items, held)
-                yield i, instr, instr.text, self._with(state, i, nxt, bit, vm_items)
-            elif instr.op == "jump":
-                nxt = (entry, instr.args[0], made, demand, env_items, field_items, held)
-                yield i, instr, instr.text or "jump", self._with(state, i, nxt, bit, vm_items)
-            elif instr.op == "branch":
-                for value, fu, vu in _eval(instr.args[0], env, fields, vm):
-                    target = pc + 1 if value else instr.args[1]
-                    nxt = (entry, target, made, demand, env_items, _items({**fields, **fu}), held)
-                    yield i, instr, f"{instr.text}: {'taken' if value else 'not taken'}", self._with(
-                        state, i, nxt, bit, _items({**vm, **vu}))
-            elif instr.op == "bit" and instr.args[1] is not None and instr.args[1] in held_by_others:
-                continue  # the API waits for the update lock
-            elif instr.op in ("assign", "bit"):
-                expr = instr.args[1] if instr.op == "assign" else instr.args[0]
-                for value, fu, vu in _eval(expr, env, fields, vm):
-                    nenv, nfields, nvm, nbit = dict(env), {**fields, **fu}, {**vm, **vu}, bit
-                    if instr.op == "bit":
-                        nbit = int(bool(value))
-                    else:
-                        kind, slot = instr.args[0]
-                        {"l": nenv, "v": nfields, "g": nvm}[kind][slot] = value
-                    nxt = (entry, pc + 1, made, demand, _items(nenv), _items(nfields), held)
-                    yield i, instr, instr.text, self._with(state, i, nxt, nbit, _items(nvm))
-
-    def _with(self, state: State, i: int, cpu: VCpu, bit: int, vm_items: tuple) -> State:
-        entry, pc, made, demand, env_items, field_items, held = cpu
-        if env_items:  # forget dead locals, so states that differ only there merge
-            live = self.live[entry][pc] if entry >= 0 else frozenset()
-            env_items = tuple(item for item in env_items if item[0] in live)
-            cpu = (entry, pc, made, demand, env_items, field_items, held)
-        cpus = list(state[2])
-        cpus[i] = cpu
-        return (bit, vm_items, tuple(cpus))
-
-    @staticmethod
-    def canonical(state: State) -> State:
-        return (state[0], state[1], tuple(sorted(state[2])))
 
     def violation(self, state: State) -> str:
-        bit, vm_items, cpus = state
-        if not bit and any(c[3] for c in cpus):
+        if self.p.kind == "counter":
+            return self.count_violation(state)
+        vm, threads, vm_demand = state
+        vcpus = threads[:self.n]
+        if any(vm[c] > self.n for c in self.p.counts):
+            return "leak"
+        word = vm[self.p.word]
+        demanded = vm_demand == ACTIVE or any(t[5] == ACTIVE for t in vcpus)
+        if demanded and not word:
             return "premature-clear"
-        quiescent = all(c[0] < 0 and not c[6] for c in cpus)
-        if quiescent:
-            if bit and not any(c[3] for c in cpus):
+        if all(t[0] < 0 and not t[4] for t in threads):
+            if any(isinstance(vm[c], int) and vm[c] < 0 for c in self.p.counts):
+                return "underflow"
+            anyone = vm_demand != IDLE or any(t[5] != IDLE for t in vcpus)
+            if word & self.p.key_bit and not word & ~self.p.key_bit and not anyone:
                 return "leak"
-            if any(v < 0 for _, v in vm_items):
-                return "negative-count"
+        return ""
+
+    def count_violation(self, state: State) -> str:
+        """A count of vCPUs: each vCPU's lifetime must leave it as it found it
+        (a host-wide count also across VM teardown); while the vCPUs are idle
+        each live one contributes 0 or 1, and the count is what they contributed."""
+        vm, threads, _ = state
+        for t in threads[:self.n]:
+            phase, contribution = t[8], t[9]
+            if contribution and (phase in (FAILED, EARLY) or (phase == GONE and self.p.host_wide)):
+                return "leak"
+        if all(t[0] < 0 and not t[4] for t in threads):
+            if any(t[9] not in (0, 1) for t in threads[:self.n] if t[8] in (CREATED, LIVE)):
+                return "drift"
+            if vm[self.p.word] != sum(t[9] for t in threads[:self.n]):
+                return "drift"
         return ""
 
     def run(self) -> Outcome:
-        start = self.canonical(self.initial())
-        parents: dict[State, State | None] = {start: None}
-        queue = deque([start])
-        bound_hit = False
+        parents: dict[State, tuple[State, int, int] | None] = {}
+        queue: deque[State] = deque()
+        for state in self.machine.initial_states():
+            canon, _ = canonical(state, self.n)
+            if canon not in parents:
+                parents[canon] = None
+                queue.append(canon)
+        bound = False
         while queue:
             state = queue.popleft()
-            for _, _, _, nxt in self.successors(state):
-                canon = self.canonical(nxt)
-                if canon in parents:
-                    continue
-                parents[canon] = state
-                problem = self.violation(canon)
-                if problem:
-                    return Outcome("violation", problem, self.n, len(parents), False, self._trace(parents, canon))
-                if len(parents) >= self.max_states:
-                    bound_hit = True
-                    queue.clear()
-                    break
-                queue.append(canon)
-        return Outcome("verified", "", self.n, len(parents), bound_hit)
+            for me in range(len(state[1])):
+                for k, (_, nxt, _) in enumerate(self.machine.moves(state, me)):
+                    canon = canonical_state(nxt, self.n)
+                    if canon in parents:
+                        continue
+                    parents[canon] = (state, me, k)
+                    found = self.violation(canon)
+                    if found:
+                        return self.counterexample(found, canon, parents)
+                    if any(abs(canon[0][s]) > GROWTH_BOUND * self.n for s in self.p.stepped):
+                        bound = True  # grows without end: not followed
+                        continue
+                    if len(parents) >= self.max_states:
+                        queue.clear()
+                        return Outcome("verified", "", self.n, len(parents), True)
+                    queue.append(canon)
+        return Outcome("verified", "", self.n, len(parents), bound)
 
-    def _trace(self, parents: dict[State, State | None], end: State) -> list[dict[str, Any]]:
-        """Replay the canonical path concretely, so vCPU numbers stay stable."""
-        path = [end]
-        while parents[path[-1]] is not None:
-            path.append(parents[path[-1]])  # type: ignore[arg-type]
+    def counterexample(self, found: str, last: State, parents: dict) -> Outcome:
+        path = []
+        state = last
+        while parents[state] is not None:
+            parent, me, k = parents[state]
+            path.append((parent, me, k))
+            state = parent
         path.reverse()
-        concrete = self.initial()
-        steps = []
-        for target in path[1:]:
-            for i, instr, what, nxt in self.successors(concrete):
-                if self.canonical(nxt) == target:
-                    concrete = nxt
-                    if instr is None or _visible(instr):
-                        steps.append(self._step(i, instr, what, nxt))
-                    break
-        return steps
+        display = list(range(len(state[1])))  # canonical index -> the vCPU number the trace shows
+        trace: list[dict[str, Any]] = []
+        steps_done: list[tuple[Step, str]] = []
+        self.machine.tracing = True
+        for parent, me, k in path:
+            steps, nxt, _ = self.machine.moves(parent, me)[k]
+            entry = parent[1][me][0]
+            for step in steps:
+                if shown(step):
+                    trace.append(self.step_json(step, display, me))
+                steps_done.append((step, self._entry_name(entry, nxt, me)))
+            _, order = canonical(nxt, self.n)
+            display = [display[i] for i in order]
+        self.machine.tracing = False
+        culprit, entry = self.culprit(found, steps_done)
+        return Outcome("violation", found, self.n, len(parents), False, trace, culprit, entry)
 
-    def _step(self, i: int, instr: Instr | None, what: str, state: State) -> dict[str, Any]:
-        bit, vm_items, cpus = state
-        vm_state = {"bit": bit, **dict(vm_items), "demand": [int(c[3]) for c in cpus]}
-        return {"vcpu": i, "function": instr.function if instr else "", "file": instr.file if instr else "",
-                "line": instr.line if instr else 0, "action": what, "vm_state_after": vm_state}
+    def _entry_name(self, before: int, state: State, me: int) -> str:
+        index = before if before >= 0 else state[1][me][0]
+        return self.p.entries[index].fid if 0 <= index < len(self.p.entries) else ""
+
+    def culprit(self, found: str, steps: list[tuple[Step, str]]) -> tuple[Op | None, str]:
+        """The op that made it happen: the last write of the word (a premature
+        clear, a leak) or of a count (an underflow)."""
+        targets = {self.p.word} if found != "underflow" else set(self.p.counts)
+        for step, entry in reversed(steps):
+            op = step.op
+            if op is not None and op.kind in ("set", "bit", "atomic"):
+                loc = op.args[1] if op.kind == "atomic" else op.args[0]
+                if getattr(loc, "kind", "") == "vm" and loc.slot in targets:
+                    return op, entry
+        return None, ""
+
+    def step_json(self, step: Step, display: list[int], me: int) -> dict[str, Any]:
+        vm, demands, vm_demand = step.after[:3]
+        word = vm[self.p.word]
+        who = display[me]
+        if self.p.kind == "counter":
+            phases, contributions = step.after[3:]
+            after = {"count": word, "contribution": [contributions[display.index(i)] for i in range(self.n)],
+                     "phase": [PHASES[phases[display.index(i)]] for i in range(self.n)]}
+            return {"vcpu": who, "function": step.function, "file": step.file, "line": step.line,
+                    "action": step.text, "vm_state_after": after}
+        after: dict[str, Any] = {"inhibited": int(bool(word)), "key": int(bool(word & self.p.key_bit)),
+                                 "demand": [demands[display.index(i)] for i in range(self.n)]}
+        if self.p.vm_demand:
+            after["vm_demand"] = vm_demand if isinstance(vm_demand, int) else 1
+        for slot in self.p.counts:
+            after[self.p.vm_names[slot].rsplit(".", 1)[-1]] = vm[slot]
+        who = display[me]
+        return {"vcpu": "env" if who >= self.n else who, "function": step.function, "file": step.file,
+                "line": step.line, "action": step.text, "vm_state_after": after}
 
 
-def _reads_shared(expr: tuple) -> bool:
-    if expr[0] in ("g", "atomic"):
+def shown(step: Step) -> bool:
+    """Steps a reader of the trace needs: calls, decisions, locks, shared writes, choices."""
+    op = step.op
+    if op is None:
         return True
-    return any(isinstance(part, tuple) and _reads_shared(part) for part in expr[1:])
-
-
-def _locals(expr: tuple) -> set[str]:
-    if expr[0] == "l":
-        return {expr[1]}
-    return set().union(*(_locals(part) for part in expr[1:] if isinstance(part, tuple)))
-
-
-def _live_locals(code: list[Instr]) -> list[frozenset[str]]:
-    """Locals live before each instruction (the code jumps only forward)."""
-    live: list[frozenset[str]] = [frozenset()] * (len(code) + 1)
-    for pc in range(len(code) - 1, -1, -1):
-        instr = code[pc]
-        if instr.op == "jump":
-            live[pc] = live[instr.args[0]]
-            continue
-        after = live[pc + 1] | (live[instr.args[1]] if instr.op == "branch" else frozenset())
-        if instr.op == "assign":
-            target = instr.args[0]
-            written = {target[1]} if target[0] == "l" else set()
-            live[pc] = frozenset((after - written) | _locals(instr.args[1]) | (_locals(target) - written))
-        elif instr.op in ("branch", "bit"):
-            live[pc] = frozenset(after | _locals(instr.args[0]))
-        else:
-            live[pc] = after
-    return live
-
-
-def _is_local(instr: Instr) -> bool:
-    """Touches only its own vCPU's state (see the module doc)."""
-    if instr.op == "jump":
-        return True
-    if instr.op == "branch":
-        return not _reads_shared(instr.args[0])
-    if instr.op == "assign":
-        return instr.args[0][0] in ("l", "v") and not _reads_shared(instr.args[1])
-    return False
-
-
-def _visible(instr: Instr) -> bool:
-    """Steps a reviewer follows: the bit, demands, locks, shared-state updates."""
-    if instr.op in ("bit", "demand", "acquire", "release"):
-        return True
-    if instr.op == "branch":
-        return _reads_shared(instr.args[0])
-    return instr.op == "assign" and (instr.args[0][0] in ("v", "g") or _reads_shared(instr.args[1]))
-
-
-def _items(mapping: dict) -> tuple:
-    return tuple(sorted(mapping.items()))
+    if op.kind in ("decide", "dry", "acquire", "release", "end", "input", "atomic", "bit"):
+        return bool(step.text)
+    return op.kind == "set" and getattr(op.args[0], "kind", "local") != "local"

@@ -13,7 +13,7 @@ from typing import Any
 from kaudit import __version__
 from kaudit.analysis.results import Finding, JudgedSite
 from kaudit.audit import AuditResult
-from kaudit.facts import callee_name
+from kaudit.ir.names import callee_name, render
 from kaudit.program import Program
 
 SCHEMA_VERSION = 1
@@ -22,8 +22,8 @@ SCHEMA_VERSION = 1
 def _location(program: Program, judged: JudgedSite) -> dict[str, Any]:
     site = judged.site
     fn = program.functions[site.function]
-    call = site.event.expr
-    return {"file": fn["file"], "line": site.event.line, "column": call.get("col", 0), "function": fn["name"]}
+    call = site.event.call
+    return {"file": fn["file"], "line": site.event.line, "column": call.col if call else 0, "function": fn["name"]}
 
 
 def _call_path(program: Program, judged: JudgedSite) -> list[dict[str, Any]]:
@@ -44,8 +44,9 @@ def site_json(program: Program, rule: str, judged: JudgedSite) -> dict[str, Any]
         "context": judged.context,
         "discipline": judged.verdict.discipline,
         "why": judged.verdict.why,
-        "via": [callee_name(hop.event.expr) for hop in site.hops],
-        "guards": [g.to_json() for g in site.event.guards],
+        "via": [callee_name(hop.event.call) for hop in site.hops if hop.event.call],
+        "guards": [{"expr": render(g.atom, site.event.function.temps), "polarity": g.polarity}
+                   for g in site.event.guards],
         "locks": sorted(set().union(*(hop.event.locks for hop in site.hops))),
         "call_path": _call_path(program, judged),
         "model": judged.model,

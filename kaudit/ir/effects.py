@@ -1,0 +1,154 @@
+"""What each function touches, transitively: the storage it writes and reads.
+
+A summary names storage by field key (kaudit.ir.names), a lock as
+`lock:<key>`, and what a function does through a pointer parameter as
+`param:<i>` until a caller's argument says what it points at. The model
+uses the summaries to inline exactly the calls that can matter to the
+state it checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kaudit.ir.names import counted_key, deref, field_key, lock_key, subexprs
+from kaudit.ir.nodes import Assign, Call, CallOp, Expr, Field, Function, Var
+from kaudit.ir.program import LoweredProgram
+from kaudit.kernel_api import (
+    ATOMIC_READ,
+    ATOMIC_SET,
+    ATOMIC_UPDATE,
+    BIT_CLEAR,
+    BIT_SET,
+    BIT_TEST,
+    BITMAP_EMPTY,
+    LOCK_ACQUIRE,
+    LOCK_RELEASE,
+    STATIC_KEY_READ,
+    STATIC_KEY_UPDATE,
+)
+
+
+def _place(expr: Expr, params: list[str]) -> str | None:
+    """The storage a pointer argument designates: a field key, or a parameter."""
+    expr = deref(expr)
+    key = field_key(expr)
+    if key is not None:
+        return key
+    if isinstance(expr, Var) and expr.scope == "param" and expr.name in params:
+        return f"param:{params.index(expr.name)}"
+    return None
+
+
+def primitive_effects(call: Call, params: list[str]) -> tuple[set[str], set[str]] | None:
+    """(writes, reads) of a kernel primitive call, None if it is not one."""
+    name = call.callee or ""
+    args = call.args
+    if not args:
+        return None
+    if name in LOCK_ACQUIRE or name in LOCK_RELEASE:
+        return {f"lock:{_place(args[0], params) or lock_key(args[0])}"}, set()
+    if name in STATIC_KEY_UPDATE or name in STATIC_KEY_READ:
+        key = counted_key(args[0])
+        return ({key} if name in STATIC_KEY_UPDATE else set()) if key else set(), {key} if key else set()
+    if name in ATOMIC_UPDATE or name in ATOMIC_SET:
+        place = _place(args[-1] if name in ATOMIC_UPDATE else args[0], params)
+        return ({place} if place else set()), ({place} if place else set())
+    if name in ATOMIC_READ or name in BITMAP_EMPTY:
+        place = _place(args[0], params)
+        return set(), {place} if place else set()
+    if name in BIT_SET or name in BIT_CLEAR or name in BIT_TEST:
+        place = _place(args[1], params) if len(args) > 1 else None
+        return ({place} if place and name not in BIT_TEST else set()), {place} if place else set()
+    return None
+
+
+@dataclass
+class Summary:
+    writes: set[str] = field(default_factory=set)
+    reads: set[str] = field(default_factory=set)
+    calls: list[tuple[list[str], tuple[Expr, ...]]] = field(default_factory=list)  # (targets, args)
+
+
+def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
+    params = [p.name for p in function.params]
+    summary = Summary()
+    for block, instr in function.instructions():
+        if isinstance(instr, Assign):
+            target = _place(instr.target, params) if not isinstance(instr.target, Var) or \
+                instr.target.scope == "global" else None
+            if target:
+                summary.writes.add(target)
+            for expr in subexprs(instr.value):
+                if isinstance(expr, (Field, Var)) and (key := field_key(expr)):
+                    summary.reads.add(key)
+        elif isinstance(instr, CallOp):
+            prim = primitive_effects(instr.call, params)
+            if prim is not None:
+                summary.writes |= prim[0]
+                summary.reads |= prim[1]
+            else:
+                summary.calls.append((lowered.targets(fid, instr.call), instr.call.args))
+        for expr in _conditions(block):
+            for sub in subexprs(expr):
+                if isinstance(sub, (Field, Var)) and (key := field_key(sub)):
+                    summary.reads.add(key)
+    return summary
+
+
+def _conditions(block) -> list[Expr]:
+    cond = getattr(block.term, "cond", None)
+    return [cond] if cond is not None else []
+
+
+class Effects:
+    """Transitive write and read summaries of every function of the program."""
+
+    def __init__(self, lowered: LoweredProgram) -> None:
+        self.lowered = lowered
+        functions = {fid: lowered.function(fid) for fid in sorted(lowered.program.functions)}
+        self._direct = {fid: _direct(lowered, fid, fn) for fid, fn in functions.items()}
+        self.writes = {fid: set(s.writes) for fid, s in self._direct.items()}
+        self.reads = {fid: set(s.reads) for fid, s in self._direct.items()}
+        changed = True
+        while changed:
+            changed = False
+            for fid, summary in self._direct.items():
+                params = [p.name for p in functions[fid].params]
+                for targets, args in summary.calls:
+                    for target in targets:
+                        for mine, theirs in ((self.writes[fid], self.writes.get(target, ())),
+                                             (self.reads[fid], self.reads.get(target, ()))):
+                            for place in _bind(theirs, args, params):
+                                if place not in mine:
+                                    mine.add(place)
+                                    changed = True
+
+        self.written = set().union(*(_plain(ws) for ws in self.writes.values()))  # storage anything writes
+        self.vcpu_written: set[str] = set()  # filled by the model: what per-vCPU functions write
+
+    def touches(self, fid: str, interesting: set[str]) -> bool:
+        """Whether a function (with what it calls) writes or reads any interesting storage."""
+        return bool(_plain(self.writes.get(fid, ())) & interesting or _plain(self.reads.get(fid, ())) & interesting)
+
+    def takes_locks(self, fid: str) -> bool:
+        return any(w.startswith("lock:") for w in self.writes.get(fid, ()))
+
+
+def _plain(places: set[str] | tuple) -> set[str]:
+    return {p[5:] if p.startswith("lock:") else p for p in places if not p.startswith("param:")}
+
+
+def _bind(places, args: tuple[Expr, ...], params: list[str]) -> set[str]:
+    """A callee's places in the caller's terms (`param:i` -> what argument i points at)."""
+    out = set()
+    for place in places:
+        prefix = "lock:" if place.startswith("lock:") else ""
+        bare = place[len(prefix):]
+        if bare.startswith("param:"):
+            index = int(bare[6:])
+            if index < len(args) and (bound := _place(args[index], params)):
+                out.add(prefix + bound)
+        else:
+            out.add(place)
+    return out

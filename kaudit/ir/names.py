@@ -1,0 +1,136 @@
+"""Names of lowered expressions: where a field lives, how to spell it.
+
+`field_key` names storage independently of the path that reached it:
+`vcpu->kvm->arch.apicv_update_lock` and `kvm->arch.apicv_update_lock` are
+both `kvm.arch.apicv_update_lock` (the struct that owns the storage, then
+the embedded path). Globals are their name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from kaudit.ir.nodes import (
+    Binary,
+    Call,
+    Const,
+    Expr,
+    Field,
+    FuncRef,
+    Index,
+    Opaque,
+    Select,
+    Unary,
+    Var,
+)
+
+
+def deref(expr: Expr) -> Expr:
+    """`&x` -> x: lock, atomic and bit calls take their object by address."""
+    while isinstance(expr, Unary) and expr.op == "&":
+        expr = expr.arg
+    return expr
+
+
+def field_key(expr: Expr) -> str | None:
+    expr = deref(expr)
+    if isinstance(expr, Field):
+        if expr.arrow:
+            return f"{expr.owner}.{expr.name}"
+        base = field_key(expr.base)
+        return f"{base}.{expr.name}" if base else None
+    if isinstance(expr, Var) and expr.scope == "global":
+        return expr.name
+    return None
+
+
+def owner_record(expr: Expr) -> str | None:
+    """The struct whose object holds a field's storage (None for globals)."""
+    key = field_key(expr)
+    if key is None or "." not in key:
+        return None
+    return key.split(".", 1)[0]
+
+
+def counted_key(expr: Expr) -> str | None:
+    """A global is counted as a whole (`&(&apic_sw_disabled.key)->key` and
+    `&apic_sw_disabled` are one static key); a field by its field key."""
+    node = expr
+    while isinstance(node, (Unary, Field)):
+        node = node.arg if isinstance(node, Unary) else node.base
+    if isinstance(node, Var) and node.scope == "global":
+        return node.name
+    return field_key(expr)
+
+
+def lock_key(expr: Expr) -> str:
+    return field_key(expr) or render(deref(expr))
+
+
+def children(expr: Expr) -> tuple[Expr, ...]:
+    if isinstance(expr, Field):
+        return (expr.base,)
+    if isinstance(expr, Unary):
+        return (expr.arg,)
+    if isinstance(expr, Binary):
+        return (expr.left, expr.right)
+    if isinstance(expr, Select):
+        return (expr.test, expr.then, expr.orelse)
+    if isinstance(expr, Index):
+        return (expr.base, expr.index)
+    if isinstance(expr, Opaque):
+        return expr.subs
+    return ()
+
+
+def subexprs(expr: Expr) -> Iterator[Expr]:
+    """expr and everything inside it, pre-order."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(children(node)))
+
+
+def callee_name(call: Call) -> str:
+    if call.callee:
+        return call.callee
+    via = call.via
+    if via is None:
+        return "(*fn)"
+    if via.kind == "static_call":
+        return f"static_call({via.name})"
+    if via.kind == "member":
+        return f"<{via.record}>.{via.field}"
+    if via.kind == "array":
+        return f"{via.name}[]"
+    return "(*fn)"
+
+
+def render(expr: Expr | None, temps: dict[str, Call] | None = None) -> str:
+    """C-like spelling, for messages; temps are spelt as the call they hold."""
+    if expr is None:
+        return ""
+    if isinstance(expr, Const):
+        return expr.name or str(expr.value)
+    if isinstance(expr, Var):
+        if expr.scope == "temp" and temps and expr.name in temps:
+            return render_call(temps[expr.name], temps)
+        return expr.name
+    if isinstance(expr, FuncRef):
+        return expr.name
+    if isinstance(expr, Field):
+        return f"{render(expr.base, temps)}{'->' if expr.arrow else '.'}{expr.name}"
+    if isinstance(expr, Unary):
+        return f"{expr.op}{render(expr.arg, temps)}"
+    if isinstance(expr, Binary):
+        return f"{render(expr.left, temps)} {expr.op} {render(expr.right, temps)}"
+    if isinstance(expr, Select):
+        return f"{render(expr.test, temps)} ? {render(expr.then, temps)} : {render(expr.orelse, temps)}"
+    if isinstance(expr, Index):
+        return f"{render(expr.base, temps)}[{render(expr.index, temps)}]"
+    return "..."
+
+
+def render_call(call: Call, temps: dict[str, Call] | None = None) -> str:
+    return f"{callee_name(call)}({', '.join(render(a, temps) for a in call.args)})"

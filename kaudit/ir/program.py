@@ -1,0 +1,66 @@
+"""The lowered program: every function's CFG and events, made once and shared.
+
+Rules and model both read functions through this object, so a function is
+lowered once per run whoever asks first.
+"""
+
+from __future__ import annotations
+
+import gc
+from functools import cached_property
+
+from kaudit.ir.flow import Event, LockTracker, events
+from kaudit.ir.lower import lower_function
+from kaudit.ir.names import lock_key
+from kaudit.ir.nodes import Call, CallOp, Function
+from kaudit.kernel_api import LOCK_ACQUIRE
+from kaudit.program import Program
+
+
+class LoweredProgram:
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self._functions: dict[str, Function] = {}
+        self._events: dict[str, list[Event]] = {}
+        self.tracker = LockTracker(self.guard_lock)
+        self.effects = None  # kaudit.ir.effects.Effects, made by the model when it first needs them
+
+    def function(self, fid: str) -> Function:
+        if fid not in self._functions:
+            self._functions[fid] = lower_function(fid, self.program.functions[fid])
+        return self._functions[fid]
+
+    def events(self, fid: str) -> list[Event]:
+        if fid not in self._events:
+            self._events[fid] = events(self.function(fid), self.tracker)
+        return self._events[fid]
+
+    @cached_property
+    def all_events(self) -> dict[str, list[Event]]:
+        """Every function's events (what the rules search), in function-id order."""
+        paused = gc.isenabled()
+        gc.disable()  # only new, acyclic objects: collecting would rescan every fact for nothing
+        try:
+            return {fid: self.events(fid) for fid in sorted(self.program.functions)}
+        finally:
+            if paused:
+                gc.enable()
+
+    def guard_lock(self, call: Call) -> tuple[str, str] | None:
+        """(lock, mode) a scoped guard takes: `guard(x)(&lock)` declares a
+        variable initialised by `class_x_constructor(&lock)`, whose body (in
+        the tree) takes the lock it is given."""
+        if not call.callee or not call.args:
+            return None
+        for fid in self.program.functions_named(call.callee):
+            for _, instr in self.function(fid).instructions():
+                if isinstance(instr, CallOp) and instr.call.callee in LOCK_ACQUIRE:
+                    return lock_key(call.args[0]), LOCK_ACQUIRE[instr.call.callee]
+        return None
+
+    def targets(self, caller: str, call: Call) -> list[str]:
+        """The function ids a call can reach (direct, or through the tree's tables)."""
+        via = call.via
+        if via is None:
+            return self.program.resolve(caller, call.callee)[1]
+        return self.program.resolve(caller, call.callee, via.kind, via.name, via.record, via.field)[1]

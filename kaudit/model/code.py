@@ -1,0 +1,109 @@
+"""The model's program: flat code that N simulated vCPUs run.
+
+Entries are compiled from the lowered form (kaudit.ir) by inlining every
+call that can touch modelled state; what is left are the operations below.
+Expressions stay lowered-form expressions (evaluated by kaudit.ir.evaluate)
+whose leaves are `Loc`s: where a value lives while the model runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kaudit.ir.nodes import Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Loc(Expr):
+    """A storage place. kind: `local` (slot of the running frame), `mine`
+    (a field of the running vCPU), `cpu` (a field of the vCPU whose index
+    the local `ref` holds), `vm` (VM-wide or host-wide state)."""
+
+    kind: str
+    slot: int
+    ref: int = -1
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One step. `kind` says what it does with `args`:
+
+    set (dst, expr)            write a location
+    input (dst, domain)        an unmodelled value: one of `domain`, chosen
+    atomic (dst|None, loc, delta, returns)   read-modify-write in one step
+    bit (loc, bit, value)      set (value true) or clear bit `bit` of loc
+    acquire (lock, mode) / release (lock)
+    branch (cond, then, else) / jump (target)
+    each (iterator, body, exit) loop head over every vCPU
+    decide (action, direction) a demand decision at an action point
+    dry (action set, start)    a request skipped by bookkeeping: decide as if taken
+    end ()                     the entry returns (its value in local 0)
+    """
+
+    kind: str
+    args: tuple
+    function: str  # where it comes from, for traces
+    file: str
+    line: int
+    text: str
+    api: bool = False  # compiled from the body of an API function (or the environment)
+    origin: int = -1  # the action point (Draft.points index) whose API call this op belongs to
+
+
+@dataclass(frozen=True)
+class Action:
+    """A point where a vCPU acts on the key: an API call with the key (its
+    direction: request, release, or read off the value), or an update of
+    a count of the key. `stack` is the inline chain of calls that led to it."""
+
+    id: int
+    pc: int
+    kind: str  # site | count
+    direction: str  # request | release | value | contribution | delta | none | mixed
+    stack: tuple = ()
+    value: Expr | None = None
+    where: tuple[str, str, int] = ("", "", 0)  # function, file, line of the call or update
+
+
+@dataclass
+class Entry:
+    name: str
+    fid: str
+    pc: int
+    file: str = ""
+    line: int = 0
+    kind: str = "transition"  # transition | create | destroy | env
+    armed: bool = False  # runs only after this vCPU's request (an exit handler)
+    why: str = ""
+
+
+@dataclass
+class Protocol:
+    """Everything the explorer needs to run one key."""
+
+    rule: str
+    key: str
+    code: list[Op]
+    entries: list[Entry]
+    actions: list[Action]
+    vm_names: list[str]  # vm slots
+    cpu_names: list[str]  # per-vCPU slots
+    cpu_init: dict[int, tuple] = field(default_factory=dict)  # per-vCPU constants: slot -> the values it may take
+    locals: int = 0
+    word: int = -1  # vm slot of the inhibit word
+    key_bit: int = 0
+    other_bit: int = 0
+    counts: list[int] = field(default_factory=list)  # vm slots of counts of requests
+    stepped: list[int] = field(default_factory=list)  # vm slots moved by constants (counts, generations...)
+    flags: list[tuple[str, int]] = field(default_factory=list)  # ("vm"|"mine", slot)
+    update_lock: str = ""
+    kind: str = "inhibit"  # inhibit (a key of the word) | counter (a count of vCPUs)
+    host_wide: bool = False  # a counter that outlives the VM (a global, e.g. a static key)
+    vm_demand: bool = False  # the bit is a function of VM-wide state: one VM-wide demand
+    recompute: bool = False  # the value is recomputed over every vCPU
+    lifecycle: bool = False
+    live: list[frozenset[int]] = field(default_factory=list)  # per pc: local slots that may still be read
+    forced: dict[int, int] = field(default_factory=dict)  # bookkeeping test pc -> where a dry run goes
+    domains: dict[int, tuple] = field(default_factory=dict)  # input op pc -> the values it may take
+    result_slot: int = 0

@@ -1,0 +1,106 @@
+"""The values an input may take: enough to make every test on it go both ways.
+
+An input (an unmodelled read, an opaque call's result, an entry's scalar
+parameter) is chosen by the explorer from a small set read off how the
+code uses it: a boolean is 0 or 1; a pointer is NULL or the object its type
+says (this vCPU's, the VM's, something else); an integer is 0, 1, each mask
+it is tested with and their union, and the neighbours of each constant it
+is compared with. Uses are followed through the locals and the state it is
+copied into.
+"""
+
+from __future__ import annotations
+
+from kaudit.analysis.context import Scopes
+from kaudit.ir.names import subexprs
+from kaudit.ir.nodes import Binary, Const, CType, Expr
+from kaudit.model.bookkeeping import op_reads, op_writes, state_of
+from kaudit.model.code import Loc, Op
+from kaudit.model.resolve import SELF, VMOBJ, Slots
+
+OBJECT = ("obj",)
+MAX_VALUES = 8
+_COMPARE = frozenset({"==", "!=", "<", ">", "<=", ">="})
+
+
+def _exprs(op: Op) -> list[Expr]:
+    return [a for a in op.args if isinstance(a, Expr)]
+
+
+class _Uses:
+    """Constants that an input meets, following the locals and state it flows into."""
+
+    def __init__(self, code: list[Op]) -> None:
+        self.code = code
+
+    def of(self, start: Loc) -> tuple[set[int], set[int]]:
+        points, masks = set(), set()
+        seen, todo = set(), [start]
+        while todo:
+            loc = todo.pop()
+            name = (loc.kind == "local", loc.slot if loc.kind == "local" else state_of(loc))
+            if name in seen:
+                continue
+            seen.add(name)
+            for op in self.code:
+                for expr in _exprs(op):
+                    for sub in subexprs(expr):
+                        if isinstance(sub, Binary) and self._mentions(sub, loc):
+                            const = sub.right if isinstance(sub.right, Const) else sub.left \
+                                if isinstance(sub.left, Const) else None
+                            if const is None or not isinstance(const.value, int):
+                                continue
+                            if sub.op == "&":
+                                masks.add(const.value)
+                            elif sub.op in _COMPARE:
+                                points |= {const.value - 1, const.value, const.value + 1}
+                if op.kind == "set" and any(self._same(r, loc) for r in op_reads(op)):
+                    todo.extend(op_writes(op))
+        return points, masks
+
+    @staticmethod
+    def _same(a: Loc, b: Loc) -> bool:
+        if a.kind == "local" or b.kind == "local":
+            return a.kind == b.kind == "local" and a.slot == b.slot
+        return state_of(a) == state_of(b)
+
+    def _mentions(self, expr: Binary, loc: Loc) -> bool:
+        return any((isinstance(side, Loc) and self._same(side, loc)) or (isinstance(side, Binary)
+                   and any(isinstance(x, Loc) and self._same(x, loc) for x in subexprs(side)))
+                   for side in (expr.left, expr.right))
+
+
+def _values(ctype: CType, scopes: Scopes, points: set[int], masks: set[int]) -> tuple:
+    if ctype.ptr:
+        if ctype.record in scopes.per_vcpu:
+            return (0, SELF)
+        if ctype.record in scopes.vm_wide:
+            return (0, VMOBJ)
+        return (0, OBJECT)
+    if ctype.is_bool:
+        return (0, 1)
+    values = {0, 1} | {p for p in points if p >= -1}
+    ordered = sorted(masks)[:3]
+    union = 0
+    for mask in ordered:
+        values.add(mask)
+        union |= mask
+    if union:
+        values.add(union)
+    return tuple(sorted(values)[:MAX_VALUES])
+
+
+def domains(code: list[Op], slots: Slots, scopes: Scopes) -> tuple[dict[int, tuple], dict[int, tuple]]:
+    """(input op pc -> values, per-vCPU constant slot -> values)."""
+    uses = _Uses(code)
+    inputs = {}
+    for pc, op in enumerate(code):
+        if op.kind == "input" and op.args[0] is not None:
+            if op.args[1] is not None:
+                inputs[pc] = tuple(op.args[1])
+                continue
+            loc = op.args[0]
+            inputs[pc] = _values(slots.input_types.get(loc.slot, CType()), scopes, *uses.of(loc))
+    constants = {slot: _values(ctype, scopes, *uses.of(Loc("mine", slot))) for slot, ctype in
+                 slots.cpu_constant.items()}
+    return inputs, constants

@@ -1,0 +1,548 @@
+"""Extract one key's protocol from the lowered program, ready to explore.
+
+Entries are the per-vCPU functions nearest to the key's per-vCPU sites (the
+site's function, or its nearest per-vCPU callers). Each may run at any
+time, any number of times, on any vCPU, except an exit handler (bound in a
+handler array) whose actions only release the key: it runs only after that
+vCPU's request, and the report says so. For an inhibit, an environment
+changes the word for another reason through the rule's locked update API,
+whose body in the tree is compiled like any other code.
+
+The passes: inline (kaudit.model.inline) -> resolve storage
+(kaudit.model.resolve) -> find the bookkeeping and the actions
+(kaudit.model.bookkeeping) -> insert the decisions -> slice -> widen the
+inlining while the slice reads unmodelled state that some callee writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import networkx as nx
+
+from kaudit.analysis.context import vcpu_param
+from kaudit.analysis.results import Analysis, JudgedSite
+from kaudit.ir.effects import Effects
+from kaudit.ir.names import subexprs
+from kaudit.ir.nodes import Binary, Const, CType, Expr, Var
+from kaudit.model.bookkeeping import (
+    Bookkeeping,
+    Dataflow,
+    actions_of,
+    diverting,
+    find_bookkeeping,
+    loop_values,
+    op_reads,
+    op_writes,
+    reads,
+    state_of,
+)
+from kaudit.model.code import Action, Entry, Loc, Op, Protocol
+from kaudit.model.domains import domains
+from kaudit.model.flat import link, post_dominators, reachable, reaching, rebuild, successors
+from kaudit.model.inline import RESULT, Inliner
+from kaudit.model.resolve import SELF, VMOBJ, Resolver
+from kaudit.rules import Rule
+
+ENV_VALUE = Var("set", "local", CType("bool"))
+WIDENINGS = 4
+
+
+@dataclass(frozen=True)
+class Unmodelled:
+    """Why a key's protocol is not modelled (a reason a reviewer would accept)."""
+
+    reason: str
+
+
+def nearest_vcpu_functions(graph: nx.DiGraph, vcpu_fns: set[str], fid: str) -> set[str]:
+    """The function itself if it runs on a vCPU, else its nearest callers that do."""
+    if fid in vcpu_fns:
+        return {fid}
+    found: set[str] = set()
+    seen, frontier = {fid}, [fid]
+    while frontier and not found:
+        nxt = []
+        for node in frontier:
+            for caller in sorted(graph.predecessors(node)) if node in graph else ():
+                if caller in seen:
+                    continue
+                seen.add(caller)
+                if caller in vcpu_fns:
+                    found.add(caller)
+                else:
+                    nxt.append(caller)
+        frontier = nxt
+    return found
+
+
+def program_effects(analysis: Analysis) -> Effects:
+    """The program's effect summaries, made once per lowered program."""
+    lowered = analysis.lowered
+    if lowered.effects is None:
+        effects = Effects(lowered)
+        vcpu_fns = [fid for fid in analysis.program.functions if vcpu_param(analysis.program, fid, analysis.scopes)]
+        effects.vcpu_written = {w for fid in vcpu_fns for w in effects.writes.get(fid, ())}
+        lowered.effects = effects
+    return lowered.effects
+
+
+@dataclass
+class _Compiled:
+    code: list[Op]
+    starts: list[int]
+    env: int
+    resolver: Resolver
+    points: list  # (pc, fixed direction, value, stack, where) of the key's API calls
+    key_value: int  # the key's enumerator value
+    other_value: int  # the reason the environment changes
+
+
+class Extractor:
+    """Builds the protocol of one key of one rule from the entries given."""
+
+    def __init__(self, analysis: Analysis, rule: Rule, key: str) -> None:
+        self.analysis = analysis
+        self.lowered = analysis.lowered
+        self.rule = rule
+        self.key = key
+        self.scopes = analysis.scopes
+        self.api = {a.function: a for a in rule.api}
+        self.effects = program_effects(analysis)
+
+    def entry_subst(self, fid: str) -> dict[str, Expr]:
+        """Pointer parameters to a vCPU's or the VM's object are that object; the rest are inputs."""
+        out: dict[str, Expr] = {}
+        for param in self.lowered.function(fid).params:
+            if param.ctype.ptr and param.ctype.record in self.scopes.per_vcpu:
+                out[param.name] = SELF
+            elif param.ctype.ptr and param.ctype.record in self.scopes.vm_wide:
+                out[param.name] = VMOBJ
+        return out
+
+    def is_exit_handler(self, fid: str) -> bool:
+        return any(e["target"] == fid for t in self.lowered.program.tables if t["array"] for e in t["entries"])
+
+    def env_api(self):
+        return next((a for a in self.rule.api if a.value_arg is not None and a.takes_lock), None)
+
+    def compile(self, fids: list[str], interesting: set[str], env: bool) -> _Compiled:
+        inliner = Inliner(self.lowered, self.effects, self.api, interesting, self.rule.update_lock, self.rule.word)
+        labels = [inliner.entry(fid, self.entry_subst(fid)) for fid in fids]
+        env_label = -1
+        api = self.env_api() if env else None
+        used = {p.key_value for p in inliner.draft.points}
+        other = min(set(range(len(used) + 1)) - used)  # a reason no code here names
+        if api is not None:
+            args: list[Expr] = [VMOBJ] * (max(api.key_arg, api.value_arg) + 1)
+            args[api.key_arg] = Const(other, "another reason")
+            args[api.value_arg] = ENV_VALUE
+            lender = next(iter(self.lowered.program.functions_named(api.function)), fids[0])
+            env_label = inliner.synthetic(api, tuple(args), lender, ENV_VALUE)
+        key_value = next((p.key_value for p in inliner.draft.points if p.key == self.key), 0)
+        resolver = Resolver(inliner.draft, self.scopes, lambda key: key in self.effects.vcpu_written)
+        ops, labelled = resolver.run()
+        code = link(ops, labelled)
+        points = []
+        for point in inliner.draft.points:
+            if point.key != self.key:
+                continue
+            fixed = None if point.value is not None else ("request" if point.api.action == "set" else "release")
+            value = resolver.pure(point.value) if point.value is not None else None
+            caller = self.lowered.program.functions[point.stack[-1][0]]
+            points.append((labelled[point.label], fixed, value, point.stack, (caller["name"], point.file, point.line)))
+        return _Compiled(code, [labelled[s] for s in labels], labelled.get(env_label, -1), resolver, points,
+                         key_value, other)
+
+
+def insert_decisions(code: list[Op], flow: Dataflow, books: Bookkeeping, actions: list[Action]
+                     ) -> tuple[list[Op], list[int]]:
+    """A `decide` op before each action; a `dry` op on each edge where a
+    bookkeeping test skips the actions, starting where they are still reachable."""
+    before: dict[int, list[Op]] = {}
+    for action in actions:
+        op = code[action.pc]
+        function, file, line = action.where
+        before.setdefault(action.pc, []).append(Op("decide", (action.id,), function, file, line,
+                                                   DECISION_TEXT.get(action.direction, action.direction),
+                                                   op.api, op.origin))
+    for action in actions:  # a vCPU's part of a recomputed value changes when it writes its own state
+        if action.direction != "contribution":
+            continue
+        watched = contribution_reads(code, action)
+        for pc, op in enumerate(code):
+            if op.kind == "set" and not op.api and op.args[0].kind == "mine" and op.args[0].slot in watched:
+                before.setdefault(pc + 1, []).append(Op("decide", (action.id, "with the write"), op.function,
+                                                        op.file, op.line, "its part of the value may have changed",
+                                                        op.api, op.origin))
+    edges = {}
+    for pc, (toward, away) in diverting(code, [a.pc for a in actions]).items():
+        op = code[pc]
+        if op.kind == "branch" and flow.state_read(reads(op.args[0])) & books.all:
+            edges[(pc, away)] = [Op("dry", (toward,), op.function, op.file, op.line,
+                                    "skipped by the protocol's bookkeeping: decides as if taken", op.api, op.origin)]
+    return rebuild(code, before, edges=edges)
+
+
+def contribution_reads(code: list[Op], action: Action) -> set[int]:
+    """The per-vCPU slots the loop computing a recomputed value reads of each vCPU."""
+    slot = action.value.slot
+    loops = loop_values(code)
+    if slot not in loops:
+        return set()
+    head, _ = loops[slot]
+    each = code[head]
+    body = reachable(code, [each.args[1]]) - reachable(code, [each.args[2]]) - {head}
+    return {loc.slot for pc in body for loc in op_reads(code[pc]) if loc.kind == "cpu"}
+
+
+DECISION_TEXT = {
+    "request": "decides it needs the key", "release": "decides it no longer needs the key",
+    "value": "decides by the value it sets", "contribution": "decides by this vCPU's part of the value",
+    "delta": "decides by the count's direction", "none": "leaves the decision to the counts",
+}
+
+
+def _region(code: list[Op], pc: int, stop: int) -> set[int]:
+    """Ops reachable from a branch before its paths join again."""
+    seen: set[int] = set()
+    stack = list(successors(code, pc))
+    while stack:
+        node = stack.pop()
+        if node == stop or node in seen or node >= len(code):
+            continue
+        seen.add(node)
+        stack.extend(successors(code, node))
+    return seen
+
+
+def _may_hold(code: list[Op], starts: list[int]) -> list[set[str]]:
+    held: list[set[str] | None] = [None] * len(code)
+    stack = [s for s in starts if 0 <= s < len(code)]
+    for s in stack:
+        held[s] = set()
+    while stack:
+        pc = stack.pop()
+        now = set(held[pc] or ())
+        op = code[pc]
+        if op.kind == "acquire":
+            now.add(op.args[0])
+        elif op.kind == "release":
+            now.discard(op.args[0])
+        for nxt in successors(code, pc):
+            if nxt < len(code) and (held[nxt] is None or not now <= held[nxt]):
+                held[nxt] = (held[nxt] or set()) | now
+                stack.append(nxt)
+    return [h or set() for h in held]
+
+
+class Slicer:
+    """What to keep: ops that write bookkeeping, decide, end an entry; what
+    they read, transitively; branches whose two ways reach different kept ops."""
+
+    def __init__(self, code: list[Op], books: Bookkeeping, actions: list[Action], result_slot: int) -> None:
+        self.code = code
+        self.books = books
+        self.value_of = {a.id: a.value for a in actions}
+        self.result_slot = result_slot
+        self.goals = [pc for pc, op in enumerate(code) if op.kind == "decide"]
+
+    def reads(self, pc: int) -> list[tuple[str, int]]:
+        op = self.code[pc]
+        locs = op_reads(op)
+        if op.kind == "decide":
+            locs = locs + reads(self.value_of.get(op.args[0]))
+        names = [("local", loc.slot) if loc.kind == "local" else state_of(loc) for loc in locs]
+        names += [("local", loc.ref) for loc in locs if loc.ref >= 0]
+        if op.kind == "end":
+            names.append(("local", self.result_slot))
+        return [n for n in names if n is not None]
+
+    def relevant(self) -> set[int]:
+        code = self.code
+        keep = {pc for pc, op in enumerate(code) if op.kind in ("decide", "dry", "end")
+                or any(state_of(loc) in self.books.all for loc in op_writes(op))}
+        defs: dict[tuple[str, int], list[int]] = {}
+        for pc, op in enumerate(code):
+            for loc in op_writes(op):
+                name = ("local", loc.slot) if loc.kind == "local" else state_of(loc)
+                if name is not None:
+                    defs.setdefault(name, []).append(pc)
+        ipdom = post_dominators(code)
+        regions = {pc: _region(code, pc, ipdom[pc]) for pc, op in enumerate(code) if op.kind in ("branch", "each")}
+        toward = reaching(code, self.goals)
+        dry_paths = {pc for pc, op in enumerate(code) if op.kind == "dry"
+                     for pc in reachable(code, [op.args[0]]) & toward if code[pc].kind == "branch"}
+        keep |= dry_paths
+        changed = True
+        while changed:
+            changed = False
+            stack = list(keep)
+            while stack:
+                for name in self.reads(stack.pop()):
+                    for d in defs.get(name, ()):
+                        if d not in keep:
+                            keep.add(d)
+                            stack.append(d)
+            for pc, region in regions.items():
+                if pc not in keep and region & keep:
+                    keep.add(pc)
+                    changed = True
+        return keep
+
+    def run(self, starts: list[int]) -> tuple[list[Op], list[int]]:
+        code = self.code
+        keep = self.relevant()
+        held = _may_hold(code, starts)
+        locks = {lock for pc in keep if code[pc].kind not in ("acquire", "release", "end") for lock in held[pc]}
+        ipdom = post_dominators(code)
+        flags, before = [], {}
+        for pc, op in enumerate(code):
+            if op.kind in ("acquire", "release"):
+                flags.append(op.args[0] in locks)
+            elif op.kind in ("branch", "each") and pc not in keep:
+                flags.append(False)
+                if ipdom[pc] < len(code):
+                    before[pc] = [Op("jump", (ipdom[pc],), op.function, op.file, op.line, "", op.api, op.origin)]
+                else:
+                    flags[-1] = True
+            else:
+                flags.append(op.kind in ("jump", "end") or pc in keep)
+        return rebuild(code, before, flags)
+
+
+def thread_jumps(code: list[Op]) -> tuple[list[Op], list[int]]:
+    """Jumps to jumps go straight on; jumps to the next op go."""
+    def final(target: int) -> int:
+        seen = set()
+        while target < len(code) and code[target].kind == "jump" and target not in seen:
+            seen.add(target)
+            target = code[target].args[0]
+        return target
+
+    threaded = []
+    for op in code:
+        if op.kind == "jump":
+            op = replace(op, args=(final(op.args[0]),))
+        elif op.kind in ("branch", "each"):
+            op = replace(op, args=(op.args[0], final(op.args[1]), final(op.args[2])))
+        threaded.append(op)
+    keep = [not (op.kind == "jump" and op.args[0] == pc + 1) for pc, op in enumerate(threaded)]
+    return rebuild(threaded, {}, keep)
+
+
+def _read_exprs(op: Op) -> list[Expr]:
+    """The expressions an op reads (not the location it writes)."""
+    if op.kind == "set":
+        return [op.args[1]]
+    if op.kind == "atomic":
+        return [op.args[2]]
+    if op.kind == "bit":
+        return [op.args[1], op.args[2]]
+    if op.kind == "branch":
+        return [op.args[0]]
+    return []
+
+
+def observed_bits(code: list[Op]) -> list[Op]:
+    """State only ever read through masks keeps only those bits: values that
+    differ elsewhere behave the same, and the model need not tell them apart."""
+    masks: dict[tuple[str, int], int | None] = {}
+    for op in code:
+        if op.kind in ("atomic", "bit"):  # read-modify-write: every bit matters
+            masks[state_of(op.args[1] if op.kind == "atomic" else op.args[0])] = None
+        for expr in _read_exprs(op):
+            masked = set()
+            for sub in subexprs(expr):
+                if isinstance(sub, Binary) and sub.op == "&":
+                    for side, other in ((sub.left, sub.right), (sub.right, sub.left)):
+                        name = state_of(side) if isinstance(side, Loc) else None
+                        if name and isinstance(other, Const) and isinstance(other.value, int):
+                            known = masks.get(name, 0)
+                            masks[name] = None if known is None else known | other.value
+                            masked.add(id(side))
+            for sub in subexprs(expr):
+                if isinstance(sub, Loc) and state_of(sub) and id(sub) not in masked:
+                    masks[state_of(sub)] = None
+    out = []
+    for op in code:
+        if op.kind == "set" and (name := state_of(op.args[0])) and masks.get(name):
+            op = replace(op, args=(op.args[0], Binary("&", op.args[1], Const(masks[name]))))
+        out.append(op)
+    return out
+
+
+def forced_successors(code: list[Op], flow: Dataflow, books: Bookkeeping) -> dict[int, int]:
+    """Where a dry run goes at a bookkeeping test: toward an action (the true side if both are)."""
+    can = reaching(code, [pc for pc, op in enumerate(code) if op.kind == "decide"])
+    out = {}
+    for pc, op in enumerate(code):
+        if op.kind == "branch" and flow.state_read(reads(op.args[0])) & books.all:
+            then, orelse = op.args[1], op.args[2]
+            if then in can or orelse in can:
+                out[pc] = then if then in can else orelse
+    return out
+
+
+def liveness(code: list[Op], result_slot: int, actions: list[Action]) -> list[frozenset[int]]:
+    """Per pc, the local slots that may still be read: the explorer forgets the others."""
+    value_reads = {a.id: {loc.slot for loc in reads(a.value) if loc.kind == "local"} for a in actions}
+    uses, kills = [], []
+    for op in code:
+        used = {loc.slot for loc in op_reads(op) if loc.kind == "local"} | {loc.ref for loc in op_reads(op)
+                                                                              if loc.ref >= 0}
+        if op.kind == "end":
+            used.add(result_slot)
+        elif op.kind == "decide":
+            used |= value_reads.get(op.args[0], set())
+        elif op.kind == "dry":
+            for r in reachable(code, [op.args[0]]):
+                used |= {loc.slot for loc in op_reads(code[r]) if loc.kind == "local"}
+        uses.append(used)
+        kills.append({loc.slot for loc in op_writes(op) if loc.kind == "local" and op.kind != "each"})
+    live: list[frozenset[int]] = [frozenset()] * len(code)
+    changed = True
+    while changed:
+        changed = False
+        for pc in range(len(code) - 1, -1, -1):
+            out: set[int] = set()
+            for nxt in successors(code, pc):
+                if nxt < len(code):
+                    out |= live[nxt]
+            new = frozenset((out - kills[pc]) | uses[pc])
+            if new != live[pc]:
+                live[pc] = new
+                changed = True
+    return live
+
+
+def _per_vcpu_entries(analysis: Analysis, sites: list[JudgedSite]) -> list[str]:
+    vcpu_fns = {fid for fid in analysis.program.functions if vcpu_param(analysis.program, fid, analysis.scopes)}
+    return sorted(set().union(*(nearest_vcpu_functions(analysis.graph, vcpu_fns, j.site.function) for j in sites)))
+
+
+def inhibit_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unmodelled:
+    """The protocol by which per-vCPU code demands the inhibit `key`."""
+    sites = [j for j in analysis.sites if j.site.key == key and j.context == "per-vcpu"]
+    if not sites:
+        return Unmodelled("no per-vCPU code sets or clears it: no vCPU demand exists to check")
+    fids = _per_vcpu_entries(analysis, sites)
+    if not fids:
+        return Unmodelled("no per-vCPU function reaches its sites")
+    protocol = build(Extractor(analysis, rule, key), [(fid, "transition") for fid in fids],
+                     {rule.word, rule.update_lock}, "inhibit")
+    if isinstance(protocol, Protocol):
+        protocol.vm_demand = any(j.verdict.discipline == "vm-recompute" for j in sites)
+    return protocol
+
+
+def counter_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unmodelled:
+    """The lifetimes of vCPUs as they move a count of vCPUs: the rule's
+    create entries (a non-zero return is a failed create), the functions
+    that move the count, the destroy entries."""
+    sites = [j for j in analysis.sites if j.site.key == key]
+    program = analysis.program
+    lifecycle = {fid: kind for kind, names in (("create", rule.lifecycle.create), ("destroy", rule.lifecycle.destroy))
+                 for name in names for fid in program.functions_named(name)}
+    moving = [j for j in sites if j.verdict.discipline != "lifecycle"]
+    entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, moving) if fid not in lifecycle]
+    entries += sorted(lifecycle.items())
+    if not entries:
+        return Unmodelled("no per-vCPU function moves it")
+    return build(Extractor(analysis, rule, key), entries, {key}, "counter")
+
+
+def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set[str], kind: str
+          ) -> Protocol | Unmodelled:
+    """Compile, find the bookkeeping and decisions, slice; widen while needed."""
+    rule, key = extractor.rule, extractor.key
+    fids = [fid for fid, _ in entries]
+    target = rule.word if kind == "inhibit" else key
+    for _ in range(WIDENINGS):
+        compiled = extractor.compile(fids, interesting, env=kind == "inhibit")
+        slots = compiled.resolver.slots
+        if target not in slots.vm:
+            return Unmodelled(f"no code the model runs writes {target}")
+        word = ("vm", slots.vm[target])
+        flow = Dataflow(compiled.code)
+        if kind == "inhibit":
+            books = find_bookkeeping(flow, word, [p[0] for p in compiled.points], compiled.key_value)
+            actions = actions_of(flow, books, compiled.points)
+            if any(a.direction == "mixed" for a in actions):
+                return Unmodelled("a value mixes the protocol's bookkeeping with the vCPU's own need: which vCPU "
+                                  "needs the key cannot be told")
+            if not any(a.direction != "none" for a in actions):
+                return Unmodelled("no point in the code where a vCPU decides it needs the key")
+            code, where = insert_decisions(compiled.code, flow, books, actions)
+        else:
+            books, actions = Bookkeeping(word, {word}), []
+            code, where = compiled.code, list(range(len(compiled.code) + 1))
+        starts = [where[s] for s in compiled.starts]
+        env_start = where[compiled.env] if compiled.env >= 0 else -1
+        result_slot = slots.local(RESULT.name)
+        code, where = Slicer(code, books, actions, result_slot).run(starts + ([env_start] if env_start >= 0 else []))
+        starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
+        code, where = thread_jumps(code)
+        starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
+        wanted = {op.args[2] for op in code if op.kind == "input" and op.args[2]}
+        wider = interesting | (wanted & extractor.effects.written)
+        if wider <= interesting:
+            break
+        interesting = wider
+    code = observed_bits(code)
+    flow = Dataflow(code)
+    protocol = Protocol(rule.id, key, code, [], actions, sorted(slots.vm, key=slots.vm.get),
+                        sorted(slots.cpu, key=slots.cpu.get), locals=len(slots.locals), word=word[1],
+                        key_bit=1 << compiled.key_value, other_bit=1 << compiled.other_value,
+                        counts=sorted(s for _, s in books.counts),
+                        flags=sorted(books.flags), update_lock=rule.update_lock, kind=kind,
+                        host_wide="." not in key)
+    protocol.stepped = sorted({loc.slot for op in code if op.kind in ("atomic", "set") and flow.step(op)
+                               for loc in op_writes(op)[-1:] if loc.kind == "vm"})
+    protocol.forced = forced_successors(code, flow, books)
+    protocol.live = liveness(code, result_slot, actions)
+    protocol.result_slot = result_slot
+    protocol.domains, protocol.cpu_init = domains(code, slots, extractor.scopes)
+    protocol.recompute = any(a.direction == "contribution" for a in actions)
+    protocol.entries = _entries(extractor, code, actions, entries, starts)
+    protocol.lifecycle = any(e.kind == "create" for e in protocol.entries)
+    if env_start >= 0:
+        api = extractor.env_api()
+        env_fn = next((extractor.lowered.program.functions[f] for f in
+                       extractor.lowered.program.functions_named(api.function)), None)
+        protocol.entries.append(Entry(api.function, "", env_start, env_fn["file"] if env_fn else "",
+                                      env_fn["line"] if env_fn else 0, "env", False,
+                                      f"the environment sets and clears another reason through {api.function}"))
+    return protocol
+
+
+ENTRY_WHY = {
+    "transition": "may run at any time, any number of times",
+    "armed": "an exit handler whose actions only release: assumed to run only after this vCPU's request",
+    "create": "creates the vCPU, once; a non-zero return is a failed create, after which it is never destroyed",
+    "destroy": "destroys the vCPU, once, at any time after it was created",
+}
+
+
+def _entries(extractor: Extractor, code: list[Op], actions: list[Action], entries: list[tuple[str, str]],
+             starts: list[int]) -> list[Entry]:
+    out = []
+    for start, (fid, kind) in zip(starts, entries, strict=True):
+        decided = {actions[code[pc].args[0]].direction for pc in reachable(code, [start]) if code[pc].kind == "decide"}
+        fn = extractor.lowered.program.functions[fid]
+        armed = kind == "transition" and bool(actions) and extractor.is_exit_handler(fid) and decided <= {"release"}
+        out.append(Entry(fn["name"], fid, start, fn["file"], fn["line"], kind, armed,
+                         ENTRY_WHY["armed" if armed else kind]))
+    return out
+
+
+def sites_of(action: Action, judged: list[JudgedSite]) -> list[JudgedSite]:
+    """The judged sites an action was compiled from (its inline stack contains their hops)."""
+    calls = [instr for _, instr in action.stack]
+    out = []
+    for j in judged:
+        hops = [hop.event.instr for hop in j.site.hops]
+        if any(calls[i:i + len(hops)] == hops for i in range(len(calls))):
+            out.append(j)
+    return out
+

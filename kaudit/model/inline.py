@@ -1,0 +1,391 @@
+"""Entries of the lowered form -> one flat draft of model code, calls inlined.
+
+A call is inlined when its callee's body is in the tree and it can touch
+the state being checked (kaudit.ir.effects); kernel primitives (locks,
+atomics, bit operations, static keys) become their own operations; any
+other call is opaque: its result is an input the explorer chooses. Each
+inlined call gets a frame: its locals are renamed apart, pointer
+parameters (and constant ones the callee never assigns) are replaced by
+the caller's argument, the others assigned on entry. Branch targets are
+labels until `Draft.link`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kaudit.ir.effects import Effects
+from kaudit.ir.names import counted_key, deref, lock_key, render, render_call
+from kaudit.ir.nodes import (
+    Assign,
+    Binary,
+    Branch,
+    Call,
+    CallOp,
+    Cleanup,
+    Const,
+    EachVcpu,
+    Expr,
+    Field,
+    Function,
+    Index,
+    Jump,
+    LockAssert,
+    Opaque,
+    Return,
+    Select,
+    Unary,
+    Var,
+)
+from kaudit.ir.program import LoweredProgram
+from kaudit.kernel_api import (
+    ATOMIC_READ,
+    ATOMIC_RETURNS_NEW,
+    ATOMIC_SET,
+    ATOMIC_UPDATE,
+    BIT_CLEAR,
+    BIT_SET,
+    BIT_TEST,
+    BITMAP_EMPTY,
+    LOCK_ACQUIRE,
+    LOCK_RELEASE,
+    STATIC_KEY_READ,
+    STATIC_KEY_UPDATE,
+)
+from kaudit.model.code import Op
+from kaudit.rules import ApiEntry
+
+MAX_DEPTH = 12
+RESULT = Var("%result", "local")  # an entry's return value
+
+
+@dataclass
+class Frame:
+    fid: str
+    prefix: str
+    subst: dict[str, Expr]
+    api: bool  # inside the body of an API function
+    stack: tuple[tuple[str, CallOp], ...]
+    result: Var | None
+    end: int  # label of the frame's end
+    loops_outside: dict[int, tuple[Var, int]] = field(default_factory=dict)
+
+
+@dataclass
+class Point:
+    """An API call with a constant key, met in code outside API bodies."""
+
+    label: int
+    key: str
+    key_value: int
+    api: ApiEntry
+    value: Expr | None  # the set/clear value when the API takes one
+    stack: tuple[tuple[str, CallOp], ...]
+    file: str
+    line: int
+
+
+@dataclass
+class Draft:
+    ops: list[Op] = field(default_factory=list)
+    labels: dict[int, int] = field(default_factory=dict)  # label -> op index
+    nlabels: int = 0
+    points: list[Point] = field(default_factory=list)
+    lock_asserts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # entry fid -> (lock, mode)
+
+    def label(self) -> int:
+        self.nlabels += 1
+        return self.nlabels
+
+    def place(self, label: int) -> None:
+        self.labels[label] = len(self.ops)
+
+
+def simplify(expr: Expr) -> Expr:
+    """`*&x` is x; `*bitmap` of an array field is the array (a bitmap as a whole)."""
+    if isinstance(expr, Unary) and expr.op == "*":
+        if isinstance(expr.arg, Unary) and expr.arg.op == "&":
+            return expr.arg.arg
+        if isinstance(expr.arg, Field) and "[" in expr.arg.ctype.spelling:
+            return expr.arg
+    return expr
+
+
+class Inliner:
+    def __init__(self, lowered: LoweredProgram, effects: Effects, api: dict[str, ApiEntry], interesting: set[str],
+                 update_lock: str, word: str) -> None:
+        self.lowered = lowered
+        self.effects = effects
+        self.api = api
+        self.interesting = interesting
+        self.update_lock = update_lock
+        self.word = word
+        self.draft = Draft()
+        self.frames = 0
+        self.origin = -1  # the action point being compiled
+
+    # -- expressions ----------------------------------------------------------
+
+    def rename(self, expr: Expr, frame: Frame) -> Expr:
+        if isinstance(expr, Var):
+            if expr.scope == "global":
+                return expr
+            if expr.scope == "param" and expr.name in frame.subst:
+                return frame.subst[expr.name]
+            return Var(f"{frame.prefix}{expr.name}", "local", expr.ctype)
+        if isinstance(expr, Field):
+            return Field(self.rename(expr.base, frame), expr.name, expr.arrow, expr.owner, expr.ctype)
+        if isinstance(expr, Unary):
+            return simplify(Unary(expr.op, self.rename(expr.arg, frame)))
+        if isinstance(expr, Binary):
+            return Binary(expr.op, self.rename(expr.left, frame), self.rename(expr.right, frame))
+        if isinstance(expr, Select):
+            return Select(self.rename(expr.test, frame), self.rename(expr.then, frame),
+                          self.rename(expr.orelse, frame))
+        if isinstance(expr, Index):
+            return Index(self.rename(expr.base, frame), self.rename(expr.index, frame))
+        if isinstance(expr, Opaque):
+            return Opaque(expr.what, tuple(self.rename(s, frame) for s in expr.subs))
+        return expr
+
+    def emit(self, kind: str, args: tuple, frame: Frame, line: int, text: str) -> None:
+        fn = self.lowered.program.functions[frame.fid]
+        self.draft.ops.append(Op(kind, args, fn["name"], fn["file"], line, text, frame.api, self.origin))
+
+    # -- functions ------------------------------------------------------------
+
+    def entry(self, fid: str, subst: dict[str, Expr]) -> int:
+        """Compile an entry function; returns the label of its first op. Its
+        parameters not given in `subst` are inputs."""
+        start, end = self.draft.label(), self.draft.label()
+        frame = Frame(fid, "", subst, fid in self._api_fids(), (), RESULT, end)
+        self.draft.place(start)
+        function = self.lowered.function(fid)
+        for param in function.params:
+            if param.name not in subst:
+                self.emit("input", (Var(param.name, "local", param.ctype), None, "", False), frame, function.line,
+                          f"{function.name}: {param.name} is any value")
+        self.body(function, frame)
+        self.draft.place(end)
+        fn = self.lowered.program.functions[fid]
+        self.emit("end", (), frame, fn["end_line"], f"returns from {fn['name']}")
+        self.draft.lock_asserts[fid] = [(lock_key(self.rename(i.lock, frame)), i.mode)
+                                         for _, i in self.lowered.function(fid).instructions()
+                                         if isinstance(i, LockAssert)]
+        return start
+
+    def synthetic(self, api: ApiEntry, args: tuple[Expr, ...], fid: str, choice: Var) -> int:
+        """Compile a call of an API function made by the environment (not a
+        vCPU), whose local `choice` is 0 or 1: `fid` lends its file for the trace."""
+        start, end = self.draft.label(), self.draft.label()
+        frame = Frame(fid, "env:", {}, True, (), None, end)
+        self.draft.place(start)
+        self.emit("input", (self.rename(choice, frame), (0, 1), "", False), frame,
+                  self.lowered.program.functions[fid]["line"],
+                  f"the environment {'sets or clears'} another reason")
+        call = Call(api.function, None, args, self.lowered.program.functions[fid]["line"], 0)
+        self.call(CallOp(call, None, call.line), frame)
+        self.draft.place(end)
+        self.emit("end", (), frame, call.line, f"{api.function} returns")
+        return start
+
+    def _api_fids(self) -> set[str]:
+        program = self.lowered.program
+        return {fid for name in self.api for fid in program.functions_named(name)}
+
+    def body(self, function: Function, frame: Frame) -> None:
+        labels = {block.id: self.draft.label() for block in function.blocks}
+        loop_of_head = {loop.head: loop for loop in function.loops if loop.kind == "vcpus"}
+        for block in function.blocks:
+            self.draft.place(labels[block.id])
+            for instr in block.instrs:
+                self.instr(instr, frame)
+            self.term(block, function, frame, labels, loop_of_head)
+
+    def term(self, block, function: Function, frame: Frame, labels: dict[int, int], loop_of_head: dict) -> None:
+        term = block.term
+        line = getattr(term, "line", block.instrs[-1].line if block.instrs else function.line)
+        if isinstance(term, Jump):
+            loop = loop_of_head.get(term.target)
+            if loop is not None and loop.id not in block.loops:  # entering a vCPU loop: start at vCPU 0
+                iterator = self.rename(function.blocks[term.target].term.iterator, frame)
+                self.emit("set", (iterator, Const(None)), frame, line, "")
+            self.emit("jump", (labels[term.target],), frame, line, "")
+        elif isinstance(term, Branch):
+            cond = self.rename(term.cond, frame)
+            self.emit("branch", (cond, labels[term.then], labels[term.orelse]), frame, term.line,
+                      f"if ({render(term.cond, function.temps)})")
+        elif isinstance(term, EachVcpu):
+            iterator = self.rename(term.iterator, frame)
+            self.emit("each", (iterator, labels[term.body], labels[term.exit]), frame, term.line,
+                      f"for each vCPU {term.iterator.name}")
+        elif isinstance(term, Return):
+            if term.value is not None and frame.result is not None:
+                self.emit("set", (frame.result, self.rename(term.value, frame)), frame, term.line,
+                          f"return {render(term.value, function.temps)}")
+            self.emit("jump", (frame.end,), frame, term.line, "")
+
+    # -- instructions ---------------------------------------------------------
+
+    def instr(self, instr, frame: Frame) -> None:
+        if isinstance(instr, Assign):
+            temps = self.lowered.function(frame.fid).temps
+            text = render(instr.target, temps) + (f"{instr.op}" if instr.op in ("++", "--") else
+                                                  f" = {render(instr.value, temps)}")
+            self.emit("set", (self.rename(instr.target, frame), self.rename(instr.value, frame)), frame,
+                      instr.line, text)
+        elif isinstance(instr, CallOp):
+            self.call(instr, frame)
+        elif isinstance(instr, Cleanup):
+            taken = self.lowered.guard_lock(instr.init)
+            if taken is not None:
+                lock = lock_key(self.rename(instr.init.args[0], frame))
+                self.emit("release", (lock,), frame, instr.line, f"drops {lock} (end of scope)")
+
+    def call(self, instr: CallOp, frame: Frame) -> None:
+        call = instr.call
+        args = tuple(self.rename(a, frame) for a in call.args)
+        name = call.callee or ""
+        text = render_call(call, self.lowered.function(frame.fid).temps) if frame.fid in \
+            self.lowered.program.functions else render_call(call)
+        dst = self.rename(instr.result, frame) if instr.result is not None else None
+        if self._primitive(name, args, dst, frame, instr.line, text):
+            return
+        outer = self.origin
+        if name in self.api and not frame.api and self._point(instr, args, frame):
+            self.origin = len(self.draft.points) - 1
+        try:
+            self._call(instr, args, dst, frame, text)
+        finally:
+            self.origin = outer
+
+    def _call(self, instr: CallOp, args: tuple[Expr, ...], dst: Var | None, frame: Frame, text: str) -> None:
+        call = instr.call
+        name = call.callee or ""
+        targets = self._inlinable(frame, instr)
+        if name in self.api:
+            targets = [t for t in self.lowered.targets(frame.fid, call) if t in self.lowered.program.functions]
+            if not targets:
+                self._api_primitive(self.api[name], args, frame, instr.line, text)
+                return
+        if not targets or len(frame.stack) >= MAX_DEPTH:
+            if dst is not None:
+                self.emit("input", (dst, None, "", False), frame, instr.line, f"{text} (not modelled)")
+            return
+        if len(targets) == 1:
+            self.inline(targets[0], instr, args, dst, frame)
+            return
+        choice = Var(f"{frame.prefix}%choice{instr.line}:{instr.call.col}", "local")
+        self.emit("input", (choice, tuple(range(len(targets))), "", False), frame, instr.line,
+                  f"{text}: one of {', '.join(t.split('@')[0] for t in targets)}")
+        after = self.draft.label()
+        for index, target in enumerate(targets):
+            here, nxt = self.draft.label(), self.draft.label()
+            self.emit("branch", (Binary("==", choice, Const(index)), here, nxt), frame, instr.line, "")
+            self.draft.place(here)
+            self.inline(target, instr, args, dst, frame)
+            self.emit("jump", (after,), frame, instr.line, "")
+            self.draft.place(nxt)
+        self.draft.place(after)
+
+    def _inlinable(self, frame: Frame, instr: CallOp) -> list[str]:
+        """The callee bodies worth compiling: they touch interesting state or take locks."""
+        out = []
+        for target in self.lowered.targets(frame.fid, instr.call):
+            if target not in self.lowered.program.functions or any(f == target for f, _ in frame.stack) \
+                    or target == frame.fid:
+                continue
+            if self.effects.touches(target, self.interesting) or self.effects.takes_locks(target):
+                out.append(target)
+        return out
+
+    def inline(self, target: str, instr: CallOp, args: tuple[Expr, ...], dst: Var | None, frame: Frame) -> None:
+        function = self.lowered.function(target)
+        self.frames += 1
+        end = self.draft.label()
+        assigned = {i.target.name for _, i in function.instructions()
+                    if isinstance(i, Assign) and isinstance(i.target, Var) and i.target.scope == "param"}
+        inner = Frame(target, f"{self.frames}:", {}, frame.api or function.name in self.api,
+                      (*frame.stack, (frame.fid, instr)), dst, end)
+        for param, arg in zip(function.params, args, strict=False):
+            stable = param.ctype.ptr > 0 or (isinstance(arg, Const) and param.name not in assigned)
+            if stable and _is_stable(arg):
+                inner.subst[param.name] = arg
+            else:
+                self.emit("set", (Var(f"{inner.prefix}{param.name}", "local", param.ctype), arg), inner,
+                          instr.line, f"{function.name}: {param.name} = {render(arg)}")
+        self.body(function, inner)
+        self.draft.place(end)
+
+    def _point(self, instr: CallOp, args: tuple[Expr, ...], frame: Frame) -> bool:
+        api = self.api[instr.call.callee]
+        key = deref(args[api.key_arg]) if api.key_arg < len(args) else None
+        if not isinstance(key, Const) or not key.name:
+            return False
+        value = args[api.value_arg] if api.value_arg is not None and api.value_arg < len(args) else None
+        label = self.draft.label()
+        self.draft.place(label)
+        fn = self.lowered.program.functions[frame.fid]
+        self.draft.points.append(Point(label, key.name, key.value or 0, api, value, (*frame.stack, (frame.fid, instr)),
+                                       fn["file"], instr.line))
+        return True
+
+    def _api_primitive(self, api: ApiEntry, args: tuple[Expr, ...], frame: Frame, line: int, text: str) -> None:
+        """An API function whose body is not in the tree: what the rule says it does."""
+        key = args[api.key_arg] if api.key_arg < len(args) else Const(0)
+        value = args[api.value_arg] if api.value_arg is not None and api.value_arg < len(args) else \
+            Const(int(api.action == "set"))
+        word = Var(self.word, "global")
+        if api.takes_lock:
+            self.emit("acquire", (self.update_lock, "write"), frame, line, f"{text}: takes {self.update_lock}")
+        self.emit("bit", (word, key, value), frame, line, text)
+        if api.takes_lock:
+            self.emit("release", (self.update_lock,), frame, line, f"{text}: drops {self.update_lock}")
+
+    def _primitive(self, name: str, args: tuple[Expr, ...], dst: Var | None, frame: Frame, line: int,
+                   text: str) -> bool:
+        if name in LOCK_ACQUIRE and args:
+            self.emit("acquire", (lock_key(args[0]), LOCK_ACQUIRE[name]), frame, line, text)
+        elif name in LOCK_RELEASE and args:
+            self.emit("release", (lock_key(args[0]),), frame, line, text)
+        elif name in ATOMIC_UPDATE and args:
+            delta = ATOMIC_UPDATE[name]
+            amount = Const(delta) if delta is not None else args[0]
+            if name.startswith(("atomic_sub", "atomic_long_sub")):
+                amount = Unary("-", amount)
+            returns = "test" if name.endswith("_and_test") else ("new" if name in ATOMIC_RETURNS_NEW else "")
+            self.emit("atomic", (dst, deref(args[-1]), amount, returns), frame, line, text)
+        elif name in STATIC_KEY_UPDATE and args:
+            key = counted_key(args[0])
+            self.emit("atomic", (None, Var(key or "?", "global"), Const(STATIC_KEY_UPDATE[name]), ""), frame,
+                      line, text)
+        elif name in STATIC_KEY_READ and args and dst is not None:
+            key = counted_key(args[0])
+            self.emit("set", (dst, Binary(">", Var(key or "?", "global"), Const(0))), frame, line, text)
+        elif name in ATOMIC_READ and args and dst is not None:
+            self.emit("set", (dst, deref(args[0])), frame, line, text)
+        elif name in ATOMIC_SET and len(args) > 1:
+            self.emit("set", (deref(args[0]), args[1]), frame, line, text)
+        elif (name in BIT_SET or name in BIT_CLEAR) and len(args) > 1:
+            self.emit("bit", (simplify(Unary("*", args[1])), args[0], Const(int(name in BIT_SET))), frame, line, text)
+        elif name in BIT_TEST and len(args) > 1 and dst is not None:
+            word = simplify(Unary("*", args[1]))
+            self.emit("set", (dst, Binary("&", Binary(">>", word, args[0]), Const(1))), frame, line, text)
+        elif name in BITMAP_EMPTY and args and dst is not None:
+            self.emit("set", (dst, Binary("==", simplify(Unary("*", args[0])), Const(0))), frame, line, text)
+        else:
+            return False
+        return True
+
+
+def _is_stable(expr: Expr) -> bool:
+    """A value that names the same thing for the whole call (no input, no temp)."""
+    if isinstance(expr, (Const, Var)):
+        return True
+    if isinstance(expr, Field):
+        return _is_stable(expr.base)
+    if isinstance(expr, Unary):
+        return expr.op in ("&", "*") and _is_stable(expr.arg)
+    if isinstance(expr, Binary):
+        return expr.op in ("-", "+") and _is_stable(expr.left) and isinstance(expr.right, Const)
+    return False

@@ -1,0 +1,650 @@
+"""What one step of one simulated vCPU does to the model's state.
+
+A state is (VM slots, threads, VM-wide demand). A thread is a simulated vCPU
+(or, last, the environment): (entry or -1 when idle, pc, locals, its
+per-vCPU slots, locks held, demand, armed, calls made). Values are ints,
+or pointers: "self" (the running vCPU's own object), "vm", "obj", or
+("cpu", i) for vCPU i met in a loop over every vCPU.
+
+A move runs one thread from one visible op (one that touches shared state,
+a lock or a demand) through the invisible ops after it: other threads
+cannot observe those, so interleaving them would only repeat states
+(partial-order reduction). Inputs fork the move.
+
+Demand: 0 none, 1 pending (the vCPU decided it needs the key; its request
+is still running), 2 active (the request returned: from now on AVIC must
+stay inhibited until this vCPU decides it no longer needs the key).
+
+For a count of vCPUs, a thread also has a lifetime phase (NEW until its
+create entry returns 0, CREATED, LIVE once it runs anything else, FAILED
+if create returned non-zero, EARLY or GONE once destroyed before or after
+it went live) and its contribution: what it added to the count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from kaudit.ir.evaluate import evaluate, truth
+from kaudit.ir.names import subexprs
+from kaudit.ir.nodes import Expr
+from kaudit.model.code import Loc, Op, Protocol
+from kaudit.model.domains import OBJECT
+from kaudit.model.resolve import SELF, VMOBJ
+
+IDLE, PENDING, ACTIVE = 0, 1, 2
+NEW, CREATED, LIVE, FAILED, EARLY, GONE = range(6)
+UNKNOWN = "unknown"  # what a read of ablated state gives: tests on it go both ways
+REFS = "refs"  # an op that is visible when it touches another vCPU's state
+DRY_STEPS = 2000
+Thread = tuple  # (entry, pc, locals, fields, held, demand, armed, calls, phase, contribution)
+State = tuple  # (vm, threads, vm_demand)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op (or an entry call) of a trace: who, where, what, and the
+    state after it (word, every vCPU's demand, the VM-wide demand, the VM slots)."""
+
+    thread: int
+    op: Op | None
+    text: str
+    function: str
+    file: str
+    line: int
+    after: tuple
+
+
+def _spell(value) -> str:
+    return {SELF: "this vCPU's object", VMOBJ: "the VM", OBJECT: "an object"}.get(value, str(value)) \
+        if isinstance(value, (Loc, tuple)) else str(value)
+
+
+def _pointer(value):
+    if value is SELF or value == SELF:
+        return "self"
+    if value is VMOBJ or value == VMOBJ:
+        return "vm"
+    if value == OBJECT:
+        return "obj"
+    return value
+
+
+class _Run:
+    """A thread in the middle of a move: mutable copies of what it may change."""
+
+    __slots__ = (
+        "acquired",
+        "armed",
+        "calls",
+        "contrib",
+        "demand",
+        "entry",
+        "fields",
+        "held",
+        "locals",
+        "me",
+        "note",
+        "pc",
+        "phase",
+        "reset",
+        "steps",
+        "vm",
+        "vm_demand",
+    )
+
+    def __init__(self, state: State, me: int) -> None:
+        vm, threads, vm_demand = state
+        entry, pc, local_items, fields, held, demand, armed, calls, phase, contrib = threads[me]
+        self.entry, self.pc, self.locals = entry, pc, dict(local_items)
+        self.fields, self.held, self.demand, self.armed, self.calls = list(fields), held, demand, armed, calls
+        self.phase, self.contrib, self.reset = phase, contrib, False
+        self.vm, self.vm_demand, self.steps, self.me, self.note = list(vm), vm_demand, None, me, ""
+        self.acquired = 0  # locks taken during the move (for the cost simulation)
+
+    def fork(self) -> _Run:
+        other = object.__new__(_Run)
+        other.entry, other.pc, other.locals, other.fields = self.entry, self.pc, self.locals.copy(), self.fields.copy()
+        other.held, other.demand, other.armed, other.calls = self.held, self.demand, self.armed, self.calls
+        other.vm, other.vm_demand, other.me, other.note = self.vm.copy(), self.vm_demand, self.me, self.note
+        other.steps, other.acquired = self.steps, self.acquired
+        other.phase, other.contrib, other.reset = self.phase, self.contrib, self.reset
+        return other
+
+    def snapshot(self, threads: tuple) -> tuple:
+        """(VM slots, demands, VM-wide demand, phases, contributions), this thread's as it is now."""
+        def mine(i: int, index: int, value: object) -> object:
+            return value if i == self.me else threads[i][index]
+
+        demands = tuple(mine(i, 5, self.demand) for i in range(len(threads)))
+        phases = tuple(mine(i, 8, self.phase) for i in range(len(threads)))
+        contributions = tuple(0 if self.reset and i != self.me else mine(i, 9, self.contrib)
+                              for i in range(len(threads)))
+        return (tuple(self.vm), demands, self.vm_demand, phases, contributions)
+
+
+class Machine:
+    def __init__(self, protocol: Protocol, vcpus: int, calls: int = 0, env_calls: int = 0,
+                 ablate: frozenset[str] = frozenset()) -> None:
+        self.p = protocol
+        self.code = protocol.code
+        self.n = vcpus
+        self.calls = calls
+        self.env_calls = env_calls
+        self.ablate = ablate  # "flags" | "counts" | "lock": what the proof is asked to do without
+        self.tracing = False  # record the steps of each move (for a counterexample)
+        self.count = protocol.word if protocol.kind == "counter" else -1
+        self.has_env = any(e.kind == "env" for e in protocol.entries)
+        self.protected = protected_state(protocol, protocol.update_lock if "lock" in ablate else "")
+        self.shared_cpu = {loc.slot for op in self.code for arg in op.args if isinstance(arg, Expr)
+                           for loc in subexprs(arg) if isinstance(loc, Loc) and loc.kind == "cpu"}
+        self.visible = [self._visible(op) for op in self.code]
+        self.loop_heads = {t for pc, op in enumerate(self.code) if op.kind in ("jump", "branch", "each")
+                           for t in op.args if isinstance(t, int) and t <= pc}
+        self.action = {a.id: a for a in protocol.actions}
+        self.ablated = {s for kind, s in protocol.flags} if "flags" in ablate else set()
+        self.ablated_vm = set(protocol.counts) if "counts" in ablate else set()
+        self.ablated_vm |= {s for kind, s in protocol.flags if kind == "vm"} if "flags" in ablate else set()
+
+    # -- structure --------------------------------------------------------------
+
+    def _visible(self, op: Op) -> bool:
+        """Whether other threads could tell when this op runs. Not: local work,
+        state only ever touched under a lock the thread holds, a release (it
+        can always run at once), an entry's return (its demand turning
+        active at once is a schedule the vCPU may take)."""
+        if op.kind == "acquire":
+            return True
+        if op.kind == "dry":  # invisible when all it can decide is a request
+            return self._dry_may_release(op.args[0])
+        if op.kind in ("release", "end"):
+            return False
+        if op.kind == "decide":  # a decision that comes with the write before it is part of that write
+            return self.action_direction(op) != "request" and len(op.args) == 1
+        refs = False
+        for arg in op.args:
+            if isinstance(arg, Expr):
+                for e in subexprs(arg):
+                    if not isinstance(e, Loc):
+                        continue
+                    if e.kind == "cpu" and ("cpu", e.slot) not in self.protected:
+                        refs = True  # visible only if it reaches another vCPU: decided when it runs
+                    elif (e.kind == "vm" and ("vm", e.slot) not in self.protected) or (e.kind == "mine" and \
+                            e.slot in self.shared_cpu and ("cpu", e.slot) not in self.protected):
+                        return True
+        return REFS if refs else False
+
+    def _dry_may_release(self, start: int) -> bool:
+        """Whether a dry run from `start` may release, or read shared state on its way."""
+        from kaudit.model.flat import successors
+
+        seen, stack = set(), [start]
+        while stack:
+            pc = stack.pop()
+            if pc in seen or pc >= len(self.code):
+                continue
+            seen.add(pc)
+            op = self.code[pc]
+            if op.kind == "decide":
+                if self.action_direction(op) != "request":
+                    return True
+                continue
+            if op.kind in ("branch", "set") and any(isinstance(e, Loc) and e.kind in ("vm", "cpu")
+                                                    for e in subexprs(op.args[1 if op.kind == "set" else 0])):
+                return True
+            stack.extend(successors(self.code, pc) if pc not in self.p.forced else (self.p.forced[pc],))
+        return False
+
+    def action_direction(self, op: Op) -> str:
+        return next(a.direction for a in self.p.actions if a.id == op.args[0])
+
+    def initial(self) -> State:
+        fields = tuple(0 for _ in self.p.cpu_names)
+        idle: Thread = (-1, 0, (), fields, (), IDLE, 0, 0, NEW if self.p.lifecycle else LIVE, 0)
+        threads = [idle] * self.n
+        if self.has_env:
+            threads.append(idle)
+        return (tuple(0 for _ in self.p.vm_names), tuple(threads), IDLE)
+
+    def initial_states(self) -> list[State]:
+        """Every choice of the per-vCPU constants (`vcpu->vcpu_idx`...)."""
+        states = [self.initial()]
+        for slot, values in sorted(self.p.cpu_init.items()):
+            out = []
+            for state in states:
+                for choice in _product(values, self.n):
+                    vm, threads, vd = state
+                    new = list(threads)
+                    for i, value in enumerate(choice):
+                        fields = list(new[i][3])
+                        fields[slot] = _pointer(value)
+                        new[i] = (*new[i][:3], tuple(fields), *new[i][4:])
+                    out.append((vm, tuple(new), vd))
+            states = out
+        return states
+
+    # -- values -----------------------------------------------------------------
+
+    def read(self, run: _Run, loc: Loc, threads: tuple) -> object:
+        kind = loc.kind
+        if kind == "local":
+            value = run.locals.get(loc.slot)
+            return 0 if value is None else None if value == UNKNOWN else value
+        if kind == "mine":
+            return run.fields[loc.slot]
+        if kind == "vm":
+            return run.vm[loc.slot]
+        if kind == "cpu":
+            ref = run.locals.get(loc.ref)
+            if isinstance(ref, tuple) and ref[0] == "cpu" and ref[1] != run.me:
+                return threads[ref[1]][3][loc.slot]
+            return run.fields[loc.slot]
+        if kind == "self":
+            return "self"
+        return "vm"
+
+    def write(self, run: _Run, loc: Loc, value: object) -> None:
+        kind = loc.kind
+        if value is None:  # unknown (an ablated read): a local remembers it, state cannot
+            if kind == "local":
+                run.locals[loc.slot] = UNKNOWN
+                return
+            value = 0
+        if kind == "local":
+            run.locals[loc.slot] = value
+        elif kind == "mine" or kind == "cpu":  # a loop over vCPUs writing another's field: not modelled
+            if kind == "mine" or run.locals.get(loc.ref) in ("self", ("cpu", run.me)):
+                run.fields[loc.slot] = value
+        elif kind == "vm":
+            run.vm[loc.slot] = value
+
+    def value(self, run: _Run, expr: Expr, threads: tuple) -> object:
+        def leaf(e: Expr) -> object:
+            if isinstance(e, Loc):
+                if (e.kind == "vm" and e.slot in self.ablated_vm) or (e.kind in ("mine", "cpu") and \
+                        e.slot in self.ablated):
+                    return None
+                return self.read(run, e, threads)
+            return None
+
+        return evaluate(expr, leaf)
+
+    # -- moves ----------------------------------------------------------------
+
+    def lock_free(self, threads: tuple, me: int, lock: str, mode: str) -> bool:
+        if "lock" in self.ablate and lock == self.p.update_lock:
+            return True
+        for i, thread in enumerate(threads):
+            if i == me:
+                continue
+            for held, held_mode in thread[4]:
+                if held == lock and (mode == "write" or held_mode == "write"):
+                    return False
+        return True
+
+    def starts(self, state: State, me: int) -> Iterator[_Run]:
+        """An idle thread calls one of its entries."""
+        thread = state[1][me]
+        env = self.has_env and me == self.n
+        limit = self.env_calls if env else self.calls
+        if limit and thread[7] >= limit:  # 0: no bound
+            return
+        phase = thread[8]
+        for index, entry in enumerate(self.p.entries):
+            if (entry.kind == "env") != env or (entry.armed and not thread[6]):
+                continue
+            if not env and not _allowed(phase, entry.kind):
+                continue
+            run = _Run(state, me)
+            if entry.kind == "transition" and phase == CREATED:
+                run.phase = LIVE
+            run.entry, run.pc, run.locals, run.calls = index, entry.pc, {}, run.calls + bool(limit)
+            if entry.armed:
+                run.armed = 0
+            if self.tracing:
+                run.steps = [Step(me, None, f"calls {entry.name}", entry.name, entry.file, entry.line,
+                                  run.snapshot(state[1]))]
+            yield run
+
+    def moves(self, state: State, me: int) -> list[tuple[list[Step] | None, State, int]]:
+        """Every way thread `me` can take its next move (none if it cannot):
+        its steps (when tracing), the state after, how often it took the update lock."""
+        threads = state[1]
+        if threads[me][0] < 0:
+            todo = list(self.starts(state, me))
+        else:
+            run = _Run(state, me)
+            if self.tracing:
+                run.steps = []
+            op = self.code[run.pc]
+            if op.kind == "acquire" and not self.lock_free(threads, me, op.args[0], op.args[1]):
+                return []
+            todo = self.step(run, threads)
+        done, seen = [], set()
+        visible, loop_heads, step = self.visible, self.loop_heads, self.step
+        while todo:
+            run = todo.pop()
+            seen_by_others = run.entry >= 0 and visible[run.pc]
+            if seen_by_others is REFS:
+                seen_by_others = self._touches_others(run, self.code[run.pc])
+            if run.entry < 0 or seen_by_others:
+                done.append(run)
+                continue
+            if run.pc in loop_heads:
+                here = (run.pc, tuple(sorted(run.locals.items())), tuple(run.fields))
+                if here in seen:  # an invisible loop came round: that way adds nothing
+                    continue
+                seen.add(here)
+            todo.extend(step(run, threads))
+        return [(run.steps, self.freeze(run, state), run.acquired) for run in done]
+
+    def _touches_others(self, run: _Run, op: Op) -> bool:
+        for arg in op.args:
+            if isinstance(arg, Expr):
+                for e in subexprs(arg):
+                    if isinstance(e, Loc) and e.kind == "cpu":
+                        ref = run.locals.get(e.ref)
+                        if isinstance(ref, tuple) and ref[1] != run.me:
+                            return True
+        return False
+
+    def step(self, run: _Run, threads: tuple) -> list[_Run]:
+        """execute(), recording the step when tracing."""
+        if not self.tracing:
+            return self.execute(run, threads)
+        op = self.code[run.pc]
+        outs = self.execute(run, threads)
+        if self.tracing:
+            for out in outs:
+                out.steps = [*out.steps, Step(out.me, op, out.note or op.text, op.function, op.file, op.line,
+                                              out.snapshot(threads))]
+                out.note = ""
+        return outs
+
+    def freeze(self, run: _Run, state: State) -> State:
+        threads = state[1]
+        live = self.p.live[run.pc] if run.entry >= 0 else ()
+        local_items = tuple(sorted((k, v) for k, v in run.locals.items() if k in live and v is not None))
+        thread = (run.entry, run.pc if run.entry >= 0 else 0, local_items, tuple(run.fields), run.held, run.demand,
+                  run.armed, run.calls, run.phase, run.contrib)
+        new = list(threads)
+        if run.reset:  # the count was set back to zero: nobody's contribution is in it any more
+            new = [(*t[:9], 0) for t in new]
+        new[run.me] = thread
+        return (tuple(run.vm), tuple(new), run.vm_demand)
+
+    def execute(self, run: _Run, threads: tuple) -> list[_Run]:
+        """Run the op at run.pc; the runs that follow (several for an input)."""
+        op = self.code[run.pc]
+        kind, args = op.kind, op.args
+        if kind == "set":
+            target = args[0]
+            if target.kind == "vm" and target.slot == self.count:
+                old = run.vm[target.slot]
+                self.write(run, target, self.value(run, args[1], threads))
+                new = run.vm[target.slot]
+                if new == 0 and old != 0 and not self._steps(op):
+                    run.reset, run.contrib = True, 0
+                elif isinstance(new, int) and isinstance(old, int):
+                    run.contrib += new - old
+            else:
+                self.write(run, target, self.value(run, args[1], threads))
+        elif kind == "input":
+            if args[3] and run.locals.get(args[0].slot) is not None:  # read before in this call
+                run.pc += 1
+                return [run]
+            values = self.p.domains.get(run.pc, (0, 1))
+            outs = [run.fork() for _ in values[1:]] + [run]
+            for other, value in zip(outs, values, strict=True):
+                self.write(other, args[0], _pointer(value))
+                other.pc += 1
+                if self.tracing:
+                    other.note = f"{op.text}: {_spell(value)}"
+            return outs
+        elif kind == "atomic":
+            dst, loc, amount, returns = args
+            old = self.read(run, loc, threads)
+            old = old if isinstance(old, int) else 0
+            delta = self.value(run, amount, threads)
+            new = old + (delta if isinstance(delta, int) else 0)
+            self.write(run, loc, new)
+            if loc.kind == "vm" and loc.slot == self.count:
+                run.contrib += new - old
+            if dst is not None:
+                known = not (loc.kind == "vm" and loc.slot in self.ablated_vm)  # an ablated count tells nothing
+                result = new if returns == "new" else int(new == 0) if returns == "test" else old
+                self.write(run, dst, result if known else None)
+        elif kind == "bit":
+            word = self.read(run, args[0], threads)
+            word = word if isinstance(word, int) else 0
+            bit = self.value(run, args[1], threads)
+            on = self.value(run, args[2], threads)
+            if isinstance(bit, int) and 0 <= bit < 4096:
+                word = word | (1 << bit) if on is None or truth(on) else word & ~(1 << bit)
+            self.write(run, args[0], word)
+        elif kind == "acquire":
+            run.acquired += args[0] == self.p.update_lock
+            if not ("lock" in self.ablate and args[0] == self.p.update_lock):
+                run.held = tuple(sorted({*run.held, (args[0], args[1])}))
+        elif kind == "release":
+            run.held = tuple(h for h in run.held if h[0] != args[0])
+        elif kind == "branch":
+            test = self.value(run, args[0], threads)
+            if test is None:  # an ablated read: either way
+                outs = []
+                for target in (args[1], args[2]):
+                    other = run.fork()
+                    other.pc = target
+                    outs.append(other)
+                return outs
+            run.pc = args[1] if truth(test) else args[2]
+            return [run]
+        elif kind == "jump":
+            run.pc = args[0]
+            return [run]
+        elif kind == "each":  # the iterator is ("cpu", current vCPU, vCPUs still to visit)
+            current = run.locals.get(args[0].slot)
+            rest = tuple(range(self.n)) if not isinstance(current, tuple) else current[2]
+            if rest:
+                run.locals[args[0].slot] = ("cpu", rest[0], rest[1:])
+                run.pc = args[1]
+            else:
+                run.locals[args[0].slot] = None
+                run.pc = args[2]
+            return [run]
+        elif kind == "decide":
+            return self.decide(run, self.action[args[0]], threads)
+        elif kind == "dry":
+            return self.dry(run, args[0], threads)
+        elif kind == "end":
+            self.end(run)
+            return [run]
+        run.pc += 1
+        return [run]
+
+    # -- demand -----------------------------------------------------------------
+
+    def set_demand(self, run: _Run, need: bool) -> None:
+        if self.p.vm_demand:
+            run.vm_demand = (PENDING, run.me) if need else IDLE
+        else:
+            run.demand = PENDING if need and run.demand != ACTIVE else (run.demand if need else IDLE)
+        if need:
+            run.armed = 1
+
+    def decide(self, run: _Run, action, threads: tuple) -> list[_Run]:
+        run.pc += 1
+        direction = action.direction
+        if direction == "value":
+            value = self.value(run, action.value, threads)
+            direction = "request" if value is None or truth(value) else "release"
+        elif direction == "delta":
+            value = self.value(run, action.value, threads)
+            direction = "request" if isinstance(value, int) and value > 0 else "release"
+        elif direction == "contribution":
+            direction = "request" if self.contribution(run, action, threads) else "release"
+        if direction in ("request", "release"):
+            self.set_demand(run, direction == "request")
+            run.note = "needs the key" if direction == "request" else "no longer needs the key"
+        return [run]
+
+    def contribution(self, run: _Run, action, threads: tuple) -> bool:
+        """This vCPU's part of a value computed over every vCPU: the loop body run for it alone."""
+        slot = action.value.slot
+        for pc, op in enumerate(self.code):
+            if op.kind == "each":
+                for outcome in self._dry_loop(run, pc, op, slot, threads):
+                    if outcome:
+                        return True
+        return False
+
+    def _dry_loop(self, run: _Run, head: int, op: Op, slot: int, threads: tuple) -> Iterator[bool]:
+        trial = run.fork()
+        trial.locals[slot] = 0
+        trial.locals[op.args[0].slot] = ("cpu", run.me, ())
+        trial.pc = op.args[1]
+        for _ in range(DRY_STEPS):
+            if trial.pc in (head, op.args[2]) or trial.pc >= len(self.code):
+                break
+            inner = self.code[trial.pc]
+            if inner.kind == "set" and inner.args[0].kind == "local":
+                self.write(trial, inner.args[0], self.value(trial, inner.args[1], threads))
+                trial.pc += 1
+            elif inner.kind == "branch":
+                test = self.value(trial, inner.args[0], threads)
+                trial.pc = inner.args[1] if test is None or truth(test) else inner.args[2]
+            elif inner.kind == "jump":
+                trial.pc = inner.args[0]
+            else:
+                trial.pc += 1
+        yield truth(trial.locals.get(slot) or 0)
+
+    def dry(self, run: _Run, start: int, threads: tuple) -> list[_Run]:
+        """A request skipped by bookkeeping: walk on as if every bookkeeping
+        test let it through, to the action it would have reached."""
+        run.pc += 1
+        outcomes: list[tuple[_Run, str]] = []
+        trials = [(run.fork(), start, 0)]
+        while trials:
+            trial, pc, steps = trials.pop()
+            while steps < DRY_STEPS and pc < len(self.code):
+                steps += 1
+                op = self.code[pc]
+                if op.kind == "decide":
+                    action = self.action[op.args[0]]
+                    decided = self.decide(trial, action, threads)[0]
+                    outcomes.append((decided, action.direction))
+                    break
+                if op.kind in ("end", "dry"):
+                    if op.kind == "end":
+                        break
+                    pc += 1
+                elif op.kind == "branch":
+                    forced = self.p.forced.get(pc)
+                    if forced is not None:
+                        pc = forced
+                    else:
+                        test = self.value(trial, op.args[0], threads)
+                        pc = op.args[1] if test is None or truth(test) else op.args[2]
+                elif op.kind == "jump":
+                    pc = op.args[0]
+                elif op.kind == "each":
+                    pc = op.args[2]
+                elif op.kind == "input":
+                    for value in self.p.domains.get(pc, (0, 1))[1:]:
+                        other = trial.fork()
+                        self.write(other, op.args[0], _pointer(value))
+                        trials.append((other, pc + 1, steps))
+                    self.write(trial, op.args[0], _pointer(self.p.domains.get(pc, (0, 1))[0]))
+                    pc += 1
+                elif op.kind == "set" and op.args[0].kind == "local":
+                    self.write(trial, op.args[0], self.value(trial, op.args[1], threads))
+                    pc += 1
+                elif op.kind == "atomic" and op.args[0] is not None:
+                    self.write(trial, op.args[0], 0)
+                    pc += 1
+                else:
+                    pc += 1
+        results = []
+        for decided, _ in outcomes:
+            out = run.fork()
+            out.demand, out.vm_demand, out.armed = decided.demand, decided.vm_demand, decided.armed
+            out.note = f"skipped by the protocol's bookkeeping, but {decided.note or 'decides nothing'}"
+            results.append(out)
+        return results or [run]
+
+    def _steps(self, op: Op) -> bool:
+        value = op.args[1]
+        return getattr(value, "op", "") in ("+", "-") and getattr(value, "left", None) == op.args[0]
+
+    def end(self, run: _Run) -> None:
+        kind = self.p.entries[run.entry].kind
+        if kind == "create":
+            result = run.locals.get(self.p.result_slot)
+            run.phase = CREATED if result in (None, 0) else FAILED
+        elif kind == "destroy":
+            run.phase = EARLY if run.phase == CREATED else GONE
+        if run.demand == PENDING:
+            run.demand = ACTIVE
+        if isinstance(run.vm_demand, tuple) and run.vm_demand[1] == run.me:
+            run.vm_demand = ACTIVE
+        run.entry, run.pc, run.locals = -1, 0, {}
+
+
+def protected_state(protocol: Protocol, ignored: str = "") -> set[tuple[str, int]]:
+    """State slots every access to which holds one same lock (writes in write
+    mode): between taking and dropping that lock nobody else can see them.
+    The `ignored` lock protects nothing (the proof is asked to do without it)."""
+    from kaudit.model.bookkeeping import op_reads, op_writes, state_of
+    from kaudit.model.flat import successors
+
+    code = protocol.code
+    held: list[frozenset | None] = [None] * len(code)
+    stack = []
+    for entry in protocol.entries:
+        if 0 <= entry.pc < len(code):
+            held[entry.pc] = frozenset()
+            stack.append(entry.pc)
+    while stack:
+        pc = stack.pop()
+        now = held[pc]
+        op = code[pc]
+        if op.kind == "acquire" and op.args[0] != ignored:
+            now = now | {(op.args[0], op.args[1])}
+        elif op.kind == "release":
+            now = frozenset(h for h in now if h[0] != op.args[0])
+        for nxt in successors(code, pc):
+            if nxt < len(code):
+                merged = now if held[nxt] is None else held[nxt] & now
+                if merged != held[nxt]:
+                    held[nxt] = merged
+                    stack.append(nxt)
+    guard: dict[tuple[str, int], set | None] = {}
+    for pc, op in enumerate(code):
+        locks = held[pc] or frozenset()
+        for loc, writing in [(loc, False) for loc in op_reads(op)] + [(loc, True) for loc in op_writes(op)]:
+            state = state_of(loc)
+            if state is None:
+                continue
+            usable = {name for name, mode in locks if mode == "write" or not writing}
+            guard[state] = usable if guard.get(state) is None else guard[state] & usable
+    return {state for state, locks in guard.items() if locks}
+
+
+def _allowed(phase: int, kind: str) -> bool:
+    """Which entries a vCPU in this phase of its lifetime may call."""
+    if phase == NEW:
+        return kind == "create"
+    if phase in (CREATED, LIVE):
+        return kind in ("transition", "destroy")
+    return False
+
+
+def _product(values: tuple, n: int) -> Iterator[tuple]:
+    if n == 0:
+        yield ()
+        return
+    for rest in _product(values, n - 1):
+        for value in values:
+            yield (*rest, value)

@@ -1,0 +1,243 @@
+"""Draft code -> code over storage slots: what is modelled, what is an input.
+
+State the compiled code writes is modelled: a per-vCPU field gets a slot in
+every simulated vCPU, VM-wide and host-wide state a slot in the VM. A read
+of anything else is an explicit `input` op just before its use (the
+explorer chooses its value): configuration globals the code never writes
+are the exception, they read as enabled (all bits set), and per-vCPU fields
+that no per-vCPU code anywhere in the program writes (`vcpu->vcpu_idx`)
+are per-vCPU constants chosen when the vCPU starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from kaudit.analysis.context import Scopes
+from kaudit.ir.names import field_key, render
+from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Select, Unary, Var
+from kaudit.model.code import Loc, Op
+from kaudit.model.inline import Draft
+
+SELF = Loc("self", 0, name="this vCPU")
+VMOBJ = Loc("vmobj", 0, name="the VM")
+ENABLED = Const(-1)  # a configuration value the code never writes: every feature on
+
+
+@dataclass
+class Slots:
+    locals: dict[str, int] = field(default_factory=dict)
+    vm: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, int] = field(default_factory=dict)
+    cpu_constant: dict[int, CType] = field(default_factory=dict)  # per-vCPU constants to choose at start
+    input_types: dict[int, CType] = field(default_factory=dict)  # local slot -> type of the input it holds
+
+    def local(self, name: str) -> int:
+        return self.locals.setdefault(name, len(self.locals))
+
+
+def root(expr: Expr) -> Expr:
+    while True:
+        if isinstance(expr, Field):
+            expr = expr.base
+        elif isinstance(expr, Unary) and expr.op in ("&", "*"):
+            expr = expr.arg
+        elif isinstance(expr, Binary) and expr.op in ("+", "-"):
+            expr = expr.left
+        else:
+            return expr
+
+
+def _written(op: Op) -> Expr | None:
+    if op.kind == "set":
+        return op.args[0]
+    if op.kind in ("atomic", "bit"):
+        return op.args[1] if op.kind == "atomic" else op.args[0]
+    return None
+
+
+class Resolver:
+    def __init__(self, draft: Draft, scopes: Scopes, vcpu_writes: Callable[[str], bool]) -> None:
+        self.draft = draft
+        self.scopes = scopes
+        self.vcpu_writes = vcpu_writes  # does some per-vCPU function of the program write this key?
+        self.slots = Slots()
+        self.modelled: set[str] = set()
+        for op in draft.ops:
+            target = _written(op)
+            key = field_key(target) if target is not None and not isinstance(target, Loc) else None
+            if key and self._scope(target) is not None:
+                self.modelled.add(key)
+        self.refs = self._vcpu_refs()
+        self.pending: list[Op] = []
+        self.current: Op | None = None
+        self.memo: dict[Expr, int] = {}
+
+    def _scope(self, expr: Expr) -> str | None:
+        """"cpu" or "vm" for storage the model can own, None for the rest."""
+        base = root(expr)
+        if (isinstance(expr, Var) and expr.scope == "global") or (isinstance(base, Var) and base.scope == "global"):
+            return "vm"
+        key = field_key(expr)
+        owner = key.split(".", 1)[0] if key and "." in key else None
+        if owner in self.scopes.per_vcpu:
+            return "cpu"
+        if owner in self.scopes.vm_wide:
+            return "vm"
+        return None
+
+    def _vcpu_refs(self) -> set[str]:
+        """Locals that hold another vCPU: loop iterators and pointers derived from them."""
+        refs = {op.args[0].name for op in self.draft.ops if op.kind == "each"}
+        changed = True
+        while changed:
+            changed = False
+            for op in self.draft.ops:
+                if op.kind == "set" and isinstance(op.args[0], Var) and op.args[0].scope == "local" \
+                        and op.args[0].name not in refs:
+                    base = root(op.args[1])
+                    if isinstance(base, Var) and base.name in refs and op.args[0].ctype.ptr:
+                        refs.add(op.args[0].name)
+                        changed = True
+        return refs
+
+    # -- expressions ----------------------------------------------------------
+
+    def place(self, expr: Expr) -> Loc | None:
+        """The slot of modelled storage, or None."""
+        if isinstance(expr, Var):
+            if expr.scope == "local":
+                return Loc("local", self.slots.local(expr.name), name=expr.name)
+            if expr.name in self.modelled:
+                return Loc("vm", self.slots.vm.setdefault(expr.name, len(self.slots.vm)), name=expr.name)
+            return None
+        if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
+            return None
+        key = field_key(expr)
+        if key is None:
+            return None
+        scope = self._scope(expr)
+        constant = scope == "cpu" and not self.vcpu_writes(key) and not expr.ctype.ptr
+        if key in self.modelled or constant:
+            if scope == "vm":
+                return Loc("vm", self.slots.vm.setdefault(key, len(self.slots.vm)), name=key)
+            if scope == "cpu":
+                slot = self.slots.cpu.setdefault(key, len(self.slots.cpu))
+                if key not in self.modelled:
+                    self.slots.cpu_constant[slot] = expr.ctype
+                base = root(expr)
+                if isinstance(base, Var) and base.name in self.refs:
+                    return Loc("cpu", slot, self.slots.local(base.name), name=key)
+                return Loc("mine", slot, name=key)
+        return None
+
+    def value(self, expr: Expr) -> Expr:
+        if isinstance(expr, (Const, Loc)):
+            return expr
+        if isinstance(expr, FuncRef):
+            return ENABLED
+        if isinstance(expr, Unary):
+            if expr.op == "&":
+                return ENABLED
+            if expr.op != "*":
+                return Unary(expr.op, self.value(expr.arg))
+        if isinstance(expr, Binary):
+            return Binary(expr.op, self.value(expr.left), self.value(expr.right))
+        if isinstance(expr, Select):
+            return Select(self.value(expr.test), self.value(expr.then), self.value(expr.orelse))
+        if isinstance(expr, (Var, Field, Unary)):
+            found = self.place(expr)
+            if found is not None:
+                return found
+            base = root(expr)
+            if isinstance(base, Var) and base.scope == "global" and not self._reads_modelled(expr):
+                return ENABLED
+            ctype = getattr(expr, "ctype", CType())
+            if ctype.ptr and ctype.record:
+                if ctype.record in self.scopes.vm_wide:
+                    return VMOBJ
+                if ctype.record in self.scopes.per_vcpu and isinstance(expr, Field):
+                    inner = root(expr)
+                    if isinstance(inner, Var) and inner.name in self.refs:
+                        return Loc("local", self.slots.local(inner.name))
+                    return SELF
+        return self.hoist(expr)
+
+    def pure(self, expr: Expr) -> Expr | None:
+        """An expression over slots, if it needs no input (a decision re-reads it)."""
+        pending = self.pending
+        self.pending = []
+        try:
+            resolved = self.value(expr)
+            return None if self.pending else resolved
+        finally:
+            self.pending = pending
+
+    def _reads_modelled(self, expr: Expr) -> bool:
+        return field_key(expr) in self.modelled
+
+    def hoist(self, expr: Expr) -> Loc:
+        """An unmodelled read: an input op just before the current one. The
+        same read again in the same call reads the same value (`memo`):
+        nothing in the model changes it meanwhile."""
+        if expr not in self.memo:
+            self.memo[expr] = self.slots.local(f"%in{len(self.slots.locals)}")
+        slot = self.memo[expr]
+        self.slots.input_types[slot] = getattr(expr, "ctype", CType())
+        op = self.current
+        self.pending.append(Op("input", (Loc("local", slot), None, field_key(expr) or "", True), op.function,
+                               op.file, op.line, f"reads {render(expr)} (not modelled)", op.api, op.origin))
+        return Loc("local", slot)
+
+    # -- ops --------------------------------------------------------------------
+
+    def op(self, op: Op) -> Op | None:
+        kind, args = op.kind, op.args
+        if kind == "set":
+            target = self.place(args[0]) if not isinstance(args[0], Loc) else args[0]
+            if target is None:
+                return None
+            value = self.value(args[1])
+            if getattr(args[0], "ctype", CType()).is_bool:  # C converts to bool on store
+                value = Unary("!", Unary("!", value))
+            return replace(op, args=(target, value))
+        if kind == "atomic":
+            dst, loc, amount, returns = args
+            target = self.place(loc)
+            dst_loc = self.place(dst) if dst is not None else None
+            if target is None:
+                return replace(op, kind="input", args=(dst_loc, None, "", False)) if dst_loc is not None else None
+            return replace(op, args=(dst_loc, target, self.value(amount), returns))
+        if kind == "bit":
+            target = self.place(args[0])
+            if target is None:
+                return None
+            return replace(op, args=(target, self.value(args[1]), self.value(args[2])))
+        if kind == "input":
+            target = self.place(args[0])
+            if isinstance(args[0], Var):
+                self.slots.input_types[target.slot] = args[0].ctype
+            return replace(op, args=(target, args[1], "", False))
+        if kind == "branch":
+            return replace(op, args=(self.value(args[0]), args[1], args[2]))
+        if kind == "each":
+            return replace(op, args=(self.place(args[0]), args[1], args[2]))
+        return op
+
+    def run(self) -> tuple[list[Op], dict[int, int]]:
+        """Resolved ops (targets still labels) and the labels moved to them."""
+        out: list[Op] = []
+        new_at = []
+        for op in self.draft.ops:
+            new_at.append(len(out))
+            self.current = op
+            self.pending = []
+            resolved = self.op(op)
+            out.extend(self.pending)
+            if resolved is not None:
+                out.append(resolved)
+        new_at.append(len(out))
+        return out, {label: new_at[index] for label, index in self.draft.labels.items()}
+
+

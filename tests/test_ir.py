@@ -1,0 +1,143 @@
+"""The lowered form: guards, locks and loops read off the CFG of small C functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kaudit.frontend.tu import extract_tu
+from kaudit.ir.flow import LockTracker, events
+from kaudit.ir.lower import lower_function
+from kaudit.ir.names import render, render_call
+from kaudit.ir.nodes import Assign, CallOp, Cleanup, EachVcpu, Function
+
+PRELUDE = """
+struct kvm { int nr; int lock; };
+struct kvm_vcpu { struct kvm *kvm; int flag; };
+void act(struct kvm_vcpu *v);
+void other(struct kvm_vcpu *v);
+int busy(struct kvm_vcpu *v);
+void mutex_lock(int *l);
+void mutex_unlock(int *l);
+"""
+
+
+def lowered(tmp_path: Path, body: str, name: str) -> Function:
+    path = tmp_path / "t.c"
+    path.write_text(PRELUDE + body)
+    facts = extract_tu(path, ["-std=gnu11"], tmp_path)
+    fn = next(f for f in facts["functions"] if f["name"] == name)
+    return lower_function(name, fn)
+
+
+def event_at(fn: Function, callee: str, nth: int = 0):
+    found = [e for e in events(fn, LockTracker(lambda call: None))
+             if isinstance(e.instr, CallOp) and e.instr.call.callee == callee]
+    return found[nth]
+
+
+def guards(fn: Function, callee: str, nth: int = 0) -> list[tuple[str, bool]]:
+    return [(render(g.atom, fn.temps), g.polarity) for g in event_at(fn, callee, nth).guards]
+
+
+def test_conditions_split_into_atoms_with_polarity(tmp_path: Path) -> None:
+    fn = lowered(tmp_path, """
+void f(struct kvm_vcpu *v)
+{
+	if (!v->flag && !busy(v))
+		act(v);
+	else
+		other(v);
+}
+""", "f")
+    assert guards(fn, "act") == [("v->flag", False), ("busy(v)", False)]
+    assert guards(fn, "other") == []  # the else side holds on two paths with nothing in common
+
+
+def test_early_return_and_goto_dominate_what_follows(tmp_path: Path) -> None:
+    fn = lowered(tmp_path, """
+void f(struct kvm_vcpu *v)
+{
+	if (v->flag)
+		return;
+	if (busy(v))
+		goto out;
+	act(v);
+out:
+	other(v);
+}
+""", "f")
+    assert guards(fn, "act") == [("v->flag", False), ("busy(v)", False)]
+    assert guards(fn, "other") == [("v->flag", False)]  # the label joins both paths
+
+
+def test_side_effects_become_instructions_in_order(tmp_path: Path) -> None:
+    fn = lowered(tmp_path, """
+int f(struct kvm_vcpu *v)
+{
+	int r = busy(v) + v->kvm->nr++;
+	return v->flag && busy(v);
+}
+""", "f")
+    instrs = [i for _, i in fn.instructions()]
+    assert isinstance(instrs[0], CallOp) and instrs[0].call.callee == "busy"
+    assert [render(i.target) for i in instrs if isinstance(i, Assign)][:3] == ["%c1", "v->kvm->nr", "r"]
+    assert guards(fn, "busy", 1) == [("v->flag", True)]  # the right operand of && runs only if the left holds
+
+
+def test_locks_held_through_goto_and_released_at_the_label(tmp_path: Path) -> None:
+    fn = lowered(tmp_path, """
+void f(struct kvm_vcpu *v)
+{
+	mutex_lock(&v->kvm->lock);
+	if (busy(v))
+		goto out;
+	act(v);
+out:
+	mutex_unlock(&v->kvm->lock);
+	other(v);
+}
+""", "f")
+    assert event_at(fn, "act").locks == ("kvm.lock",)
+    assert event_at(fn, "other").locks == ()
+
+
+def test_scoped_guard_releases_on_every_exit(tmp_path: Path) -> None:
+    fn = lowered(tmp_path, """
+typedef int *guard_t;
+static inline guard_t take(int *l) { mutex_lock(l); return l; }
+static inline void drop(guard_t *g) { mutex_unlock(*g); }
+void f(struct kvm_vcpu *v)
+{
+	guard_t g __attribute__((cleanup(drop))) = take(&v->kvm->lock);
+	if (busy(v))
+		return;
+	act(v);
+}
+""", "f")
+    cleanups = [(b.id, i) for b, i in fn.instructions() if isinstance(i, Cleanup)]
+    assert len(cleanups) == 2 and {render_call(i.init) for _, i in cleanups} == {"take(&v->kvm->lock)"}
+    tracker = LockTracker(lambda call: ("kvm.lock", "write") if call.callee == "take" else None)
+    act = next(e for e in events(fn, tracker) if isinstance(e.instr, CallOp) and e.instr.call.callee == "act")
+    assert act.locks == ("kvm.lock",)
+
+
+def test_for_each_vcpu_is_a_loop_over_every_vcpu(tmp_path: Path) -> None:
+    fn = lowered(tmp_path, """
+struct vm { struct kvm_vcpu *vcpus[4]; int online; };
+#define kvm_for_each_vcpu(i, v, k) for (i = 0; i < (k)->online && ((v) = (k)->vcpus[i]); i++)
+int f(struct vm *k)
+{
+	struct kvm_vcpu *v;
+	int i, any = 0;
+	kvm_for_each_vcpu(i, v, k) {
+		if (v->flag) {
+			any = 1;
+			break;
+		}
+	}
+	return any;
+}
+""", "f")
+    heads = [b.term for b in fn.blocks if isinstance(b.term, EachVcpu)]
+    assert len(heads) == 1 and heads[0].iterator.name == "v"
+    assert [loop.kind for loop in fn.loops] == ["vcpus"]
