@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import jsonschema
@@ -142,9 +142,11 @@ def test_fail_on_and_strict(tmp_path: Path) -> None:
 
 
 def test_installed_console_script_finds_bundled_data(tmp_path: Path) -> None:
-    # the README's test command installs the package first, so the script must exist
-    assert shutil.which("kaudit"), "kaudit console script not on PATH: run pip install ."
-    proc = subprocess.run(["kaudit", "audit", "--no-cache", "--terse"], cwd=tmp_path, capture_output=True, text=True)
+    # the README's test command installs the package into the environment that runs pytest
+    script = Path(sysconfig.get_path("scripts")) / "kaudit"
+    assert script.is_file(), f"no {script}: run pip install ."
+    proc = subprocess.run([str(script), "audit", "--no-cache", "--terse"], cwd=tmp_path, capture_output=True,
+                          text=True)
     assert proc.returncode == 1, proc.stderr
     assert "APICV_INHIBIT_REASON_IRQWIN" in proc.stdout
 
