@@ -17,8 +17,8 @@ from kaudit.errors import UsageError
 from kaudit.kbuild import configured_sources, nobuild_args, synthesize
 from kaudit.model.check import ModelSettings, apply_model
 from kaudit.program import Program
-from kaudit.rules import Rule
-from kaudit.scan import SOURCE_GLOBS, ParseJob, find_sources, parse_tree
+from kaudit.rules import Rule, rule_sources
+from kaudit.scan import ParseJob, find_sources, parse_tree
 
 ENGINES = {"inhibit-balance": inhibit_balance.run, "counter-transition": counter_transition.run}
 
@@ -32,16 +32,16 @@ class AuditResult:
     analyses: list[Analysis]
 
 
-def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None) -> list[ParseJob]:
+def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None, globs: tuple[str, ...]) -> list[ParseJob]:
     """What to parse with which flags: from the compile database, or (a
     kernel tree without one) Kbuild's flags over synthesised generated
     headers, or (a small kernel-style tree such as the sample) plain
-    include paths."""
-    sources = find_sources(root)
+    include paths. Which files: those the rules' `sources` globs cover."""
+    sources = find_sources(root, globs)
     if compdb is not None:
         flags = load_compdb(compdb, root, sources)
         if not flags:
-            raise UsageError(f"{compdb}: no entry for any file under {', '.join(SOURCE_GLOBS)}")
+            raise UsageError(f"{compdb}: no entry for any file under {', '.join(globs)}")
         return [ParseJob(path, tuple(flags[path.resolve()])) for path in sources if path.resolve() in flags]
     if not (root / "arch/x86/include/asm/Kbuild").is_file():  # a small tree: its own headers are complete
         return [ParseJob(path, tuple(nobuild_args(root, None))) for path in sources]
@@ -55,11 +55,11 @@ def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None) -> list[ParseJo
     return [ParseJob(path, args) for path in sources]
 
 
-def load_program(root: Path, jobs: int, cache_dir: Path | None, compdb: Path | None = None
+def load_program(root: Path, globs: tuple[str, ...], jobs: int, cache_dir: Path | None, compdb: Path | None = None
                  ) -> tuple[Program, nx.DiGraph]:
     with tempfile.TemporaryDirectory(prefix="kaudit-") as scratch:
         work = cache_dir if cache_dir is not None else Path(scratch)
-        units = parse_tree(root, parse_jobs(root, work, compdb), jobs, cache_dir)
+        units = parse_tree(root, parse_jobs(root, work, compdb, globs), jobs, cache_dir)
     program = Program.from_facts(units)
     return program, build_call_graph(program)
 
@@ -71,7 +71,7 @@ def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | N
     unknown = sorted({r.engine for r in rules} - ENGINES.keys())
     if unknown:
         raise UsageError(f"unknown rule engine(s): {', '.join(unknown)}")
-    program, graph = load_program(root, jobs, cache_dir, compdb)
+    program, graph = load_program(root, rule_sources(rules), jobs, cache_dir, compdb)
     events = all_events(program)
     analyses = [ENGINES[rule.engine](program, graph, rule, events) for rule in rules]
     if model is not None:

@@ -27,8 +27,8 @@ from kaudit.patchcheck import check_patch
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_patch_text, render_text
-from kaudit.resources import default_rules_dir, sample_tree
-from kaudit.rules import Rule, load_rules
+from kaudit.resources import default_rules_dir, report_schema, sample_tree
+from kaudit.rules import RULE_SCHEMA, Rule, load_rules
 
 _RANK = {"info": 0, "warning": 1, "error": 2}
 
@@ -164,6 +164,13 @@ def rule(rule_id: str | None, rules_dir: Path | None) -> None:
             click.echo(r.page())
             return
     raise UsageError(f"no rule {rule_id!r} (known: {', '.join(r.id for r in rules)})")
+
+
+@main.command()
+@click.argument("which", type=click.Choice(["report", "rule"]))
+def schema(which: str) -> None:
+    """Print the JSON schema of the report (--format json) or of a rule file."""
+    click.echo((report_schema() if which == "report" else RULE_SCHEMA).read_text(), nl=False)
 
 
 @main.command()

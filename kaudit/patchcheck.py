@@ -22,8 +22,8 @@ from kaudit.audit import AuditResult, audit_tree
 from kaudit.errors import UsageError
 from kaudit.model.check import ModelSettings
 from kaudit.report.json_report import build_report
-from kaudit.rules import Rule
-from kaudit.scan import is_source
+from kaudit.rules import Rule, rule_sources
+from kaudit.scan import find_sources
 
 _VCS = (".git", ".hg", ".svn")
 _MODE = re.compile(r"^(?:new file mode|new mode|old mode|deleted file mode)\s+([0-7]+)\s*$")
@@ -184,6 +184,7 @@ def check_patch(root: Path, patch: Path, rules: list[Rule], scratch: Path, jobs:
     old = {f["id"]: f for f in build_report(before)["findings"]}
     new = {f["id"] for f in report["findings"]}
     failed_before = {d["tu"] for d in before.program.diagnostics}
+    scanned = {p.relative_to(work).as_posix() for p in find_sources(work, rule_sources(rules))}
     report["patch"] = {
         "file": str(patch),
         "touched": touched,
@@ -192,7 +193,6 @@ def check_patch(root: Path, patch: Path, rules: list[Rule], scratch: Path, jobs:
         "unchanged": sorted(new & old.keys()),
         "new_parse_errors": sorted({d["tu"] for d in after.program.diagnostics} - failed_before),
         # KVM sources the patch touches that the build does not compile (so they were not parsed)
-        "not_analyzed": sorted(p for p in touched
-                               if is_source(p) and (work / p).is_file() and p not in after.program.files),
+        "not_analyzed": sorted(set(touched) & scanned - set(after.program.files)),
     }
     return PatchCheck(before, after, report)
