@@ -29,6 +29,7 @@ from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_patch_text, render_text
 from kaudit.resources import default_rules_dir, report_schema, sample_tree
 from kaudit.rules import RULE_SCHEMA, Rule, load_rules
+from kaudit.suppress import Baseline, baseline_text
 
 _RANK = {"info": 0, "warning": 1, "error": 2}
 
@@ -54,13 +55,16 @@ def _write(output: Path | None, text: str) -> None:
         raise UsageError(f"{output}: cannot write report: {err.strerror}") from err
 
 
-def _fails(findings: list[dict[str, Any]], parse_errors: int, fail_on: str, strict: bool) -> bool:
+def _failing(findings: list[dict[str, Any]], fail_on: str, strict: bool) -> list[dict[str, Any]]:
+    """The findings, not suppressed, at or above the threshold (--strict: warning)."""
     threshold = "warning" if strict else fail_on
-    if strict and parse_errors:
-        return True
     if threshold == "never":
-        return False
-    return any(_RANK[f["severity"]] >= _RANK[threshold] for f in findings)
+        return []
+    return [f for f in findings if "suppressed" not in f and _RANK[f["severity"]] >= _RANK[threshold]]
+
+
+def _fails(findings: list[dict[str, Any]], parse_errors: int, fail_on: str, strict: bool) -> bool:
+    return bool(strict and parse_errors) or bool(_failing(findings, fail_on, strict))
 
 
 class _Group(click.Group):
@@ -135,15 +139,23 @@ def main() -> None:
 @click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True, help="vCPUs in the runtime model.")
 @click.option("--sim-steps", type=click.IntRange(0), default=100_000, show_default=True,
               help="Steps of the seeded 4-vCPU cost simulation (0: skip).")
+@click.option("--baseline", "baseline_file", type=click.Path(path_type=Path),
+              help="Accepted findings (matched by id): they are reported as suppressed and do not fail.")
+@click.option("--write-baseline", type=click.Path(path_type=Path),
+              help="Write the findings that would fail this run to FILE as the baseline (and accept them).")
 def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None, no_cache: bool,
           compdb: Path | None, fmt: str, output: Path | None, fail_on: str, strict: bool, terse: bool,
-          no_model: bool, vcpus: int, sim_steps: int) -> None:
+          no_model: bool, vcpus: int, sim_steps: int, baseline_file: Path | None, write_baseline: Path | None) -> None:
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
+    baseline = Baseline.load(baseline_file) if baseline_file is not None else None
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
     result = audit_tree(root, _rules(rules_dir), jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
                         compdb=compdb)
-    report = build_report(result)
+    report = build_report(result, baseline)
+    if write_baseline is not None:
+        _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)))
+        report = build_report(result, Baseline.load(write_baseline))
     text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
     _write(output, text)
     sys.exit(1 if _fails(report["findings"], report["tree"]["parse_errors"], fail_on, strict) else 0)

@@ -15,6 +15,7 @@ from kaudit.analysis.results import Finding, JudgedSite
 from kaudit.audit import AuditResult
 from kaudit.facts import callee_name
 from kaudit.program import Program
+from kaudit.suppress import Baseline, mark_suppressed
 
 SCHEMA_VERSION = 1
 
@@ -87,14 +88,17 @@ def _distinct_ids(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return findings
 
 
-def build_report(result: AuditResult) -> dict[str, Any]:
+def build_report(result: AuditResult, baseline: Baseline | None = None) -> dict[str, Any]:
+    """The report; findings an inline comment or the baseline accepts are marked `suppressed`."""
     program = result.program
     findings = _distinct_ids(sorted((finding_json(program, f) for a in result.analyses for f in a.findings),
                                     key=_order))
+    mark_suppressed(findings, result.root, baseline)
     sites = sorted((site_json(program, rule.id, s) for rule, a in zip(result.rules, result.analyses, strict=True)
                     for s in a.sites), key=_order)
     diagnostics = sorted(program.diagnostics, key=lambda d: (d["tu"] or "", d["file"], d["line"], d["column"]))
-    severities = Counter(f["severity"] for f in findings)
+    severities = Counter(f["severity"] for f in findings if "suppressed" not in f)
+    suppressed = Counter(f["suppressed"]["by"] for f in findings if "suppressed" in f)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "kaudit", "version": __version__},
@@ -112,6 +116,7 @@ def build_report(result: AuditResult) -> dict[str, Any]:
             "errors": severities["error"],
             "warnings": severities["warning"],
             "infos": severities["info"],
+            "suppressed": {"baseline": suppressed["baseline"], "inline": suppressed["inline"]},
             "sites": len(sites),
             "disciplines": dict(sorted(Counter(s["discipline"] for s in sites).items())),
         },

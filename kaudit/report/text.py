@@ -36,6 +36,12 @@ def _cost_line(entry: dict[str, Any]) -> str:
 
 def _finding_lines(finding: dict[str, Any], root: Path, terse: bool) -> list[str]:
     loc = finding["location"]
+    suppressed = finding.get("suppressed")
+    if suppressed is not None:  # accepted: one line for an inline comment, only the count for the baseline
+        reason = f": {suppressed['reason']}" if suppressed["reason"] else ""
+        return [] if suppressed["by"] == "baseline" else [
+            f"{_where(root, loc)}: note: suppressed by kaudit: ignore at {suppressed['where']}{reason}: "
+            f"{finding['message']} [{finding['rule']}]"]
     lines = [f"{_where(root, loc)}: {finding['severity']}: {finding['message']} [{finding['rule']}]"]
     if terse:
         return lines
@@ -62,11 +68,20 @@ def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
     summary = report["summary"]
     tree = report["tree"]
     lines.append(
-        f"kaudit: {summary['errors']} error(s), {summary['warnings']} warning(s), {summary['infos']} note(s); "
-        f"{summary['sites']} site(s) judged in {tree['files_analyzed']} file(s), "
-        f"{tree['parse_errors']} with parse errors"
+        f"kaudit: {summary['errors']} error(s), {summary['warnings']} warning(s), {summary['infos']} note(s)"
+        f"{_suppressed_text(summary['suppressed'])}; {summary['sites']} site(s) judged in "
+        f"{tree['files_analyzed']} file(s), {tree['parse_errors']} with parse errors"
     )
     return "\n".join(lines) + "\n"
+
+
+def _suppressed_text(counts: dict[str, int]) -> str:
+    parts = []
+    if counts["baseline"]:
+        parts.append(f"{counts['baseline']} finding{'s' if counts['baseline'] != 1 else ''} in baseline")
+    if counts["inline"]:
+        parts.append(f"{counts['inline']} suppressed inline")
+    return "".join(f"; {part}" for part in parts)
 
 
 def render_patch_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
