@@ -25,6 +25,7 @@ from kaudit.errors import UsageError
 from kaudit.model.check import ModelSettings, check_key
 from kaudit.patchcheck import check_patch
 from kaudit.report.json_report import build_report, dumps
+from kaudit.report.sarif import dumps_sarif
 from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_patch_text, render_text
 from kaudit.resources import default_rules_dir, report_schema, sample_tree
@@ -110,7 +111,18 @@ def _rules(rules_dir: Path | None) -> list[Rule]:
     return load_rules(rules_dir if rules_dir is not None else default_rules_dir())
 
 
-_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def _format(*choices: str) -> Callable[..., Any]:
+    return click.option("--format", "fmt", type=click.Choice(choices), default="text", show_default=True,
+                        help="sarif: SARIF 2.1.0, for code-scanning UIs." if "sarif" in choices else None)
+
+
+def _render(fmt: str, report: dict[str, Any], rules: list[Rule], text: Callable[[], str]) -> str:
+    if fmt == "json":
+        return dumps(report)
+    return dumps_sarif(report, rules) if fmt == "sarif" else text()
+
+
+_REPORT_FORMAT = _format("text", "json", "sarif")
 _OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here, not stdout.")
 _TERSE = click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
 _NO_MODEL = click.option("--no-model", is_flag=True, help="Skip the runtime model (interleaving check).")
@@ -130,7 +142,7 @@ def main() -> None:
 @main.command()
 @click.argument("tree", required=False, type=click.Path(path_type=Path))
 @_common_options
-@_FORMAT
+@_REPORT_FORMAT
 @_OUTPUT
 @_fail_on("a finding")
 @click.option("--strict", is_flag=True, help="Fail on warnings and on parse errors too.")
@@ -150,14 +162,14 @@ def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path 
     root = tree if tree is not None else sample_tree()
     baseline = Baseline.load(baseline_file) if baseline_file is not None else None
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
-    result = audit_tree(root, _rules(rules_dir), jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
+    rules = _rules(rules_dir)
+    result = audit_tree(root, rules, jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
                         compdb=compdb)
     report = build_report(result, baseline)
     if write_baseline is not None:
         _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)))
         report = build_report(result, Baseline.load(write_baseline))
-    text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
-    _write(output, text)
+    _write(output, _render(fmt, report, rules, lambda: render_text(report, root, terse=terse)))
     sys.exit(1 if _fails(report["findings"], report["tree"]["parse_errors"], fail_on, strict) else 0)
 
 
@@ -190,7 +202,7 @@ def schema(which: str) -> None:
 @click.option("--key", required=True, help="The key to model, e.g. APICV_INHIBIT_REASON_IRQWIN.")
 @click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True)
 @_common_options
-@_FORMAT
+@_format("text", "json")
 def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs: int, cache_dir: Path | None,
           no_cache: bool, compdb: Path | None, fmt: str) -> None:
     """Run the runtime model for one KEY of TREE and print its verdict and trace.
@@ -213,7 +225,7 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs:
 @click.argument("patch", type=click.Path(path_type=Path))
 @click.argument("tree", required=False, type=click.Path(path_type=Path))
 @_common_options
-@_FORMAT
+@_REPORT_FORMAT
 @_OUTPUT
 @_fail_on("a finding the patch introduces")
 @_TERSE
