@@ -14,16 +14,17 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
 
 from kaudit import __version__
 from kaudit.audit import audit_tree
+from kaudit.changes import range_changes, read_patches, worktree_change
 from kaudit.errors import UsageError
 from kaudit.model.check import ModelSettings, check_key
-from kaudit.patchcheck import check_patch
+from kaudit.patchcheck import Audit, Change, check_series
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.sarif import dumps_sarif
 from kaudit.report.text import model_lines as _model_lines
@@ -169,7 +170,8 @@ def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path 
     if write_baseline is not None:
         _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)))
         report = build_report(result, Baseline.load(write_baseline))
-    _write(output, _render(fmt, report, rules, lambda: render_text(report, root, terse=terse)))
+    shown = tree if tree is not None else PurePosixPath("sample_kernel_src")  # not site-packages/kaudit/_bundled
+    _write(output, _render(fmt, report, rules, lambda: render_text(report, shown, terse=terse)))
     sys.exit(1 if _fails(report["findings"], report["tree"]["parse_errors"], fail_on, strict) else 0)
 
 
@@ -221,31 +223,52 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs:
     raise UsageError(f"{key}: no per-vCPU set/clear protocol to model")
 
 
+def _series(inputs: tuple[Path, ...], git_rev: str | None, scratch: Path
+            ) -> tuple[Path, list[Change], dict[str, bytes | None] | None]:
+    """(tree, changes, base state) from check-patch's arguments: PATCH... [TREE], or --git REV [TREE]."""
+    tree = inputs[-1] if inputs and str(inputs[-1]) != "-" and inputs[-1].is_dir() else None
+    sources = list(inputs[:-1] if tree is not None else inputs)
+    if git_rev is not None:
+        if sources:
+            raise UsageError("--git takes no patch files: the changes come from the repository")
+        root = tree if tree is not None else Path(".")
+        series = range_changes(root, git_rev) if ".." in git_rev else worktree_change(root, git_rev)
+        return root, list(series.changes), series.base
+    if not sources:
+        raise UsageError("no patch given (a file, an mbox, - for stdin, or --git REV)")
+    root = tree if tree is not None else sample_tree()
+    stdin = sys.stdin.buffer.read() if any(str(s) == "-" for s in sources) else None
+    return root, list(read_patches(sources, stdin, scratch)), None
+
+
 @main.command("check-patch")
-@click.argument("patch", type=click.Path(path_type=Path))
-@click.argument("tree", required=False, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path), metavar="[PATCH|MBOX|-]... [TREE]")
+@click.option("--git", "git_rev", metavar="REV|A..B",
+              help="Check each commit of the range A..B, or the work tree (staged and unstaged) against REV, "
+                   "read from TREE's repository (default TREE: the current directory).")
 @_common_options
 @_REPORT_FORMAT
 @_OUTPUT
-@_fail_on("a finding the patch introduces")
+@_fail_on("a finding a patch introduces")
 @_TERSE
 @_NO_MODEL
-def check_patch_command(patch: Path, tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None,
-                        no_cache: bool, compdb: Path | None, fmt: str, output: Path | None, fail_on: str,
-                        terse: bool, no_model: bool) -> None:
-    """Pre-submit check: audit TREE with PATCH applied (to a work copy) and report
-    what the patch introduces and fixes. TREE defaults to the bundled sample."""
-    root = tree if tree is not None else sample_tree()
-    if not root.is_dir():
-        raise UsageError(f"{root}: no such directory")
+def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir: Path | None, jobs: int,
+                        cache_dir: Path | None, no_cache: bool, compdb: Path | None, fmt: str, output: Path | None,
+                        fail_on: str, terse: bool, no_model: bool) -> None:
+    """Pre-submit check: apply each patch of a series (files, mboxes, - for stdin) in turn to a
+    work copy of TREE, or take the changes from git, and report what each introduces and fixes.
+    TREE defaults to the bundled sample (with --git, the current directory). Exit 1 when any
+    change introduces a finding at --fail-on or breaks parsing."""
+    rules = _rules(rules_dir)
     settings = None if no_model else ModelSettings(sim_steps=0)
     with tempfile.TemporaryDirectory(prefix="kaudit-patch-") as scratch:
-        result = check_patch(root, patch, _rules(rules_dir), Path(scratch), jobs, _cache(cache_dir, no_cache),
-                             settings, compdb)
-    report = result.report
-    text = dumps(report) if fmt == "json" else render_patch_text(report, root.resolve(), terse=terse)
-    _write(output, text)
-    introduced = set(report["patch"]["introduced"])
-    findings = [f for f in report["findings"] if f["id"] in introduced]
-    broken = len(report["patch"]["new_parse_errors"]) if fail_on != "never" else 0
-    sys.exit(1 if _fails(findings, broken, fail_on, strict=bool(broken)) else 0)
+        root, changes, base = _series(inputs, git_rev, Path(scratch))
+        if not root.is_dir():
+            raise UsageError(f"{root}: no such directory")
+        how = Audit(rules, jobs, _cache(cache_dir, no_cache), settings, compdb)
+        report = check_series(root, changes, how, Path(scratch) / "series", base).report
+    _write(output, _render(fmt, report, rules, lambda: render_patch_text(report, terse=terse)))
+    patches = report["patches"]
+    introduced = [f for patch in patches for f in patch["introduced"]]
+    broken = sum(len(patch["new_parse_errors"]) for patch in patches) if fail_on != "never" else 0
+    sys.exit(1 if _fails(introduced, broken, fail_on, strict=bool(broken)) else 0)

@@ -20,8 +20,9 @@ import networkx as nx
 import pytest
 
 from kaudit.audit import audit_tree
+from kaudit.changes import read_patches
 from kaudit.model.check import ModelSettings
-from kaudit.patchcheck import check_patch
+from kaudit.patchcheck import Audit, check_series
 from kaudit.report.json_report import build_report
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules
@@ -181,10 +182,10 @@ def test_check_patch_on_a_real_tree_keeps_the_error_and_the_tree(tmp_path: Path)
         + "".join(" " + line for line in below)
     )
     before = svm.stat().st_mtime_ns, svm.read_bytes()
-    result = check_patch(tree, probe, load_rules(default_rules_dir()), tmp_path / "work", 2,
-                         kernels.CACHE / "kaudit-cache", None, None)
+    how = Audit(load_rules(default_rules_dir()), 2, kernels.CACHE / "kaudit-cache", None, None)
+    result = check_series(tree, read_patches([probe], None, tmp_path), how, tmp_path / "work")
     assert (svm.stat().st_mtime_ns, svm.read_bytes()) == before
-    patch = result.report["patch"]
+    (patch,) = result.report["patches"]
     assert patch["introduced"] == [] and patch["fixed"] == []
     (error,) = [f for f in result.report["findings"] if f["severity"] == "error"]
     assert error["id"] in patch["unchanged"] and error["location"]["line"] == clear_line + 1

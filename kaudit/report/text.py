@@ -6,11 +6,13 @@ Editors and CI parse these lines; the related sites follow as `note:` lines
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePath, PurePosixPath
 from typing import Any
 
+_BEFORE, _AFTER = PurePosixPath("a"), PurePosixPath("b")  # git's names for the two sides of a change
 
-def _where(root: Path, loc: dict[str, Any]) -> str:
+
+def _where(root: PurePath, loc: dict[str, Any]) -> str:
     return f"{root / loc['file']}:{loc['line']}:{loc['column']}"
 
 
@@ -34,7 +36,7 @@ def _cost_line(entry: dict[str, Any]) -> str:
             f"acquisitions per request, {cost['premature_clears']} premature clears in {cost['requests']} requests")
 
 
-def _finding_lines(finding: dict[str, Any], root: Path, terse: bool) -> list[str]:
+def _finding_lines(finding: dict[str, Any], root: PurePath, terse: bool) -> list[str]:
     loc = finding["location"]
     suppressed = finding.get("suppressed")
     if suppressed is not None:  # accepted: one line for an inline comment, only the count for the baseline
@@ -54,12 +56,12 @@ def _finding_lines(finding: dict[str, Any], root: Path, terse: bool) -> list[str
     return lines + model_lines(finding["model"])
 
 
-def _diagnostic_lines(report: dict[str, Any], root: Path) -> list[str]:
+def _diagnostic_lines(report: dict[str, Any], root: PurePath) -> list[str]:
     return [f"{root / d['file']}:{d['line']}:{d['column']}: parse {d['severity']}: {d['message']} "
             f"(in {d['tu']}; its facts may be incomplete)" for d in report["tree"]["diagnostics"]]
 
 
-def render_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
+def render_text(report: dict[str, Any], root: PurePath, terse: bool = False) -> str:
     lines = _diagnostic_lines(report, root)
     for finding in report["findings"]:
         lines += _finding_lines(finding, root, terse)
@@ -84,23 +86,35 @@ def _suppressed_text(counts: dict[str, int]) -> str:
     return "".join(f"; {part}" for part in parts)
 
 
-def render_patch_text(report: dict[str, Any], root: Path, terse: bool = False) -> str:
-    """What the patch introduces (as findings, lines of the patched files) and fixes (as notes)."""
-    patch = report["patch"]
-    introduced = set(patch["introduced"])
-    lines = _diagnostic_lines(report, root)
-    for finding in report["findings"]:
-        if finding["id"] in introduced:
-            lines += _finding_lines(finding, root, terse)
+def _patch_lines(patch: dict[str, Any], terse: bool) -> list[str]:
+    """One change of a series: what it introduces (b/: the file after it) and fixes (a/: before it)."""
+    lines = [f"kaudit: {patch['name']}: {patch['subject']}"] if patch["subject"] else []
+    for finding in patch["introduced"]:
+        lines += _finding_lines(finding, _AFTER, terse)
     for finding in patch["fixed"]:
-        lines.append(f"{_where(root, finding['location'])}: note: fixed by the patch: {finding['message']} "
+        lines.append(f"{_where(_BEFORE, finding['location'])}: note: fixed by the patch: {finding['message']} "
                      f"[{finding['rule']}]")
     for path in patch["not_analyzed"]:
-        lines.append(f"{root / path}: warning: not analysed: the build (compile database or KVM "
+        lines.append(f"{_AFTER / path}: warning: not analysed: the build (compile database or KVM "
                      "Makefiles) does not compile it")
     for tu in patch["new_parse_errors"]:
-        lines.append(f"{root / tu}: error: the patch makes this file fail to parse: its findings are unknown, "
+        lines.append(f"{_AFTER / tu}: error: the patch makes this file fail to parse: its findings are unknown, "
                      "so what it seems to fix is unverified")
-    lines.append(f"kaudit: {patch['file']}: {len(introduced)} finding(s) introduced, {len(patch['fixed'])} fixed, "
-                 f"{len(patch['unchanged'])} unchanged; {report['tree']['parse_errors']} file(s) with parse errors")
+    lines.append(f"kaudit: {patch['name']}: {len(patch['introduced'])} finding(s) introduced, "
+                 f"{len(patch['fixed'])} fixed, {len(patch['unchanged'])} unchanged; "
+                 f"{patch['parse_errors']} file(s) with parse errors")
+    return lines
+
+
+def render_patch_text(report: dict[str, Any], terse: bool = False) -> str:
+    """Per change of the series, in order; paths name the side they point at (a/ before, b/ after)."""
+    patches = report["patches"]
+    lines = _diagnostic_lines(report, _AFTER)
+    for patch in patches:
+        lines += _patch_lines(patch, terse)
+    if not patches:
+        lines.append("kaudit: no change to check")
+    elif len(patches) > 1:
+        lines.append(f"kaudit: {len(patches)} patches: {sum(len(p['introduced']) for p in patches)} finding(s) "
+                     f"introduced, {sum(len(p['fixed']) for p in patches)} fixed")
     return "\n".join(lines) + "\n"
