@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import FIX_PATCH, apply_patch, copy_sample
 from test_report_cli import SCHEMA
+from test_sarif import SARIF_SCHEMA
 
 from kaudit.cli import main
 
@@ -144,3 +145,13 @@ def test_text_output_names_the_side_of_each_path(series: tuple[Path, Path, list[
     (fixed,) = [line for line in lines if "fixed by the patch" in line]
     assert fixed.startswith("a/arch/x86/kvm/svm/svm.c:")  # the line in the file before the third patch
     assert lines[-1] == "kaudit: 3 patches: 1 finding(s) introduced, 1 fixed"
+
+
+def test_a_series_as_sarif_has_new_and_absent_results(series: tuple[Path, Path, list[Path]]) -> None:
+    base, _, patches = series
+    result = CliRunner().invoke(main, ["check-patch", *map(str, patches), str(base), "--no-cache", "--no-model",
+                                       "--format", "sarif"])
+    log = json.loads(result.output)
+    jsonschema.Draft4Validator(SARIF_SCHEMA).validate(log)
+    states = [(r["baselineState"], r["level"]) for r in log["runs"][0]["results"] if r["level"] == "error"]
+    assert result.exit_code == 1 and states == [("new", "error"), ("absent", "error")]
