@@ -94,6 +94,8 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--compdb", type=click.Path(path_type=Path),
                      help="The kernel's compile_commands.json (default: no-build mode, headers synthesised "
                           "in the cache)."),
+        click.option("--objtree", type=click.Path(path_type=Path),
+                     help="With --compdb: the O= build directory, whose generated headers the commands name."),
         click.option("--no-cache", is_flag=True, help="Parse every file afresh."),
         click.option("--cache-dir", type=click.Path(path_type=Path), help="Facts cache (default: ~/.cache/kaudit)."),
         click.option("-j", "--jobs", type=click.IntRange(1, 256), default=min(os.cpu_count() or 1, 256),
@@ -157,15 +159,16 @@ def main() -> None:
 @click.option("--write-baseline", type=click.Path(path_type=Path),
               help="Write the findings that would fail this run to FILE as the baseline (and accept them).")
 def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None, no_cache: bool,
-          compdb: Path | None, fmt: str, output: Path | None, fail_on: str, strict: bool, terse: bool,
-          no_model: bool, vcpus: int, sim_steps: int, baseline_file: Path | None, write_baseline: Path | None) -> None:
+          compdb: Path | None, objtree: Path | None, fmt: str, output: Path | None, fail_on: str, strict: bool,
+          terse: bool, no_model: bool, vcpus: int, sim_steps: int, baseline_file: Path | None,
+          write_baseline: Path | None) -> None:
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
     baseline = Baseline.load(baseline_file) if baseline_file is not None else None
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
     rules = _rules(rules_dir)
     result = audit_tree(root, rules, jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
-                        compdb=compdb)
+                        compdb=compdb, objtree=objtree)
     report = build_report(result, baseline)
     if write_baseline is not None:
         _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)))
@@ -206,13 +209,13 @@ def schema(which: str) -> None:
 @_common_options
 @_format("text", "json")
 def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs: int, cache_dir: Path | None,
-          no_cache: bool, compdb: Path | None, fmt: str) -> None:
+          no_cache: bool, compdb: Path | None, objtree: Path | None, fmt: str) -> None:
     """Run the runtime model for one KEY of TREE and print its verdict and trace.
 
     Exit 1 when the model finds a violation."""
     rules = _rules(rules_dir)
     result = audit_tree(tree if tree is not None else sample_tree(), rules, jobs=jobs,
-                        cache_dir=_cache(cache_dir, no_cache), compdb=compdb)
+                        cache_dir=_cache(cache_dir, no_cache), compdb=compdb, objtree=objtree)
     for rule, analysis in zip(rules, result.analyses, strict=True):
         outcome = check_key(analysis, rule, key, vcpus)
         if outcome is None:
@@ -253,7 +256,8 @@ def _series(inputs: tuple[Path, ...], git_rev: str | None, scratch: Path
 @_TERSE
 @_NO_MODEL
 def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir: Path | None, jobs: int,
-                        cache_dir: Path | None, no_cache: bool, compdb: Path | None, fmt: str, output: Path | None,
+                        cache_dir: Path | None, no_cache: bool, compdb: Path | None, objtree: Path | None, fmt: str,
+                        output: Path | None,
                         fail_on: str, terse: bool, no_model: bool) -> None:
     """Pre-submit check: apply each patch of a series (files, mboxes, - for stdin) in turn to a
     work copy of TREE, or take the changes from git, and report what each introduces and fixes.
@@ -265,7 +269,7 @@ def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir
         root, changes, base = _series(inputs, git_rev, Path(scratch))
         if not root.is_dir():
             raise UsageError(f"{root}: no such directory")
-        how = Audit(rules, jobs, _cache(cache_dir, no_cache), settings, compdb)
+        how = Audit(rules, jobs, _cache(cache_dir, no_cache), settings, compdb, objtree)
         report = check_series(root, changes, how, Path(scratch) / "series", base).report
     _write(output, _render(fmt, report, rules, lambda: render_patch_text(report, terse=terse)))
     patches = report["patches"]

@@ -204,6 +204,7 @@ class Audit:
     cache_dir: Path | None
     model: ModelSettings | None
     compdb: Path | None
+    objtree: Path | None = None
 
 
 def _touched(change: Change, scratch: Path) -> list[str]:
@@ -229,7 +230,8 @@ def check_series(root: Path, changes: Sequence[Change], how: Audit, scratch: Pat
         # A state with other files than the tree (added, removed, renamed) may shadow headers the cache
         # cannot see: audit it afresh then.
         structural = any((root / path).exists() != (work / path).exists() for path in touched)
-        result = audit_tree(work, how.rules, how.jobs, None if structural else how.cache_dir, how.model, moved)
+        result = audit_tree(work, how.rules, how.jobs, None if structural else how.cache_dir, how.model, moved,
+                            how.objtree)
         return result, build_report(result)
 
     result, report = audit()

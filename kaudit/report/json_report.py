@@ -105,6 +105,7 @@ def build_report(result: AuditResult, baseline: Baseline | None = None) -> dict[
         "tree": {
             "root": str(result.root),
             "files_analyzed": len(program.files),
+            "config": result.config,
             "parse_errors": len({d["tu"] for d in diagnostics}),
             "diagnostics": diagnostics,
         },

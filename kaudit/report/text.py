@@ -72,7 +72,7 @@ def render_text(report: dict[str, Any], root: PurePath, terse: bool = False) -> 
     lines.append(
         f"kaudit: {summary['errors']} error(s), {summary['warnings']} warning(s), {summary['infos']} note(s)"
         f"{_suppressed_text(summary['suppressed'])}; {summary['sites']} site(s) judged in "
-        f"{tree['files_analyzed']} file(s), {tree['parse_errors']} with parse errors"
+        f"{tree['files_analyzed']} file(s), {tree['parse_errors']} with parse errors; config: {tree['config']}"
     )
     return "\n".join(lines) + "\n"
 
