@@ -23,8 +23,9 @@ from kaudit import __version__
 from kaudit.audit import audit_tree
 from kaudit.changes import range_changes, read_patches, worktree_change
 from kaudit.errors import UsageError
-from kaudit.model.check import ModelSettings, check_key
+from kaudit.model.check import ModelSettings, check_key, protocol_of
 from kaudit.patchcheck import Audit, Change, check_series
+from kaudit.report.color import colorize, wanted
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.sarif import dumps_sarif
 from kaudit.report.text import model_lines as _model_lines
@@ -41,10 +42,10 @@ def _default_cache() -> Path:
     return Path(base) / "kaudit"
 
 
-def _write(output: Path | None, text: str) -> None:
+def _write(output: Path | None, text: str, color: bool = False) -> None:
     """Write all or nothing: a report is never left half-written."""
     if output is None:
-        click.echo(text, nl=False)
+        click.echo(text, nl=False, color=color)
         return
     if not output.name or output.is_dir():
         raise UsageError(f"{output}: not a file name for the report")
@@ -119,15 +120,21 @@ def _format(*choices: str) -> Callable[..., Any]:
                         help="sarif: SARIF 2.1.0, for code-scanning UIs." if "sarif" in choices else None)
 
 
-def _render(fmt: str, report: dict[str, Any], rules: list[Rule], text: Callable[[], str]) -> str:
-    if fmt == "json":
-        return dumps(report)
-    return dumps_sarif(report, rules) if fmt == "sarif" else text()
+def _emit(output: Path | None, fmt: str, color: str, report: dict[str, Any], rules: list[Rule],
+          text: Callable[[], str]) -> None:
+    """The report in its format, to output or stdout; text in colour when --color says so."""
+    if fmt != "text":
+        _write(output, dumps(report) if fmt == "json" else dumps_sarif(report, rules))
+        return
+    painted = wanted(color, output is None and sys.stdout.isatty())
+    _write(output, colorize(text()) if painted else text(), color=painted)
 
 
 _REPORT_FORMAT = _format("text", "json", "sarif")
 _OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here, not stdout.")
 _TERSE = click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
+_COLOR = click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+                      help="Colour text output (auto: on a terminal, unless NO_COLOR is set).")
 _NO_MODEL = click.option("--no-model", is_flag=True, help="Skip the runtime model (interleaving check).")
 
 
@@ -150,6 +157,7 @@ def main() -> None:
 @_fail_on("a finding")
 @click.option("--strict", is_flag=True, help="Fail on warnings and on parse errors too.")
 @_TERSE
+@_COLOR
 @_NO_MODEL
 @click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True, help="vCPUs in the runtime model.")
 @click.option("--sim-steps", type=click.IntRange(0), default=100_000, show_default=True,
@@ -160,7 +168,7 @@ def main() -> None:
               help="Write the findings that would fail this run to FILE as the baseline (and accept them).")
 def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None, no_cache: bool,
           compdb: Path | None, objtree: Path | None, fmt: str, output: Path | None, fail_on: str, strict: bool,
-          terse: bool, no_model: bool, vcpus: int, sim_steps: int, baseline_file: Path | None,
+          terse: bool, color: str, no_model: bool, vcpus: int, sim_steps: int, baseline_file: Path | None,
           write_baseline: Path | None) -> None:
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
@@ -174,7 +182,7 @@ def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path 
         _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)))
         report = build_report(result, Baseline.load(write_baseline))
     shown = tree if tree is not None else PurePosixPath("sample_kernel_src")  # not site-packages/kaudit/_bundled
-    _write(output, _render(fmt, report, rules, lambda: render_text(report, shown, terse=terse)))
+    _emit(output, fmt, color, report, rules, lambda: render_text(report, shown, terse=terse))
     sys.exit(1 if _fails(report["findings"], report["tree"]["parse_errors"], fail_on, strict) else 0)
 
 
@@ -223,7 +231,10 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs:
         data = outcome.to_json()
         click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else "\n".join(_model_lines(data)))
         sys.exit(1 if outcome.status == "violation" else 0)
-    raise UsageError(f"{key}: no per-vCPU set/clear protocol to model")
+    modelled = sorted({judged.site.key for rule, analysis in zip(rules, result.analyses, strict=True)
+                       for judged in analysis.sites if protocol_of(analysis, rule, judged.site.key) is not None})
+    raise UsageError(f"{key}: no per-vCPU set/clear protocol to model (keys that have one: "
+                     f"{', '.join(modelled) or 'none'})")
 
 
 def _series(inputs: tuple[Path, ...], git_rev: str | None, scratch: Path
@@ -254,11 +265,12 @@ def _series(inputs: tuple[Path, ...], git_rev: str | None, scratch: Path
 @_OUTPUT
 @_fail_on("a finding a patch introduces")
 @_TERSE
+@_COLOR
 @_NO_MODEL
 def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir: Path | None, jobs: int,
                         cache_dir: Path | None, no_cache: bool, compdb: Path | None, objtree: Path | None, fmt: str,
                         output: Path | None,
-                        fail_on: str, terse: bool, no_model: bool) -> None:
+                        fail_on: str, terse: bool, color: str, no_model: bool) -> None:
     """Pre-submit check: apply each patch of a series (files, mboxes, - for stdin) in turn to a
     work copy of TREE, or take the changes from git, and report what each introduces and fixes.
     TREE defaults to the bundled sample (with --git, the current directory). Exit 1 when any
@@ -271,7 +283,7 @@ def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir
             raise UsageError(f"{root}: no such directory")
         how = Audit(rules, jobs, _cache(cache_dir, no_cache), settings, compdb, objtree)
         report = check_series(root, changes, how, Path(scratch) / "series", base).report
-    _write(output, _render(fmt, report, rules, lambda: render_patch_text(report, terse=terse)))
+    _emit(output, fmt, color, report, rules, lambda: render_patch_text(report, terse=terse))
     patches = report["patches"]
     introduced = [f for patch in patches for f in patch["introduced"]]
     broken = sum(len(patch["new_parse_errors"]) for patch in patches) if fail_on != "never" else 0

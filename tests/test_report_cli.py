@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from conftest import SAMPLE, copy_sample
 
 from kaudit.cli import main
+from kaudit.report.color import wanted
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "report-v1.schema.json").read_text())
 
@@ -167,3 +168,39 @@ def test_internal_error_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("kaudit.cli.audit_tree", broken)
     code, out = run("audit", "--no-cache")
     assert code == 3 and "internal error" in out and "simulated bug" in out
+
+
+def test_model_key_error_lists_the_keys_that_can_be_modelled() -> None:
+    code, out = run("model", "--key", "NOPE")
+    assert code == 2
+    assert out.strip() == ("kaudit: error: NOPE: no per-vCPU set/clear protocol to model "
+                           "(keys that have one: APICV_INHIBIT_REASON_IRQWIN)")
+
+
+def test_sample_paths_are_shown_relative_not_under_the_package() -> None:
+    _, out = run("audit", "--terse")
+    assert out.startswith("sample_kernel_src/arch/x86/kvm/svm/svm.c:117:2: error: ")
+    assert "_bundled" not in out and "site-packages" not in out
+
+
+@pytest.mark.parametrize(("args", "env", "coloured"), [
+    ([], {}, False),  # auto: the runner is no terminal
+    (["--color", "always"], {}, True),
+    (["--color", "never"], {}, False),
+    (["--color", "always"], {"NO_COLOR": "1"}, True),  # an explicit choice wins
+])
+def test_color(args: list[str], env: dict[str, str], coloured: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _, out = run("audit", "--terse", *args)
+    assert ("\x1b[31m\x1b[1merror\x1b[0m" in out) == coloured
+    assert ("\x1b[" in out) == coloured
+    _, out = run("audit", "--format", "json", *args)
+    assert "\x1b[" not in out
+
+
+def test_color_auto_on_a_terminal_and_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert wanted("auto", to_terminal=True) and not wanted("auto", to_terminal=False)
+    monkeypatch.setenv("NO_COLOR", "")
+    assert not wanted("auto", to_terminal=True) and wanted("always", to_terminal=False)
