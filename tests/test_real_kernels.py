@@ -18,12 +18,15 @@ import jsonschema
 import kernels
 import networkx as nx
 import pytest
+from click.testing import CliRunner
 
 from kaudit.audit import audit_tree
 from kaudit.changes import read_patches
+from kaudit.cli import main
 from kaudit.model.check import ModelSettings
 from kaudit.patchcheck import Audit, check_series
 from kaudit.report.json_report import build_report
+from kaudit.report.sarif import build_sarif
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules
 
@@ -189,3 +192,26 @@ def test_check_patch_on_a_real_tree_keeps_the_error_and_the_tree(tmp_path: Path)
     assert patch["introduced"] == [] and patch["fixed"] == []
     (error,) = [f for f in result.report["findings"] if f["severity"] == "error"]
     assert error["id"] in patch["unchanged"] and error["location"]["line"] == clear_line + 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_6_12_report_is_valid_sarif(mode: str) -> None:
+    report, _ = audited("6.12", mode)
+    log = build_sarif(report, load_rules(default_rules_dir()))
+    schema = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
+    jsonschema.Draft4Validator(schema).validate(log)
+    errors = [r for r in log["runs"][0]["results"] if r["level"] == "error"]
+    assert [r["partialFingerprints"]["kauditFindingId/v1"] for r in errors] == [
+        f["id"] for f in report["findings"] if f["severity"] == "error"]
+
+
+def test_a_baseline_written_on_6_12_accepts_the_known_error(tmp_path: Path) -> None:
+    tree = kernel(kernels.source_tree, "6.12")
+    baseline = tmp_path / "baseline.json"
+    common = ["audit", str(tree), "--cache-dir", str(kernels.CACHE / "kaudit-cache"), "--jobs", "2", "--sim-steps",
+              "0", "--terse"]
+    for extra in (["--write-baseline", str(baseline)], ["--baseline", str(baseline)]):
+        result = CliRunner().invoke(main, [*common, *extra])
+        assert result.exit_code == 0, result.output
+        assert "0 error(s)" in result.output and "; 1 finding in baseline;" in result.output
+    assert [e["key"] for e in json.loads(baseline.read_text())["findings"]] == ["APICV_INHIBIT_REASON_IRQWIN"]
