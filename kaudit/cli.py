@@ -21,10 +21,11 @@ import click
 
 from kaudit import __version__
 from kaudit.audit import audit_tree
-from kaudit.changes import range_changes, read_patches, worktree_change
 from kaudit.errors import UsageError
+from kaudit.gitchanges import range_changes, worktree_change
 from kaudit.model.check import ModelSettings, check_key, protocol_of
 from kaudit.patchcheck import Audit, Change, check_series
+from kaudit.patches import read_patches
 from kaudit.report.color import colorize, wanted
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.sarif import dumps_sarif

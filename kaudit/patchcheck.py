@@ -1,7 +1,7 @@
 """Pre-submit check: what each change of a series does to kaudit's verdicts.
 
-The changes (changes.py: patches, or commits and the working tree read from
-git) are applied in turn to one work copy of the tree (hard links for files
+The changes (patches.py: patches; gitchanges.py: commits and the work tree
+read from git) are applied in turn to one work copy of the tree (hard links for files
 none of them touches, real copies for those they do, so the tree itself is
 never written). The work copy is audited before the first change and after
 each, and consecutive audits are compared by stable finding ids: what each
@@ -23,10 +23,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kaudit.audit import AuditResult, audit_tree
-from kaudit.changes import VCS_DIRS, Patch, Snapshot, patch_paths
 from kaudit.errors import UsageError
+from kaudit.gitchanges import Snapshot
 from kaudit.gitrun import first_error_line, git
 from kaudit.model.check import ModelSettings
+from kaudit.patches import VCS_DIRS, Patch, patch_paths
 from kaudit.report.json_report import build_report
 from kaudit.rules import Rule, rule_sources
 from kaudit.scan import find_sources

@@ -15,8 +15,8 @@ from conftest import FIX_PATCH, SAMPLE
 from test_counter_rule import COUNTER_BUG
 from test_report_cli import SCHEMA, run
 
-from kaudit.changes import patch_paths
 from kaudit.errors import UsageError
+from kaudit.patches import patch_paths
 
 
 def tree_digest(root: Path) -> str:

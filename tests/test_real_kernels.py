@@ -21,10 +21,10 @@ import pytest
 from click.testing import CliRunner
 
 from kaudit.audit import audit_tree
-from kaudit.changes import read_patches
 from kaudit.cli import main
 from kaudit.model.check import ModelSettings
 from kaudit.patchcheck import Audit, check_series
+from kaudit.patches import read_patches
 from kaudit.report.json_report import build_report
 from kaudit.report.sarif import build_sarif
 from kaudit.resources import default_rules_dir
