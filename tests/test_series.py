@@ -113,6 +113,9 @@ def test_a_committed_series_checked_on_its_own_tip_gives_the_same_verdicts(
     code, report = check(*map(str, patches), str(repo))
     assert code == 1 and verdicts(report) == EXPECTED
     assert all(p["already_applied"] for p in report["patches"])
+    result = CliRunner().invoke(main, ["check-patch", str(patches[0]), str(patches[1]), str(patches[2]), str(repo),
+                                       "--no-cache", "--no-model", "--terse"])
+    assert "(already in the tree: checked from its pre-image)" in result.output.splitlines()[0]
     assert digest(repo) == before
 
 

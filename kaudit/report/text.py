@@ -88,7 +88,8 @@ def _suppressed_text(counts: dict[str, int]) -> str:
 
 def _patch_lines(patch: dict[str, Any], terse: bool) -> list[str]:
     """One change of a series: what it introduces (b/: the file after it) and fixes (a/: before it)."""
-    lines = [f"kaudit: {patch['name']}: {patch['subject']}"] if patch["subject"] else []
+    applied = " (already in the tree: checked from its pre-image)" if patch["already_applied"] else ""
+    lines = [f"kaudit: {patch['name']}: {patch['subject']}{applied}"] if patch["subject"] or applied else []
     for finding in patch["introduced"]:
         lines += _finding_lines(finding, _AFTER, terse)
     for finding in patch["fixed"]:
