@@ -270,8 +270,7 @@ def _series(inputs: tuple[Path, ...], git_rev: str | None, scratch: Path
 @_NO_MODEL
 def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir: Path | None, jobs: int,
                         cache_dir: Path | None, no_cache: bool, compdb: Path | None, objtree: Path | None, fmt: str,
-                        output: Path | None,
-                        fail_on: str, terse: bool, color: str, no_model: bool) -> None:
+                        output: Path | None, fail_on: str, terse: bool, color: str, no_model: bool) -> None:
     """Pre-submit check: apply each patch of a series (files, mboxes, - for stdin) in turn to a
     work copy of TREE, or take the changes from git, and report what each introduces and fixes.
     TREE defaults to the bundled sample (with --git, the current directory). Exit 1 when any
