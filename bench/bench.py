@@ -22,7 +22,7 @@ import clang.cindex as ci
 from kaudit.audit import audit_tree, parse_jobs
 from kaudit.model.check import ModelSettings, check_key
 from kaudit.resources import default_rules_dir, sample_tree
-from kaudit.rules import load_rules
+from kaudit.rules import load_rules, rule_sources
 from kaudit.scan import parse_tree
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     rules = load_rules(default_rules_dir())
 
     with tempfile.TemporaryDirectory() as scratch:
-        jobs = parse_jobs(root, Path(scratch), options.compdb)
+        jobs = parse_jobs(root, Path(scratch), options.compdb, rule_sources(rules))
         _, bare = timed(bare_parse, jobs)
         _, facts = timed(parse_tree, root, jobs, 1, None)
         cache = Path(scratch) / "cache"

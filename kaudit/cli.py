@@ -14,7 +14,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
@@ -22,14 +22,19 @@ import click
 from kaudit import __version__
 from kaudit.audit import audit_tree
 from kaudit.errors import UsageError
-from kaudit.model.check import ModelSettings, check_key
+from kaudit.gitchanges import range_changes, worktree_change
+from kaudit.model.check import ModelSettings, check_key, protocol_of
 from kaudit.model.extract import Unmodelled
-from kaudit.patchcheck import check_patch
+from kaudit.patchcheck import Audit, Change, check_series
+from kaudit.patches import read_patches
+from kaudit.report.color import colorize, wanted
 from kaudit.report.json_report import build_report, dumps
+from kaudit.report.sarif import dumps_sarif
 from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_patch_text, render_text
-from kaudit.resources import default_rules_dir, sample_tree
-from kaudit.rules import Rule, load_rules
+from kaudit.resources import default_rules_dir, report_schema, sample_tree
+from kaudit.rules import RULE_SCHEMA, Rule, load_rules
+from kaudit.suppress import Baseline, baseline_text
 
 _RANK = {"info": 0, "warning": 1, "error": 2}
 
@@ -39,10 +44,10 @@ def _default_cache() -> Path:
     return Path(base) / "kaudit"
 
 
-def _write(output: Path | None, text: str) -> None:
+def _write(output: Path | None, text: str, color: bool = False) -> None:
     """Write all or nothing: a report is never left half-written."""
     if output is None:
-        click.echo(text, nl=False)
+        click.echo(text, nl=False, color=color)
         return
     if not output.name or output.is_dir():
         raise UsageError(f"{output}: not a file name for the report")
@@ -55,13 +60,16 @@ def _write(output: Path | None, text: str) -> None:
         raise UsageError(f"{output}: cannot write report: {err.strerror}") from err
 
 
-def _fails(findings: list[dict[str, Any]], parse_errors: int, fail_on: str, strict: bool) -> bool:
+def _failing(findings: list[dict[str, Any]], fail_on: str, strict: bool) -> list[dict[str, Any]]:
+    """The findings, not suppressed, at or above the threshold (--strict: warning)."""
     threshold = "warning" if strict else fail_on
-    if strict and parse_errors:
-        return True
     if threshold == "never":
-        return False
-    return any(_RANK[f["severity"]] >= _RANK[threshold] for f in findings)
+        return []
+    return [f for f in findings if "suppressed" not in f and _RANK[f["severity"]] >= _RANK[threshold]]
+
+
+def _fails(findings: list[dict[str, Any]], parse_errors: int, fail_on: str, strict: bool) -> bool:
+    return bool(strict and parse_errors) or bool(_failing(findings, fail_on, strict))
 
 
 class _Group(click.Group):
@@ -89,6 +97,8 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--compdb", type=click.Path(path_type=Path),
                      help="The kernel's compile_commands.json (default: no-build mode, headers synthesised "
                           "in the cache)."),
+        click.option("--objtree", type=click.Path(path_type=Path),
+                     help="With --compdb: the O= build directory, whose generated headers the commands name."),
         click.option("--no-cache", is_flag=True, help="Parse every file afresh."),
         click.option("--cache-dir", type=click.Path(path_type=Path), help="Facts cache (default: ~/.cache/kaudit)."),
         click.option("-j", "--jobs", type=click.IntRange(1, 256), default=min(os.cpu_count() or 1, 256),
@@ -107,9 +117,26 @@ def _rules(rules_dir: Path | None) -> list[Rule]:
     return load_rules(rules_dir if rules_dir is not None else default_rules_dir())
 
 
-_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def _format(*choices: str) -> Callable[..., Any]:
+    return click.option("--format", "fmt", type=click.Choice(choices), default="text", show_default=True,
+                        help="sarif: SARIF 2.1.0, for code-scanning UIs." if "sarif" in choices else None)
+
+
+def _emit(output: Path | None, fmt: str, color: str, report: dict[str, Any], rules: list[Rule],
+          text: Callable[[], str]) -> None:
+    """The report in its format, to output or stdout; text in colour when --color says so."""
+    if fmt != "text":
+        _write(output, dumps(report) if fmt == "json" else dumps_sarif(report, rules))
+        return
+    painted = wanted(color, output is None and sys.stdout.isatty())
+    _write(output, colorize(text()) if painted else text(), color=painted)
+
+
+_REPORT_FORMAT = _format("text", "json", "sarif")
 _OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here, not stdout.")
 _TERSE = click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
+_COLOR = click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+                      help="Colour text output (auto: on a terminal, unless NO_COLOR is set).")
 _NO_MODEL = click.option("--no-model", is_flag=True, help="Skip the runtime model (interleaving check).")
 
 
@@ -127,26 +154,37 @@ def main() -> None:
 @main.command()
 @click.argument("tree", required=False, type=click.Path(path_type=Path))
 @_common_options
-@_FORMAT
+@_REPORT_FORMAT
 @_OUTPUT
 @_fail_on("a finding")
 @click.option("--strict", is_flag=True, help="Fail on warnings and on parse errors too.")
 @_TERSE
+@_COLOR
 @_NO_MODEL
 @click.option("--vcpus", type=click.IntRange(2, 4), default=3, show_default=True, help="vCPUs in the runtime model.")
 @click.option("--sim-steps", type=click.IntRange(0, 10_000_000), default=4_000, show_default=True,
               help="Steps of the seeded 4-vCPU cost simulation of each confirmed violation (0: skip).")
+@click.option("--baseline", "baseline_file", type=click.Path(path_type=Path),
+              help="Accepted findings (matched by id): they are reported as suppressed and do not fail.")
+@click.option("--write-baseline", type=click.Path(path_type=Path),
+              help="Write the findings that would fail this run to FILE as the baseline (and accept them).")
 def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None, no_cache: bool,
-          compdb: Path | None, fmt: str, output: Path | None, fail_on: str, strict: bool, terse: bool,
-          no_model: bool, vcpus: int, sim_steps: int) -> None:
+          compdb: Path | None, objtree: Path | None, fmt: str, output: Path | None, fail_on: str, strict: bool,
+          terse: bool, color: str, no_model: bool, vcpus: int, sim_steps: int, baseline_file: Path | None,
+          write_baseline: Path | None) -> None:
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
+    baseline = Baseline.load(baseline_file) if baseline_file is not None else None
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
-    result = audit_tree(root, _rules(rules_dir), jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
-                        compdb=compdb)
-    report = build_report(result)
-    text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
-    _write(output, text)
+    rules = _rules(rules_dir)
+    result = audit_tree(root, rules, jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
+                        compdb=compdb, objtree=objtree)
+    report = build_report(result, baseline)
+    if write_baseline is not None:
+        _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)))
+        report = build_report(result, Baseline.load(write_baseline))
+    shown = tree if tree is not None else PurePosixPath("sample_kernel_src")  # not site-packages/kaudit/_bundled
+    _emit(output, fmt, color, report, rules, lambda: render_text(report, shown, terse=terse))
     sys.exit(1 if _fails(report["findings"], report["tree"]["parse_errors"], fail_on, strict) else 0)
 
 
@@ -168,56 +206,90 @@ def rule(rule_id: str | None, rules_dir: Path | None) -> None:
 
 
 @main.command()
+@click.argument("which", type=click.Choice(["report", "rule"]))
+def schema(which: str) -> None:
+    """Print the JSON schema of the report (--format json) or of a rule file."""
+    click.echo((report_schema() if which == "report" else RULE_SCHEMA).read_text(), nl=False)
+
+
+@main.command()
 @click.argument("tree", required=False, type=click.Path(path_type=Path))
 @click.option("--key", required=True, help="The key to model, e.g. APICV_INHIBIT_REASON_IRQWIN.")
 @click.option("--vcpus", type=click.IntRange(2, 4), default=3, show_default=True)
 @_common_options
-@_FORMAT
+@_format("text", "json")
 def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs: int, cache_dir: Path | None,
-          no_cache: bool, compdb: Path | None, fmt: str) -> None:
+          no_cache: bool, compdb: Path | None, objtree: Path | None, fmt: str) -> None:
     """Run the runtime model for one KEY of TREE and print its verdict and trace.
 
     Exit 1 when the model finds a violation."""
     rules = _rules(rules_dir)
     result = audit_tree(tree if tree is not None else sample_tree(), rules, jobs=jobs,
-                        cache_dir=_cache(cache_dir, no_cache), compdb=compdb)
+                        cache_dir=_cache(cache_dir, no_cache), compdb=compdb, objtree=objtree)
+    modelled = []
     for rule, analysis in zip(rules, result.analyses, strict=True):
-        if rule.engine != "inhibit-balance" or key not in {j.site.key for j in analysis.sites}:
-            continue
-        outcome = check_key(analysis, rule, key, ModelSettings(vcpus=vcpus))
-        if isinstance(outcome, Unmodelled):
-            raise UsageError(f"{key}: not modelled: {outcome.reason}")
-        data = {**outcome.to_json(), "status": "confirmed" if outcome.status == "violation" else outcome.status}
-        click.echo(json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else "\n".join(_model_lines(data)))
-        sys.exit(1 if outcome.status == "violation" else 0)
-    raise UsageError(f"{key}: no per-vCPU set/clear protocol to model")
+        for known in sorted({j.site.key for j in analysis.sites}):
+            outcome = check_key(analysis, rule, known, ModelSettings(vcpus=vcpus)) if known == key else None
+            if outcome is None:
+                if not isinstance(protocol_of(analysis, rule, known), Unmodelled):
+                    modelled.append(known)
+                continue
+            if isinstance(outcome, Unmodelled):
+                raise UsageError(f"{key}: not modelled: {outcome.reason}")
+            data = {**outcome.to_json(), "status": "confirmed" if outcome.status == "violation" else outcome.status}
+            text = json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else "\n".join(_model_lines(data))
+            click.echo(text)
+            sys.exit(1 if outcome.status == "violation" else 0)
+    raise UsageError(f"{key}: no protocol to model (keys that have one: {', '.join(modelled) or 'none'})")
+
+
+def _series(inputs: tuple[Path, ...], git_rev: str | None, scratch: Path
+            ) -> tuple[Path, list[Change], dict[str, bytes | None] | None]:
+    """(tree, changes, base state) from check-patch's arguments: PATCH... [TREE], or --git REV [TREE]."""
+    tree = inputs[-1] if inputs and str(inputs[-1]) != "-" and inputs[-1].is_dir() else None
+    sources = list(inputs[:-1] if tree is not None else inputs)
+    if git_rev is not None:
+        if sources:
+            raise UsageError("--git takes no patch files: the changes come from the repository")
+        root = tree if tree is not None else Path(".")
+        series = range_changes(root, git_rev) if ".." in git_rev else worktree_change(root, git_rev)
+        return root, list(series.changes), series.base
+    if not sources:
+        raise UsageError("no patch given (a file, an mbox, - for stdin, or --git REV)")
+    root = tree if tree is not None else sample_tree()
+    stdin = sys.stdin.buffer.read() if any(str(s) == "-" for s in sources) else None
+    return root, list(read_patches(sources, stdin, scratch)), None
 
 
 @main.command("check-patch")
-@click.argument("patch", type=click.Path(path_type=Path))
-@click.argument("tree", required=False, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path), metavar="[PATCH|MBOX|-]... [TREE]")
+@click.option("--git", "git_rev", metavar="REV|A..B",
+              help="Check each commit of the range A..B, or the work tree (staged and unstaged) against REV, "
+                   "read from TREE's repository (default TREE: the current directory).")
 @_common_options
-@_FORMAT
+@_REPORT_FORMAT
 @_OUTPUT
-@_fail_on("a finding the patch introduces")
+@_fail_on("a finding a patch introduces")
 @_TERSE
+@_COLOR
 @_NO_MODEL
-def check_patch_command(patch: Path, tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path | None,
-                        no_cache: bool, compdb: Path | None, fmt: str, output: Path | None, fail_on: str,
-                        terse: bool, no_model: bool) -> None:
-    """Pre-submit check: audit TREE with PATCH applied (to a work copy) and report
-    what the patch introduces and fixes. TREE defaults to the bundled sample."""
-    root = tree if tree is not None else sample_tree()
-    if not root.is_dir():
-        raise UsageError(f"{root}: no such directory")
+def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir: Path | None, jobs: int,
+                        cache_dir: Path | None, no_cache: bool, compdb: Path | None, objtree: Path | None, fmt: str,
+                        output: Path | None, fail_on: str, terse: bool, color: str, no_model: bool) -> None:
+    """Pre-submit check: apply each patch of a series (files, mboxes, - for stdin) in turn to a
+    work copy of TREE, or take the changes from git, and report what each introduces and fixes.
+    TREE defaults to the bundled sample (with --git, the current directory). Exit 1 when any
+    change introduces a finding at --fail-on or breaks parsing."""
+    rules = _rules(rules_dir)
     settings = None if no_model else ModelSettings(sim_steps=0)
     with tempfile.TemporaryDirectory(prefix="kaudit-patch-") as scratch:
-        result = check_patch(root, patch, _rules(rules_dir), Path(scratch), jobs, _cache(cache_dir, no_cache),
-                             settings, compdb)
-    report = result.report
-    text = dumps(report) if fmt == "json" else render_patch_text(report, root.resolve(), terse=terse)
-    _write(output, text)
-    introduced = set(report["patch"]["introduced"])
-    findings = [f for f in report["findings"] if f["id"] in introduced]
-    broken = len(report["patch"]["new_parse_errors"]) if fail_on != "never" else 0
-    sys.exit(1 if _fails(findings, broken, fail_on, strict=bool(broken)) else 0)
+        root, changes, base = _series(inputs, git_rev, Path(scratch))
+        if not root.is_dir():
+            raise UsageError(f"{root}: no such directory")
+        how = Audit(rules, jobs, _cache(cache_dir, no_cache), settings, compdb, objtree)
+        report = check_series(root, changes, how, Path(scratch) / "series", base).report
+    _emit(output, fmt, color, report, rules, lambda: render_patch_text(report, terse=terse))
+    patches = report["patches"]
+    introduced = [f for patch in patches for f in patch["introduced"]]
+    broken = sum(len(patch["new_parse_errors"]) for patch in patches) if fail_on != "never" else 0
+    sys.exit(1 if _fails(introduced, broken, fail_on, strict=bool(broken)) else 0)

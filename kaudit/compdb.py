@@ -4,7 +4,9 @@ Kernel builds use gcc; its command lines carry flags clang rejects, and a
 compile database is input we do not trust. So each command keeps only what
 an allowlist says parsing needs (defines, include paths and forced includes
 inside the tree, language and target options) and loses the rest. Entries
-for files outside the tree are skipped.
+for files outside the tree are skipped. An `O=` build keeps its generated
+headers in the object tree: include paths there are kept when it is named
+(--objtree).
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ _TARGET = re.compile(r"^--target=[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 _PATH_FLAGS = ("-I", "-isystem", "-iquote", "-idirafter", "-include", "-imacros")
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path.resolve().is_relative_to(root)
+def _inside(path: Path, *roots: Path | None) -> bool:
+    return any(root is not None and path.resolve().is_relative_to(root) for root in roots)
 
 
-def translate(argv: list[str], directory: Path, root: Path) -> list[str]:
-    """Clang-safe parse flags from one compile command's argv (no compiler, no file)."""
+def translate(argv: list[str], directory: Path, root: Path, objtree: Path | None = None) -> list[str]:
+    """Clang-safe parse flags from one compile command's argv (no compiler, no file);
+    paths must lie in the source tree root or the object tree."""
     out: list[str] = []
     args = iter(argv[1:])  # argv[0] is the compiler
     for arg in args:
@@ -47,7 +50,7 @@ def translate(argv: list[str], directory: Path, root: Path) -> list[str]:
         if flag is not None:
             value = arg[len(flag):] or next(args, "")
             path = Path(value) if Path(value).is_absolute() else directory / value
-            if value and _inside(path, root):
+            if value and _inside(path, root, objtree):
                 out += [flag, str(path.resolve())]
         elif arg in _KEEP_EXACT or _TARGET.match(arg) or (arg.startswith(_KEEP_PREFIXES) and arg not in ("-D", "-U")):
             out.append(arg)
@@ -56,9 +59,10 @@ def translate(argv: list[str], directory: Path, root: Path) -> list[str]:
     return out
 
 
-def load(compdb: Path, root: Path, wanted: list[Path]) -> dict[Path, list[str]]:
+def load(compdb: Path, root: Path, wanted: list[Path], objtree: Path | None = None) -> dict[Path, list[str]]:
     """Flags per wanted source file, from the compile database."""
     root = root.resolve()
+    objtree = objtree.resolve() if objtree is not None else None
     try:
         entries = json.loads(compdb.read_text())
     except (OSError, ValueError) as err:
@@ -77,7 +81,7 @@ def load(compdb: Path, root: Path, wanted: list[Path]) -> dict[Path, list[str]]:
             argv = entry.get("arguments") or shlex.split(str(entry.get("command", "")))
             if not isinstance(argv, list) or not all(isinstance(a, str) and "\0" not in a for a in argv):
                 raise ValueError("malformed arguments")
-            flags[source] = translate(argv, directory, root)
+            flags[source] = translate(argv, directory, root, objtree)
         except (TypeError, ValueError) as err:
             raise UsageError(f"{compdb}: entry {number} is malformed: {err}") from err
     return flags

@@ -2,7 +2,8 @@
 
 Given only a source tree, kaudit writes, into its own cache directory (never
 into the tree, and without running the tree's Makefiles or scripts):
-- include/generated/autoconf.h from a bundled KVM-oriented x86_64 config;
+- include/generated/autoconf.h from the tree's own .config when it has one,
+  else from a bundled KVM-oriented x86_64 config;
 - the asm-generic wrapper headers that the tree's own Kbuild lists name
   (`generic-y`, and `mandatory-y` headers the arch does not provide);
 - the few computed headers (bounds, asm-offsets, syscall tables...) as
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from kaudit import __version__
@@ -132,7 +134,7 @@ def _syscall_headers(root: Path) -> dict[str, str]:
 
 def synthesize(root: Path, cache: Path) -> Path:
     """Write the generated headers for root into the cache; return their root."""
-    config = bundled_config(root)
+    config = kernel_config(root).text
     major, minor = kernel_version(root)
     version = (
         f"#define LINUX_VERSION_CODE {(major << 16) + (minor << 8)}\n"
@@ -167,30 +169,47 @@ def kernel_version(root: Path) -> tuple[int, int]:
     return int(numbers.get("VERSION", 0)), int(numbers.get("PATCHLEVEL", 0))
 
 
-def bundled_config(root: Path) -> str:
-    """The bundled config of the newest kernel version not newer than the
-    tree's (Kconfig symbols change type between versions)."""
+# A line as Kconfig writes it: y/m/n, a quoted string, a decimal or hex number
+_CONFIG_LINE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+)=(y|m|n|"(?:[^"\\]|\\.)*"|-?[0-9]+|0x[0-9A-Fa-f]+)$')
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    text: str  # the CONFIG_ lines
+    origin: str  # which config this is, for the report
+
+    def values(self) -> dict[str, str]:
+        return dict(line.split("=", 1) for line in self.text.splitlines())
+
+
+def _config_lines(text: str) -> str:
+    return "".join(f"{line}\n" for line in text.splitlines() if _CONFIG_LINE.match(line))
+
+
+def kernel_config(root: Path) -> KernelConfig:
+    """The tree's own .config (written, and so fully evaluated, by the kernel's Kconfig when the tree
+    was configured) when it has one; else the bundled config of the newest kernel version not newer
+    than the tree's (Kconfig symbols change type between versions)."""
+    own = root / ".config"
+    if own.is_file() and not own.is_symlink():
+        return KernelConfig(_config_lines(own.read_text(errors="replace")), "the tree's .config")
     configs = sorted(
         (tuple(int(n) for n in path.stem.rsplit("-", 1)[1].split(".")), path)
         for path in _DATA.glob("kvm-x86_64-*.config")
     )
     version = kernel_version(root)
-    chosen = [path for v, path in configs if v <= version] or [configs[0][1]]
-    return chosen[-1].read_text()
+    chosen = ([path for v, path in configs if v <= version] or [configs[0][1]])[-1]
+    return KernelConfig(_config_lines(chosen.read_text()), f"bundled {chosen.name}")
 
 
 _ASSIGN = re.compile(r"^([A-Za-z0-9_.-]+?)(?:-(y|m|\$\((CONFIG_[A-Za-z0-9_]+)\)))?\s*(\+=|:=|\?=|=)\s*(.*)$")
 
 
-def _config_values(root: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in bundled_config(root).splitlines() if line.startswith("CONFIG_"))
-
-
 def configured_sources(root: Path, makefile: str = "arch/x86/kvm/Makefile") -> list[Path] | None:
-    """The C files Kbuild compiles into KVM under the bundled config, read off
-    the Makefile as data (object lists, `ifdef CONFIG_`, `include` of files in
-    the tree); None when the tree has no such Makefile."""
-    config = _config_values(root)
+    """The C files Kbuild compiles into KVM under the tree's config (kernel_config),
+    read off the Makefile as data (object lists, `ifdef CONFIG_`, `include` of
+    files in the tree); None when the tree has no such Makefile."""
+    config = kernel_config(root).values()
     variables: dict[str, str] = {"srctree": str(root), "obj": str((root / makefile).parent)}
     objects: list[Path] = []
 

@@ -1,4 +1,4 @@
-"""Where the bundled rules and sample tree are.
+"""Where the bundled rules, sample tree and report schema are.
 
 An installed wheel carries them inside the package (kaudit/_bundled/, see
 pyproject.toml); a source checkout has them at the top of the repository.
@@ -24,3 +24,7 @@ def default_rules_dir() -> Path:
 
 def sample_tree() -> Path:
     return bundled("sample_kernel_src")
+
+
+def report_schema() -> Path:
+    return bundled("docs/report-v2.schema.json")

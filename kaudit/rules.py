@@ -1,4 +1,5 @@
-"""Rule files: YAML documents in rules/, one rule each (format: docs/rules.md).
+"""Rule files: YAML documents in rules/, one rule each (format: docs/rules.md,
+schema: kaudit/data/rule.schema.json).
 
 A rule says what it checks (the engine that runs it, the API family it
 watches, the kinds of finding it can report with their message, severity
@@ -9,16 +10,19 @@ prints. Engines only pick a kind and fill its message's fields.
 
 from __future__ import annotations
 
+import difflib
+import json
 import string
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+import jsonschema
 
+from kaudit import yamlmarks
 from kaudit.errors import UsageError
 
-SEVERITIES = ("error", "warning", "info")
 DOC_SECTIONS = (
     ("what_it_does", "What it does"),
     ("why_bad", "Why is this bad?"),
@@ -26,8 +30,7 @@ DOC_SECTIONS = (
     ("use_instead", "Use instead"),
     ("known_problems", "Known problems"),
 )
-_REQUIRED = ("id", "name", "engine", "title", "confidence", "fix_hint", "findings",
-             *(key for key, _ in DOC_SECTIONS))
+RULE_SCHEMA = Path(__file__).parent / "data" / "rule.schema.json"
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class ApiEntry:
 
 @dataclass(frozen=True)
 class FindingKind:
-    """One kind of finding: its message template (`{key}`, `{why}`... filled
+    """One kind of finding: its message template (`{key}`, `{how}`... filled
     by the engine), severity and confidence."""
 
     name: str
@@ -54,7 +57,7 @@ class FindingKind:
     message: str
 
     def text(self, **fields: Any) -> str:
-        return self.message.strip().format(**fields)
+        return " ".join(self.message.split()).format(**fields)
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,17 @@ class Rule:
     update_lock: str = ""
     word: str = ""  # the VM-wide field whose bits the keys are
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    sources: tuple[str, ...] = ()
     path: str = ""
+    key_lines: dict[str, int] = field(default_factory=dict, compare=False)  # where each top-level key is
 
     def kind(self, name: str) -> FindingKind:
         return self.findings[name]
+
+    @property
+    def severity(self) -> str:
+        """The most severe of its kinds: what a finding of the rule can be at worst."""
+        return min((k.severity for k in self.findings.values()), key=("error", "warning", "info").index)
 
     def page(self) -> str:
         """The rule's documentation page, ruff-style."""
@@ -108,71 +118,99 @@ def _fail(path: Path, line: int | None, message: str) -> UsageError:
     return UsageError(f"{where}: {message}")
 
 
-def _api(path: Path, entries: Any) -> tuple[ApiEntry, ...]:
-    if not isinstance(entries, list):
-        raise _fail(path, None, "api must be a list of entries")
-    out = []
-    for api in entries:
-        if (not isinstance(api, dict) or "function" not in api or "key_arg" not in api
-                or not ({"action", "value_arg"} & api.keys())):
-            raise _fail(path, None, f"api entry {api!r} needs function, key_arg and action or value_arg")
-        out.append(ApiEntry(str(api["function"]), int(api["key_arg"]), api.get("action"), api.get("value_arg"),
-                            bool(api.get("takes_lock", False))))
-    return tuple(out)
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(RULE_SCHEMA.read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
-def _kinds(path: Path, kinds: Any) -> dict[str, FindingKind]:
-    if not isinstance(kinds, dict):
-        raise _fail(path, None, "findings must map each kind to its severity, confidence and message")
-    out = {}
-    for name, spec in kinds.items():
-        if not isinstance(spec, dict) or not {"severity", "confidence", "message"} <= spec.keys():
-            raise _fail(path, None, f"finding kind {name!r} needs severity, confidence and message")
-        if spec["severity"] not in SEVERITIES:
-            raise _fail(path, None, f"finding kind {name!r}: severity must be one of {', '.join(SEVERITIES)}")
-        try:
-            list(string.Formatter().parse(spec["message"]))
-        except ValueError as err:
-            raise _fail(path, None, f"finding kind {name!r}: bad message template: {err}") from err
-        out[str(name)] = FindingKind(str(name), spec["severity"], str(spec["confidence"]), spec["message"])
-    return out
+def _dotted(path: list[str | int]) -> str:
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path).lstrip(".")
+
+
+def _schema_error(doc: yamlmarks.Document, error: jsonschema.ValidationError) -> tuple[int, str]:
+    """(line, message) for one schema violation, worded for the person who wrote the file."""
+    path = list(error.absolute_path)
+    where = _dotted(path)
+    prefix = f"{where}: " if where else ""
+    if error.validator == "additionalProperties":
+        known = list(error.schema.get("properties", {}))
+        key = sorted((k for k in error.instance if k not in known), key=str)[0]
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+        return doc.key_line(path, key), f"unknown key {_dotted([*path, str(key)])!r}{hint}"
+    if error.validator == "required":
+        missing = [key for key in error.validator_value if key not in error.instance]
+        return doc.line(path), f"{where or 'rule'} lacks {', '.join(missing)}"
+    if error.validator == "anyOf":
+        options = [" and ".join(sub.get("required", [])) for sub in error.validator_value]
+        return doc.line(path), f"{where} needs {' or '.join(options)}"
+    if error.validator == "pattern" and "description" in error.schema:  # the form in words, not the regex
+        return doc.line(path), f"{prefix}{error.instance!r} is not {error.schema['description']}"
+    return doc.line(path), f"{prefix}{error.message}"
 
 
 def load_rule(path: Path) -> Rule:
+    """A rule file, checked against kaudit/data/rule.schema.json: any problem is a
+    `file:line: message` usage error (exit 2), never a traceback or a silent default."""
     try:
-        data = yaml.safe_load(path.read_text())
+        doc = yamlmarks.load(path.read_text())
     except OSError as err:
         raise _fail(path, None, f"cannot read rule file: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise _fail(path, mark.line + 1 if mark else None, problem) from err
+    except UnicodeDecodeError as err:
+        raise _fail(path, None, "not UTF-8 text") from err
+    except yamlmarks.YamlError as err:
+        raise _fail(path, err.line, str(err)) from err
+    data = doc.data
     if not isinstance(data, dict):
         raise _fail(path, 1, "a rule file is a YAML mapping")
-    missing = [key for key in _REQUIRED if not data.get(key)]
-    if missing:
-        raise _fail(path, None, f"rule lacks {', '.join(missing)}")
-    for key in ("per_vcpu_types", "vm_types"):
-        if not isinstance(data.get(key, []), list):
-            raise _fail(path, None, f"{key} must be a list of struct names")
-    lifecycle = data.get("lifecycle") or {}
+    # the first by line; an unknown key first of all, as a missing key is most often its typo
+    errors = sorted((error.validator != "additionalProperties", *_schema_error(doc, error))
+                    for error in _validator().iter_errors(data))
+    if errors:
+        _, line, message = errors[0]
+        raise _fail(path, line, message)
+    for name, spec in data["findings"].items():
+        try:
+            list(string.Formatter().parse(spec["message"]))
+        except ValueError as err:
+            raise _fail(path, doc.key_line(["findings"], name), f"findings.{name}.message: {err}") from err
+    lifecycle = data.get("lifecycle", {})
     return Rule(
-        id=str(data["id"]), name=data["name"], engine=data["engine"], title=data["title"],
+        id=data["id"], name=data["name"], engine=data["engine"], title=data["title"],
         confidence=data["confidence"], fix_hint=data["fix_hint"],
-        docs={key: data[key] for key, _ in DOC_SECTIONS}, findings=_kinds(path, data["findings"]),
-        api=_api(path, data.get("api") or []),
+        docs={key: data[key] for key, _ in DOC_SECTIONS}, sources=tuple(data["sources"]),
+        findings={name: FindingKind(name, spec["severity"], spec["confidence"], spec["message"])
+                  for name, spec in data["findings"].items()},
+        api=tuple(ApiEntry(a["function"], a["key_arg"], a.get("action"), a.get("value_arg"),
+                           a.get("takes_lock", False)) for a in data.get("api", [])),
         per_vcpu_types=tuple(data.get("per_vcpu_types", ["kvm_vcpu"])),
         vm_types=tuple(data.get("vm_types", ["kvm"])), update_lock=data.get("update_lock", ""),
         word=data.get("word", ""),
         lifecycle=Lifecycle(tuple(lifecycle.get("create", ())), tuple(lifecycle.get("destroy", ()))),
-        path=str(path),
+        path=str(path), key_lines={key: doc.key_line([], key) for key in data},
     )
 
 
 def load_rules(directory: Path) -> list[Rule]:
+    """Every *.yaml rule of a directory, in file-name order; an id or name used twice is an error."""
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such rules directory")
     rules = [load_rule(p) for p in sorted(directory.glob("*.yaml"))]
     if not rules:
         raise UsageError(f"{directory}: no rule files (*.yaml)")
+    for field_name in ("id", "name"):
+        first: dict[str, Rule] = {}
+        for rule in rules:
+            value = getattr(rule, field_name)
+            if value in first:
+                other = first[value]
+                raise UsageError(f"{rule.path}:{rule.key_lines[field_name]}: rule {field_name} {value!r} is also "
+                                 f"used by {other.path}:{other.key_lines[field_name]}")
+            first[value] = rule
     return rules
+
+
+def rule_sources(rules: list[Rule]) -> tuple[str, ...]:
+    """The globs a scan covers: the union of the rules' `sources`, sorted."""
+    return tuple(sorted({glob for rule in rules for glob in rule.sources}))

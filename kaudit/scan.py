@@ -12,19 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from kaudit import __version__
 from kaudit.errors import UsageError
 from kaudit.frontend.clang_ops import clang_version
 from kaudit.frontend.tu import extract_tu
-
-# What a KVM audit covers: the x86 module and the generic KVM code it calls.
-SOURCE_GLOBS = ("arch/x86/kvm/**/*.c", "virt/kvm/*.c")
 
 
 @dataclass(frozen=True)
@@ -33,19 +30,13 @@ class ParseJob:
     args: tuple[str, ...]
 
 
-def is_source(rel: str) -> bool:
-    """Whether a tree-relative path is one SOURCE_GLOBS covers."""
-    path = PurePosixPath(rel)
-    return path.suffix == ".c" and (rel.startswith("arch/x86/kvm/")
-                                    or (path.parent == PurePosixPath("virt/kvm")))
-
-
-def find_sources(root: Path) -> list[Path]:
+def find_sources(root: Path, globs: Sequence[str]) -> list[Path]:
+    """The C files the rules' `sources` globs cover (rules.rule_sources)."""
     if not root.is_dir():
         raise UsageError(f"{root}: no such directory")
-    files = sorted({p for pattern in SOURCE_GLOBS for p in root.glob(pattern) if p.is_file()})
+    files = sorted({p for pattern in globs for p in root.glob(pattern) if p.is_file()})
     if not files:
-        raise UsageError(f"{root}: no C files under {' or '.join(SOURCE_GLOBS)}")
+        raise UsageError(f"{root}: no C files under {' or '.join(globs)}")
     return files
 
 

@@ -8,6 +8,10 @@ objects so that the kernel's own gen_compile_commands.py can write compile_comma
 Every tree is made in a temporary sibling directory and renamed into place only when complete; the marker file
 READY inside it says so. A second call returns at once, and a half-finished run (killed, failed) is thrown away
 and redone. Wall times of each step go to CACHE/timings-<version>.json for reporting.
+
+CACHE is $KAUDIT_KERNEL_CACHE, else $XDG_CACHE_HOME/kaudit-kernels (~/.cache/kaudit-kernels when XDG_CACHE_HOME is
+unset). What the host lacks (apt, the network, build packages when not root) raises Unavailable, which the tests turn
+into a skip naming it; installing build packages never upgrades an installed package.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-CACHE = Path(os.environ.get("KAUDIT_KERNEL_CACHE") or Path.home() / ".cache" / "kaudit-kernels")
+CACHE = Path(os.environ.get("KAUDIT_KERNEL_CACHE")
+             or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kaudit-kernels")
 VERSIONS = ("6.12", "6.1")
 READY = ".kaudit-ready"
 
@@ -38,9 +43,12 @@ _KVM_OPTIONS = ("VIRTUALIZATION", "KVM", "KVM_INTEL", "KVM_AMD", "KVM_AMD_SEV", 
 _KVM_NEEDS = ("CRYPTO_HW", "CRYPTO_DEV_CCP", "CRYPTO_DEV_CCP_DD", "CRYPTO_DEV_SP_PSP", "AMD_IOMMU")
 # Compile commands the tests rely on; in both versions virt/kvm is compiled from arch/x86/kvm/Makefile.
 _KEY_SOURCES = ("arch/x86/kvm/x86.c", "arch/x86/kvm/svm/svm.c", "arch/x86/kvm/vmx/vmx.c", "virt/kvm/kvm_main.c")
-_BUILD_DEPS = ("flex", "bison", "libelf-dev", "bc", "libssl-dev")
 _JOBS = f"-j{os.cpu_count() or 2}"
 _MAKE = ("make", "ARCH=x86_64")
+
+
+class Unavailable(RuntimeError):
+    """The host cannot provide a tree (no apt, no network, build packages missing and not root): skip, saying why."""
 
 
 def source_tree(version: str) -> Path:
@@ -198,13 +206,22 @@ def _deb(version: str, timings: _Timings) -> Path:
         found = sorted(CACHE.glob(f"{package}_*.deb"))
         if found:
             return found[-1]
+        for tool in ("apt-get", "dpkg"):
+            if not shutil.which(tool):
+                raise Unavailable(f"the real-kernel tests fetch Debian's {package} and need {tool} (a Debian host)")
         with timings.step("download"), _workdir(f"deb-{version}") as work:
             work.chmod(0o755)  # let apt's sandbox user write here, or apt warns and downloads as root
             try:
                 _run(["apt-get", "download", "-q", package], cwd=work)
-            except RuntimeError:  # package lists missing or stale: the candidate version is gone from the mirror
+            except RuntimeError as err:  # package lists missing or stale: the candidate is gone from the mirror
+                if os.geteuid() != 0:
+                    raise Unavailable(f"apt-get download {package} failed (stale package lists need "
+                                      f"`apt-get update` as root?): {err}") from err
                 _run(["apt-get", "update", "-qq"])
-                _run(["apt-get", "download", "-q", package], cwd=work)
+                try:
+                    _run(["apt-get", "download", "-q", package], cwd=work)
+                except RuntimeError as again:
+                    raise Unavailable(f"apt-get download {package} failed: {again}") from again
             debs = list(work.glob(f"{package}_*.deb"))
             if len(debs) != 1:
                 raise RuntimeError(f"apt-get download {package} left {[d.name for d in debs]} in {work}")
@@ -238,31 +255,43 @@ def _extract_subset(tarball: Path, tree: Path) -> None:
         raise RuntimeError(f"{tarball.name}: no arch/x86/kvm in the extracted tree {tree}")
 
 
-def _ensure_build_deps(timings: _Timings) -> None:
-    """Install what `make prepare` and objtool need (flex, bison, bc, libelf and openssl headers) when missing."""
+def _missing_build_deps() -> list[str]:
+    """The Debian packages `make prepare` and objtool need (flex, bison, bc, libelf and openssl headers, a C
+    toolchain) that this host lacks."""
     have = {
         "flex": shutil.which("flex"),
         "bison": shutil.which("bison"),
         "bc": shutil.which("bc"),
         "libelf-dev": Path("/usr/include/libelf.h").exists() or Path("/usr/include/gelf.h").exists(),
         "libssl-dev": Path("/usr/include/openssl/ssl.h").exists(),
+        "gcc": shutil.which("gcc"),
+        "make": shutil.which("make"),
+        "libc6-dev": Path("/usr/include/stdio.h").exists(),
     }
-    packages = list(_BUILD_DEPS) if not all(have.values()) else []
-    if not (shutil.which("gcc") and shutil.which("make")):
-        packages += ["gcc", "make", "libc6-dev"]
+    return [name for name, ok in have.items() if not ok]
+
+
+def _ensure_build_deps(timings: _Timings) -> None:
+    """Install the missing build packages as root, never upgrading an installed package (not even as a
+    dependency: the install is simulated first); without root, say what is missing."""
+    packages = _missing_build_deps()
     if not packages:
         return
+    install = f"apt-get install --no-upgrade {' '.join(packages)}"
     if os.geteuid() != 0:
-        missing = [name for name, ok in have.items() if not ok]
-        raise RuntimeError(f"building a kernel needs {missing or packages}; run as root or apt-get install them")
-    cmd = ["apt-get", "install", "-y", "-qq", *packages]
+        raise Unavailable(f"the real-kernel tests build the KVM objects and need: {install} (as root)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with timings.step("install_build_deps"):
         try:
-            _run(cmd, env=env)
+            plan = _run(["apt-get", "install", "-s", "--no-upgrade", *packages], env=env)
         except RuntimeError:
             _run(["apt-get", "update", "-qq"], env=env)
-            _run(cmd, env=env)
+            plan = _run(["apt-get", "install", "-s", "--no-upgrade", *packages], env=env)
+        upgrades = re.findall(r"^Inst (\S+) \[", plan, re.MULTILINE)
+        if upgrades:
+            raise Unavailable(f"`{install}` would upgrade installed packages ({', '.join(upgrades)}); "
+                              "not done: install the build packages yourself")
+        _run(["apt-get", "install", "-y", "-qq", "--no-upgrade", *packages], env=env)
 
 
 def _make_env() -> dict[str, str]:

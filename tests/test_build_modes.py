@@ -7,12 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, copy_sample
+from test_report_cli import run
 
 from kaudit.audit import audit_tree
 from kaudit.compdb import load, translate
 from kaudit.errors import UsageError
-from kaudit.kbuild import configured_sources, kernel_version, synthesize
+from kaudit.kbuild import configured_sources, kernel_config, kernel_version, nobuild_args, synthesize
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules
 
@@ -147,3 +148,43 @@ def test_a_header_linked_out_of_a_tree_cannot_lend_its_facts(tmp_path: Path) -> 
     audit_tree(hostile, rules, 1, cache)
     errors = [f for a in audit_tree(SAMPLE, rules, 1, cache).analyses for f in a.findings if f.severity == "error"]
     assert len(errors) == 1
+
+
+def test_no_build_mode_uses_the_trees_own_config_and_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "linux"
+    _tiny_kernel(root)
+    assert kernel_config(root).origin == "bundled kvm-x86_64-6.12.config"
+    (root / ".config").write_text("CONFIG_X86_64=y\nCONFIG_KVM=m\n# CONFIG_KVM_XEN is not set\nCONFIG_BAD=$(shell x)\n")
+    config = kernel_config(root)
+    assert config.origin == "the tree's .config" and config.values() == {"CONFIG_X86_64": "y", "CONFIG_KVM": "m"}
+    found = [p.relative_to(root.resolve()).as_posix() for p in configured_sources(root.resolve()) or []]
+    assert found == ["arch/x86/kvm/lapic.c", "arch/x86/kvm/x86.c", "virt/kvm/kvm_main.c"]  # no xen.c
+    autoconf = (synthesize(root, tmp_path / "cache") / "include/generated/autoconf.h").read_text()
+    assert "#define CONFIG_KVM_MODULE 1" in autoconf and "CONFIG_KVM_AMD" not in autoconf and "shell" not in autoconf
+    code, out = run("audit", str(root), "--format", "json", "--no-model")
+    report = json.loads(out)
+    assert report["tree"]["config"] == "the tree's .config" and report["tree"]["files_analyzed"] == 3
+    assert code == 0
+    assert json.loads(run("audit", "--format", "json", "--no-model")[1])["tree"]["config"] == \
+        "none (the tree's own headers)"
+
+
+def test_objtree_keeps_the_generated_headers_of_an_o_build(tmp_path: Path) -> None:
+    tree = copy_sample(tmp_path / "tree")
+    objtree = tmp_path / "build"
+    (objtree / "include/generated").mkdir(parents=True)
+    (objtree / "include/generated/kaudit_probe.h").write_text("#define KAUDIT_PROBE 1\n")
+    x86 = tree / "arch/x86/kvm/x86.c"
+    x86.write_text("#include <generated/kaudit_probe.h>\n" + x86.read_text())
+    flags = nobuild_args(tree.resolve(), None)
+    db = tmp_path / "compile_commands.json"
+    db.write_text(json.dumps([{"directory": str(objtree), "file": str(path.resolve()),
+                               "arguments": ["gcc", "-I./include", *flags, "-c", str(path)]}
+                              for path in sorted((tree / "arch/x86/kvm").rglob("*.c"))]))
+    code, out = run("audit", str(tree), "--compdb", str(db), "--format", "json", "--no-model")
+    assert json.loads(out)["tree"]["parse_errors"] == 1  # the object tree's include path is dropped
+    code, out = run("audit", str(tree), "--compdb", str(db), "--objtree", str(objtree), "--format", "json",
+                    "--no-model")
+    report = json.loads(out)
+    assert code == 1 and report["tree"]["parse_errors"] == 0 and report["tree"]["config"] == "the compile database"
+    assert run("audit", str(tree), "--objtree", str(objtree))[0] == 2  # only with --compdb

@@ -16,7 +16,7 @@ from test_counter_rule import COUNTER_BUG
 from test_report_cli import SCHEMA, run
 
 from kaudit.errors import UsageError
-from kaudit.patchcheck import patch_paths
+from kaudit.patches import patch_paths
 
 
 def tree_digest(root: Path) -> str:
@@ -33,7 +33,7 @@ def test_the_fix_patch_fixes_the_error_and_introduces_nothing() -> None:
     assert code == 0
     report = json.loads(out)
     jsonschema.validate(report, SCHEMA)
-    patch = report["patch"]
+    (patch,) = report["patches"]
     assert patch["introduced"] == []
     assert [(f["key"], f["kind"]) for f in patch["fixed"]] == [("APICV_INHIBIT_REASON_IRQWIN", "premature-clear")]
     assert "arch/x86/kvm/svm/svm.c" in patch["touched"]

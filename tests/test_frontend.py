@@ -54,7 +54,7 @@ int f(struct kvm_vcpu *v, int code)
 	return table[code](v);
 }
 """)
-    calls = [s["e"] if s["s"] == "expr" else s["e"] for s in function(facts, "f")["body"]]
+    calls = [s["e"] for s in function(facts, "f")["body"]]
     assert [c["via"] for c in calls] == [
         {"kind": "static_call", "name": "kvm_x86_enable"},
         {"kind": "member", "record": "ops", "field": "enable"},

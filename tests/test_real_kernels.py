@@ -9,24 +9,30 @@ and every VM-wide count of vCPUs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import kernels
 import networkx as nx
 import pytest
+from click.testing import CliRunner
 
 from kaudit.audit import audit_tree
+from kaudit.cli import main
 from kaudit.model.check import ModelSettings
-from kaudit.patchcheck import check_patch
+from kaudit.patchcheck import Audit, check_series
+from kaudit.patches import read_patches
 from kaudit.report.json_report import build_report
+from kaudit.report.sarif import build_sarif
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules
 
 pytestmark = pytest.mark.realkernel
 MODES = ("no-build", "compdb")
+T = TypeVar("T")
 
 # (clear line, set line) of the IRQ-window pair in svm.c
 IRQWIN_LINES = {"6.12": (3350, 4024), "6.1": (3144, 3749)}
@@ -65,12 +71,20 @@ COUNTERS = {
 }
 
 
+def kernel(make: Callable[[str], T], version: str) -> T:
+    """A tree from tests/kernels.py, or a skip saying what the host lacks to fetch or build it."""
+    try:
+        return make(version)
+    except kernels.Unavailable as err:
+        pytest.skip(str(err))
+
+
 @cache
 def audited(version: str, mode: str) -> tuple[dict[str, Any], nx.DiGraph]:
     if mode == "compdb":
-        tree, compdb = kernels.configured_tree(version)
+        tree, compdb = kernel(kernels.configured_tree, version)
     else:
-        tree, compdb = kernels.source_tree(version), None
+        tree, compdb = kernel(kernels.source_tree, version), None
     result = audit_tree(tree, load_rules(default_rules_dir()), jobs=2, cache_dir=kernels.CACHE / "kaudit-cache",
                         model=ModelSettings(sim_steps=2000), compdb=compdb)
     return build_report(result), result.graph
@@ -84,7 +98,7 @@ def sites_of(report: dict[str, Any], rule: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("version", kernels.VERSIONS)
 def test_every_tu_parses_without_fatal_diagnostics(version: str, mode: str) -> None:
     report, _ = audited(version, mode)
-    jsonschema.validate(report, json.loads((Path(__file__).parents[1] / "docs/report-v1.schema.json").read_text()))
+    jsonschema.validate(report, json.loads((Path(__file__).parents[1] / "docs/report-v2.schema.json").read_text()))
     assert report["tree"]["files_analyzed"] > 35
     assert [d for d in report["tree"]["diagnostics"] if d["severity"] == "fatal"] == []
     assert report["tree"]["parse_errors"] == 0, report["tree"]["diagnostics"][:5]
@@ -150,7 +164,7 @@ def test_no_build_mode_agrees_with_compile_database_mode(version: str) -> None:
 
 
 def test_kaudit_never_writes_into_the_tree() -> None:
-    tree = kernels.source_tree("6.12")
+    tree = kernel(kernels.source_tree, "6.12")
     audited("6.12", "no-build")
     assert not (tree / "include/generated").exists()
     assert not Path(tree / "arch/x86/include/generated").exists()
@@ -158,7 +172,7 @@ def test_kaudit_never_writes_into_the_tree() -> None:
 
 def test_check_patch_on_a_real_tree_keeps_the_error_and_the_tree(tmp_path: Path) -> None:
     """A patch that only shifts lines introduces and fixes nothing; ids survive."""
-    tree = kernels.source_tree("6.12")
+    tree = kernel(kernels.source_tree, "6.12")
     svm = tree / "arch/x86/kvm/svm/svm.c"
     lines = svm.read_text().splitlines(keepends=True)
     clear_line = IRQWIN_LINES["6.12"][0]
@@ -171,10 +185,33 @@ def test_check_patch_on_a_real_tree_keeps_the_error_and_the_tree(tmp_path: Path)
         + "".join(" " + line for line in below)
     )
     before = svm.stat().st_mtime_ns, svm.read_bytes()
-    result = check_patch(tree, probe, load_rules(default_rules_dir()), tmp_path / "work", 2,
-                         kernels.CACHE / "kaudit-cache", None, None)
+    how = Audit(load_rules(default_rules_dir()), 2, kernels.CACHE / "kaudit-cache", None, None)
+    result = check_series(tree, read_patches([probe], None, tmp_path), how, tmp_path / "work")
     assert (svm.stat().st_mtime_ns, svm.read_bytes()) == before
-    patch = result.report["patch"]
+    (patch,) = result.report["patches"]
     assert patch["introduced"] == [] and patch["fixed"] == []
     (error,) = [f for f in result.report["findings"] if f["severity"] == "error"]
     assert error["id"] in patch["unchanged"] and error["location"]["line"] == clear_line + 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_6_12_report_is_valid_sarif(mode: str) -> None:
+    report, _ = audited("6.12", mode)
+    log = build_sarif(report, load_rules(default_rules_dir()))
+    schema = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
+    jsonschema.Draft4Validator(schema).validate(log)
+    errors = [r for r in log["runs"][0]["results"] if r["level"] == "error"]
+    assert [r["partialFingerprints"]["kauditFindingId/v1"] for r in errors] == [
+        f["id"] for f in report["findings"] if f["severity"] == "error"]
+
+
+def test_a_baseline_written_on_6_12_accepts_the_known_error(tmp_path: Path) -> None:
+    tree = kernel(kernels.source_tree, "6.12")
+    baseline = tmp_path / "baseline.json"
+    common = ["audit", str(tree), "--cache-dir", str(kernels.CACHE / "kaudit-cache"), "--jobs", "2", "--sim-steps",
+              "0", "--terse"]
+    for extra in (["--write-baseline", str(baseline)], ["--baseline", str(baseline)]):
+        result = CliRunner().invoke(main, [*common, *extra])
+        assert result.exit_code == 0, result.output
+        assert "0 error(s)" in result.output and "; 1 finding in baseline;" in result.output
+    assert [e["key"] for e in json.loads(baseline.read_text())["findings"]] == ["APICV_INHIBIT_REASON_IRQWIN"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import jsonschema
@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from conftest import SAMPLE, copy_sample
 
 from kaudit.cli import main
+from kaudit.report.color import wanted
 
-SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "report-v1.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "report-v2.schema.json").read_text())
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -142,9 +143,11 @@ def test_fail_on_and_strict(tmp_path: Path) -> None:
 
 
 def test_installed_console_script_finds_bundled_data(tmp_path: Path) -> None:
-    # the README's test command installs the package first, so the script must exist
-    assert shutil.which("kaudit"), "kaudit console script not on PATH: run pip install ."
-    proc = subprocess.run(["kaudit", "audit", "--no-cache", "--terse"], cwd=tmp_path, capture_output=True, text=True)
+    # the README's test command installs the package into the environment that runs pytest
+    script = Path(sysconfig.get_path("scripts")) / "kaudit"
+    assert script.is_file(), f"no {script}: run pip install ."
+    proc = subprocess.run([str(script), "audit", "--no-cache", "--terse"], cwd=tmp_path, capture_output=True,
+                          text=True)
     assert proc.returncode == 1, proc.stderr
     assert "APICV_INHIBIT_REASON_IRQWIN" in proc.stdout
 
@@ -165,3 +168,40 @@ def test_internal_error_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("kaudit.cli.audit_tree", broken)
     code, out = run("audit", "--no-cache")
     assert code == 3 and "internal error" in out and "simulated bug" in out
+
+
+def test_model_key_error_lists_the_keys_that_can_be_modelled() -> None:
+    code, out = run("model", "--key", "NOPE")
+    assert code == 2
+    assert out.strip() == ("kaudit: error: NOPE: no protocol to model (keys that have one: "
+                           "APICV_INHIBIT_REASON_BLOCKIRQ, APICV_INHIBIT_REASON_HYPERV, APICV_INHIBIT_REASON_IRQWIN, "
+                           "kvm.arch.vapics_in_nmi_mode, kvm_hv.synic_auto_eoi_used)")
+
+
+def test_sample_paths_are_shown_relative_not_under_the_package() -> None:
+    _, out = run("audit", "--terse")
+    assert out.startswith("sample_kernel_src/arch/x86/kvm/svm/svm.c:117:2: error: ")
+    assert "_bundled" not in out and "site-packages" not in out
+
+
+@pytest.mark.parametrize(("args", "env", "coloured"), [
+    ([], {}, False),  # auto: the runner is no terminal
+    (["--color", "always"], {}, True),
+    (["--color", "never"], {}, False),
+    (["--color", "always"], {"NO_COLOR": "1"}, True),  # an explicit choice wins
+])
+def test_color(args: list[str], env: dict[str, str], coloured: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _, out = run("audit", "--terse", *args)
+    assert ("\x1b[31m\x1b[1merror\x1b[0m" in out) == coloured
+    assert ("\x1b[" in out) == coloured
+    _, out = run("audit", "--format", "json", *args)
+    assert "\x1b[" not in out
+
+
+def test_color_auto_on_a_terminal_and_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert wanted("auto", to_terminal=True) and not wanted("auto", to_terminal=False)
+    monkeypatch.setenv("NO_COLOR", "")
+    assert not wanted("auto", to_terminal=True) and wanted("always", to_terminal=False)

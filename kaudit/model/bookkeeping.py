@@ -247,9 +247,9 @@ def actions_of(flow: Dataflow, books: Bookkeeping, points: list[tuple]) -> list[
     code = flow.code
     loops = loop_values(code)
     actions = []
-    for pc, constant, value, stack, where in points:
+    for pc, constant, value, stack, where, text in points:
         direction = direction_of(flow, books, value, constant, loops)
-        actions.append(Action(len(actions), pc, "site", direction, stack, value, where))
+        actions.append(Action(len(actions), pc, "site", direction, stack, value, where, text))
     for pc, op in enumerate(code):
         if op.api or op.kind not in ("atomic", "set") or not op_writes(op):
             continue
@@ -257,5 +257,5 @@ def actions_of(flow: Dataflow, books: Bookkeeping, points: list[tuple]) -> list[
             delta = flow.step(op)
             direction = "request" if delta and delta > 0 else "release" if delta and delta < 0 else "delta"
             actions.append(Action(len(actions), pc, "count", direction, (), op.args[2] if op.kind == "atomic"
-                                  else op.args[1], (op.function, op.file, op.line)))
+                                  else op.args[1], (op.function, op.file, op.line), op.text))
     return actions

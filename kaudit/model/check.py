@@ -46,6 +46,8 @@ def explore(protocol: Protocol, settings: ModelSettings, ablate: frozenset[str] 
 
 
 def protocol_of(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unmodelled:
+    if rule.engine == "counter-transition":
+        return counter_protocol(analysis, rule, key)
     return inhibit_protocol(analysis, rule, key)
 
 

@@ -64,6 +64,7 @@ class Action:
     stack: tuple = ()
     value: Expr | None = None
     where: tuple[str, str, int] = ("", "", 0)  # function, file, line of the call or update
+    text: str = ""  # the call or update, as written
 
 
 @dataclass

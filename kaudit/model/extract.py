@@ -23,7 +23,7 @@ import networkx as nx
 from kaudit.analysis.context import vcpu_param
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
-from kaudit.ir.names import subexprs
+from kaudit.ir.names import render_call, subexprs
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Var
 from kaudit.model.bookkeeping import (
     Bookkeeping,
@@ -149,8 +149,11 @@ class Extractor:
                 continue
             fixed = None if point.value is not None else ("request" if point.api.action == "set" else "release")
             value = resolver.pure(point.value) if point.value is not None else None
-            caller = self.lowered.program.functions[point.stack[-1][0]]
-            points.append((labelled[point.label], fixed, value, point.stack, (caller["name"], point.file, point.line)))
+            caller_fid, call = point.stack[-1]
+            caller = self.lowered.program.functions[caller_fid]
+            text = render_call(call.call, self.lowered.function(caller_fid).temps)
+            points.append((labelled[point.label], fixed, value, point.stack, (caller["name"], point.file, point.line),
+                           text))
         return _Compiled(code, [labelled[s] for s in labels], labelled.get(env_label, -1), resolver, points,
                          key_value, other)
 
@@ -163,9 +166,9 @@ def insert_decisions(code: list[Op], flow: Dataflow, books: Bookkeeping, actions
     for action in actions:
         op = code[action.pc]
         function, file, line = action.where
-        before.setdefault(action.pc, []).append(Op("decide", (action.id,), function, file, line,
-                                                   DECISION_TEXT.get(action.direction, action.direction),
-                                                   op.api, op.origin))
+        text = f"{action.text}: {DECISION_TEXT.get(action.direction, action.direction)}"
+        before.setdefault(action.pc, []).append(Op("decide", (action.id,), function, file, line, text, op.api,
+                                                   op.origin))
     for action in actions:  # a vCPU's part of a recomputed value changes when it writes its own state
         if action.direction != "contribution":
             continue

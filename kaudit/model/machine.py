@@ -134,6 +134,7 @@ class Machine:
         self.env_calls = env_calls
         self.ablate = ablate  # "flags" | "counts" | "lock": what the proof is asked to do without
         self.tracing = False  # record the steps of each move (for a counterexample)
+        self.memo: dict[tuple, list[tuple]] = {}  # see moves()
         self.count = protocol.word if protocol.kind == "counter" else -1
         self.has_env = any(e.kind == "env" for e in protocol.entries)
         self.protected = protected_state(protocol, protocol.update_lock if "lock" in ablate else "")
@@ -309,7 +310,38 @@ class Machine:
 
     def moves(self, state: State, me: int) -> list[tuple[list[Step] | None, State, int]]:
         """Every way thread `me` can take its next move (none if it cannot):
-        its steps (when tracing), the state after, how often it took the update lock."""
+        its steps (when tracing), the state after, how often it took the update lock.
+
+        A thread's moves depend on its own state, the VM's, the locks the
+        others hold and (if the code reads other vCPUs) their per-vCPU slots:
+        they are remembered by exactly that, and reused in every state that
+        agrees on it."""
+        vm, threads, vm_demand = state
+        if self.tracing:
+            return [(run.steps, self.freeze(run, state), run.acquired) for run in self._moves(state, me)]
+        others = tuple(t[4] for i, t in enumerate(threads) if i != me)
+        key = (me, threads[me], vm, vm_demand, others, tuple(t[3] for t in threads) if self.shared_cpu else ())
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = [self.shrink(run) for run in self._moves(state, me)]
+        out = []
+        for thread, new_vm, new_demand, reset, acquired in found:
+            new = list(threads)
+            if reset:  # the count was set back to zero: nobody's contribution is in it any more
+                new = [(*t[:9], 0) for t in new]
+            new[me] = thread
+            out.append((None, (new_vm, tuple(new), new_demand), acquired))
+        return out
+
+    def shrink(self, run: _Run) -> tuple:
+        """What a move leaves: the thread, the VM slots, the VM-wide demand, whether it reset a count."""
+        live = self.p.live[run.pc] if run.entry >= 0 else ()
+        local_items = tuple(sorted((k, v) for k, v in run.locals.items() if k in live and v is not None))
+        thread = (run.entry, run.pc if run.entry >= 0 else 0, local_items, tuple(run.fields), run.held, run.demand,
+                  run.armed, run.calls, run.phase, run.contrib)
+        return thread, tuple(run.vm), run.vm_demand, run.reset, run.acquired
+
+    def _moves(self, state: State, me: int) -> list[_Run]:
         threads = state[1]
         if threads[me][0] < 0:
             todo = list(self.starts(state, me))
@@ -337,7 +369,7 @@ class Machine:
                     continue
                 seen.add(here)
             todo.extend(step(run, threads))
-        return [(run.steps, self.freeze(run, state), run.acquired) for run in done]
+        return done
 
     def _touches_others(self, run: _Run, op: Op) -> bool:
         for arg in op.args:
@@ -363,16 +395,12 @@ class Machine:
         return outs
 
     def freeze(self, run: _Run, state: State) -> State:
-        threads = state[1]
-        live = self.p.live[run.pc] if run.entry >= 0 else ()
-        local_items = tuple(sorted((k, v) for k, v in run.locals.items() if k in live and v is not None))
-        thread = (run.entry, run.pc if run.entry >= 0 else 0, local_items, tuple(run.fields), run.held, run.demand,
-                  run.armed, run.calls, run.phase, run.contrib)
-        new = list(threads)
-        if run.reset:  # the count was set back to zero: nobody's contribution is in it any more
+        thread, vm, vm_demand, reset, _ = self.shrink(run)
+        new = list(state[1])
+        if reset:
             new = [(*t[:9], 0) for t in new]
         new[run.me] = thread
-        return (tuple(run.vm), tuple(new), run.vm_demand)
+        return (vm, tuple(new), vm_demand)
 
     def execute(self, run: _Run, threads: tuple) -> list[_Run]:
         """Run the op at run.pc; the runs that follow (several for an input)."""
@@ -486,7 +514,8 @@ class Machine:
             direction = "request" if self.contribution(run, action, threads) else "release"
         if direction in ("request", "release"):
             self.set_demand(run, direction == "request")
-            run.note = "needs the key" if direction == "request" else "no longer needs the key"
+            call = action.text + ": " if action.text else ""
+            run.note = f"{call}{'needs the key' if direction == 'request' else 'no longer needs the key'}"
         return [run]
 
     def contribution(self, run: _Run, action, threads: tuple) -> bool:

@@ -1,1 +1,1 @@
-"""Reports: JSON (schema docs/report-v1.schema.json) and kernel-style text."""
+"""Reports: JSON (schema docs/report-v2.schema.json) and kernel-style text."""

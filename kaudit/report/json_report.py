@@ -1,4 +1,4 @@
-"""The JSON report, v1 (docs/report.md, docs/report-v1.schema.json).
+"""The JSON report, v1 (docs/report.md, docs/report-v2.schema.json).
 
 Everything is sorted so the same tree gives byte-identical output whatever
 the number of parse workers.
@@ -15,8 +15,9 @@ from kaudit.analysis.results import Finding, JudgedSite
 from kaudit.audit import AuditResult
 from kaudit.ir.names import callee_name, render
 from kaudit.program import Program
+from kaudit.suppress import Baseline, mark_suppressed
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _location(program: Program, judged: JudgedSite) -> dict[str, Any]:
@@ -88,20 +89,24 @@ def _distinct_ids(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return findings
 
 
-def build_report(result: AuditResult) -> dict[str, Any]:
+def build_report(result: AuditResult, baseline: Baseline | None = None) -> dict[str, Any]:
+    """The report; findings an inline comment or the baseline accepts are marked `suppressed`."""
     program = result.program
     findings = _distinct_ids(sorted((finding_json(program, f) for a in result.analyses for f in a.findings),
                                     key=_order))
+    mark_suppressed(findings, result.root, baseline)
     sites = sorted((site_json(program, rule.id, s) for rule, a in zip(result.rules, result.analyses, strict=True)
                     for s in a.sites), key=_order)
     diagnostics = sorted(program.diagnostics, key=lambda d: (d["tu"] or "", d["file"], d["line"], d["column"]))
-    severities = Counter(f["severity"] for f in findings)
+    severities = Counter(f["severity"] for f in findings if "suppressed" not in f)
+    suppressed = Counter(f["suppressed"]["by"] for f in findings if "suppressed" in f)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "kaudit", "version": __version__},
         "tree": {
             "root": str(result.root),
             "files_analyzed": len(program.files),
+            "config": result.config,
             "parse_errors": len({d["tu"] for d in diagnostics}),
             "diagnostics": diagnostics,
         },
@@ -113,6 +118,7 @@ def build_report(result: AuditResult) -> dict[str, Any]:
             "errors": severities["error"],
             "warnings": severities["warning"],
             "infos": severities["info"],
+            "suppressed": {"baseline": suppressed["baseline"], "inline": suppressed["inline"]},
             "sites": len(sites),
             "disciplines": dict(sorted(Counter(s["discipline"] for s in sites).items())),
         },
