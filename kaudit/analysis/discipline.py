@@ -21,10 +21,10 @@ per-vCPU function, then every wrapper down to the API):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from kaudit.analysis.context import Scopes
 from kaudit.analysis.sites import Hop, Site
-from kaudit.ir.evaluate import fold
 from kaudit.ir.flow import Event
 from kaudit.ir.names import deref, field_key, owner_record, render, subexprs
 from kaudit.ir.nodes import Assign, Branch, Call, Expr, Field, Var
@@ -73,35 +73,74 @@ class DisciplineFinder:
         self.lowered = lowered
         self.scopes = scopes
         self.update_lock = update_lock
+        self._count_locks: dict[str, frozenset[str]] = {}
 
     def _vm_field(self, expr: Expr) -> str | None:
         return field_key(expr) if owner_record(expr) in self.scopes.vm_wide else None
 
-    def flag(self, site: Site) -> str | None:
+    def flag(self, site: Site, path: list[str]) -> str | None:
+        """A per-vCPU field that a guard on the way to the API reads (itself
+        or through an accessor) and the guarded path writes (itself or
+        through a helper), whatever the value: the vCPU records that it
+        asked. The way runs from the per-vCPU caller (`path`) down the hops."""
         if site.action == "computed":
             return None
-        want = site.action == "clear"  # a clear runs while the flag is set
-        for guard in site.event.guards:
-            atom = guard.atom
-            if guard.polarity != want or not isinstance(atom, Field) or owner_record(atom) not in self.scopes.per_vcpu:
-                continue
-            key = field_key(atom)
-            for ev in self.lowered.events(site.function):
-                instr = ev.instr
-                if (isinstance(instr, Assign) and instr.op == "=" and field_key(instr.target) == key
-                        and fold(instr.value) == int(not want) and guard in ev.guards):
-                    return key
+        for hop in (*site.hops, *self.callers(path)):
+            for guard in hop.event.guards:
+                tested = self.vcpu_state(guard.atom, hop.function)
+                for ev in self.lowered.events(hop.function):
+                    written = tested & self.vcpu_writes(ev, hop.function) if guard in ev.guards else set()
+                    if written:
+                        return min(written)
         return None
 
-    def counter(self, site: Site) -> tuple[str, bool] | None:
-        """(counter field, whether the transition runs under the update lock)."""
-        held: set[str] = set()
+    def callers(self, path: list[str]) -> list[Hop]:
+        """The calls down a call path (per-vCPU entry first) to its last function, innermost first."""
+        hops = []
+        for caller, callee in pairwise(path):
+            hops += [Hop(caller, ev) for ev in self.lowered.events(caller)
+                     if ev.call is not None and callee in self.lowered.targets(caller, ev.call)]
+        return hops[::-1]
+
+    def _per_vcpu(self, keys: set[str]) -> set[str]:
+        return {k for k in keys if k.split(".", 1)[0] in self.scopes.per_vcpu}
+
+    def vcpu_state(self, expr: Expr, fid: str) -> set[str]:
+        """The per-vCPU fields a condition reads, through locals and calls."""
+        keys = set()
+        for read in self.reads(expr, fid):
+            if isinstance(read, Call):
+                keys |= self.lowered.effects.of_call(fid, read)[1]
+            elif (key := field_key(read)) is not None:
+                keys.add(key)
+        return self._per_vcpu(keys)
+
+    def vcpu_writes(self, ev: Event, fid: str) -> set[str]:
+        """The per-vCPU fields one event writes, itself or in what it calls."""
+        if isinstance(ev.instr, Assign):
+            key = field_key(ev.instr.target)
+            return self._per_vcpu({key}) if key else set()
+        return self._per_vcpu(self.lowered.effects.of_call(fid, ev.call)[0]) if ev.call is not None else set()
+
+    def counter(self, site: Site, path: list[str]) -> tuple[str, bool] | None:
+        """(counter field, whether its transition and the API call run under
+        one lock that serialises them: the update lock, or a lock held at
+        every update of the count)."""
+        held: set[str] = set().union(*(hop.event.locks for hop in self.callers(path)))
         for hop in site.hops:
             held |= set(hop.event.locks)
             found = self._counter_guard(hop)
             if found is not None:
-                return found, self.update_lock in held
+                return found, bool(held & ({self.update_lock} | self.count_locks(found)))
         return None
+
+    def count_locks(self, key: str) -> frozenset[str]:
+        """The locks held at every update of a count, in the functions that update it."""
+        if key not in self._count_locks:
+            changed = map(changed_fields, self.lowered.all_events.values())
+            held = [locks[key] for locks in changed if key in locks]
+            self._count_locks[key] = frozenset.intersection(*held) if held else frozenset()
+        return self._count_locks[key]
 
     def _counter_guard(self, hop: Hop) -> str | None:
         changed = changed_fields(self.lowered.events(hop.function))
@@ -199,7 +238,7 @@ class DisciplineFinder:
         return any(isinstance(e, Var) and e.scope == "param" and e.ctype.record in self.scopes.per_vcpu
                    for e in self.reads(atom, fid))
 
-    def classify(self, site: Site, context: str, peers: list[Site]) -> Verdict:
+    def classify(self, site: Site, context: str, peers: list[Site], path: list[str]) -> Verdict:
         if context == "vm":
             return Verdict("vm-scope", "changed only from VM-scope code (no vCPU parameter, no per-vCPU caller)")
         if site.action == "computed":
@@ -216,8 +255,8 @@ class DisciplineFinder:
         if condition:
             return Verdict("vm-recompute", f"set if ({condition}), cleared otherwise: recomputed from VM-wide "
                                            "state by whichever vCPU runs it")
-        flag = self.flag(site)
-        counted = self.counter(site)
+        flag = self.flag(site, path)
+        counted = self.counter(site, path)
         if flag and counted:
             counter, locked = counted
             if locked:
@@ -226,8 +265,8 @@ class DisciplineFinder:
                                f"{counter} changes the bit on 0<->1 under {self.update_lock}",
                                flag=flag, counter=counter)
             return Verdict("flag-counter-unlocked",
-                           f"flag {flag} and count {counter}, but the counted transition is not "
-                           f"under {self.update_lock}", flag=flag, counter=counter)
+                           f"flag {flag} and count {counter}, but no one lock covers both the counted "
+                           "transition and the change of the bit", flag=flag, counter=counter)
         if counted:
             return Verdict("counter-without-flag",
                            f"VM-wide count {counted[0]} without a per-vCPU flag: a repeated request "

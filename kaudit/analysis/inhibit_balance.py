@@ -36,7 +36,7 @@ def judge_sites(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule, scopes: 
             verdict = Verdict("sticky", "set and never cleared anywhere in the analysed code")
         else:
             peers = [s for s in sites if s.key == site.key and s.function == site.function]
-            verdict = finder.classify(site, context, peers)
+            verdict = finder.classify(site, context, peers, path)
         judged.append(JudgedSite(site, context, verdict, path))
     return judged
 

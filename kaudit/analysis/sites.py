@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaudit.analysis.context import Scopes, vcpu_param
-from kaudit.ir.evaluate import fold
+from kaudit.ir.evaluate import evaluate, fold
 from kaudit.ir.flow import Event
-from kaudit.ir.names import deref
-from kaudit.ir.nodes import Assign, Const, Expr, Select, Var
+from kaudit.ir.names import deref, subexprs
+from kaudit.ir.nodes import Assign, Binary, Const, Expr, Select, Unary, Var
 from kaudit.ir.program import LoweredProgram
 from kaudit.rules import Rule
 
@@ -86,11 +86,19 @@ def _argument(arg: Expr | None, params: list[str], by_name: bool) -> tuple[str, 
         return ("const", value)
     if isinstance(arg, Var) and arg.scope == "param" and arg.name in params:
         return ("param", params.index(arg.name))
+    leaves = [e for e in subexprs(arg) if not isinstance(e, (Const, Unary, Binary, Select))]
+    if leaves and all(isinstance(e, Var) and e.scope == "param" and e.name in params for e in leaves):
+        return ("of-params", (arg, tuple(params)))  # `delta > 0`: each caller's constants decide
     return ("computed", arg)
 
 
 def _bind(slot: tuple[str, Any], args: tuple[Expr, ...], params: list[str], by_name: bool) -> tuple[str, Any]:
     kind, payload = slot
+    if kind == "of-params":
+        expr, names = payload
+        given = dict(zip(names, args, strict=False))
+        value = evaluate(expr, lambda leaf: fold(given[leaf.name]) if leaf.name in given else None)
+        return ("const", value) if value is not None else ("computed", expr)
     if kind != "param":
         return slot
     return _argument(args[payload] if payload < len(args) else None, params, by_name)
@@ -160,6 +168,25 @@ class _Search:
             return [self.api[name]]
         return self.wrappers.get(self.lowered.program.resolve_name(fid, name), [])
 
+    def specialise(self, hops: tuple[Hop, ...], args: tuple[Expr, ...]) -> tuple[Hop, ...] | None:
+        """A wrapper's hops as a caller that passes these arguments sees
+        them: its guards with the caller's constants folded in (`if (delta
+        > 0 && users != 1) goto out;` with delta = 1 leaves `users == 1`);
+        None when those constants rule its call out."""
+        if not hops:
+            return hops
+        first = hops[0]
+        params = [p["name"] for p in self.lowered.program.functions[first.function]["params"]]
+        bound = {name: value for name, arg in zip(params, args, strict=False) if (value := fold(arg)) is not None}
+        events = self.lowered.specialised_events(first.function, bound)
+        if events is self.lowered.events(first.function):
+            return hops
+        where = (first.event.call.callee, first.event.call.line, first.event.call.col)
+        for ev in events:
+            if ev.call is not None and (ev.call.callee, ev.call.line, ev.call.col) == where:
+                return (Hop(first.function, ev), *hops[1:])
+        return None
+
     def is_thin(self, fid: str, event: Event) -> bool:
         """The function's whole body is this one call."""
         return [instr for _, instr in self.lowered.function(fid).instructions()] == [event.instr]
@@ -184,10 +211,13 @@ class _Search:
                 conditions += _own_conditions(event, params)
                 key = _bind(spec.key, args, params, by_name=True)
                 value = _bind(spec.value, args, params, by_name=False)
-                hops = (Hop(fid, event), *spec.hops)
+                below = self.specialise(spec.hops, args)
+                if below is None:
+                    continue  # the wrapper, given these constants, never makes the call
+                hops = (Hop(fid, event), *below)
                 decided_by_caller = bool(conditions) and fid in self.called
                 thin = key[0] == "const" and no_vcpu and (self.is_thin(fid, event) or decided_by_caller)
-                if "param" in (key[0], value[0]) or thin:
+                if {"param", "of-params"} & {key[0], value[0]} or thin:
                     exported.append(Spec(key, value, spec.takes_lock, hops, tuple(conditions)))
                 else:
                     sites += [_site(fid, name, value, hops, spec.takes_lock) for name in _key_names(key, events)]

@@ -10,10 +10,10 @@ state it checks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kaudit.ir.names import counted_key, deref, field_key, lock_key, subexprs
 from kaudit.ir.nodes import Assign, Call, CallOp, Expr, Field, Function, Var
-from kaudit.ir.program import LoweredProgram
 from kaudit.kernel_api import (
     ATOMIC_READ,
     ATOMIC_SET,
@@ -27,6 +27,9 @@ from kaudit.kernel_api import (
     STATIC_KEY_READ,
     STATIC_KEY_UPDATE,
 )
+
+if TYPE_CHECKING:  # the lowered program makes its summaries
+    from kaudit.ir.program import LoweredProgram
 
 
 def _place(expr: Expr, params: list[str]) -> str | None:
@@ -73,7 +76,7 @@ class Summary:
 def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
     params = [p.name for p in function.params]
     summary = Summary()
-    for block, instr in function.instructions():
+    for _, instr in function.instructions():
         if isinstance(instr, Assign):
             target = _place(instr.target, params) if not isinstance(instr.target, Var) or \
                 instr.target.scope == "global" else None
@@ -89,6 +92,7 @@ def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
                 summary.reads |= prim[1]
             else:
                 summary.calls.append((lowered.targets(fid, instr.call), instr.call.args))
+    for block in function.blocks:
         for expr in _conditions(block):
             for sub in subexprs(expr):
                 if isinstance(sub, (Field, Var)) and (key := field_key(sub)):
@@ -97,8 +101,9 @@ def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
 
 
 def _conditions(block) -> list[Expr]:
-    cond = getattr(block.term, "cond", None)
-    return [cond] if cond is not None else []
+    """What a block's terminator reads: a branch's condition, a returned value."""
+    read = getattr(block.term, "cond", None) or getattr(block.term, "value", None)
+    return [read] if read is not None else []
 
 
 class Effects:
@@ -125,7 +130,23 @@ class Effects:
                                     changed = True
 
         self.written = set().union(*(_plain(ws) for ws in self.writes.values()))  # storage anything writes
-        self.vcpu_written: set[str] = set()  # filled by the model: what per-vCPU functions write
+        self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
+
+    def of_call(self, caller: str, call: Call) -> tuple[set[str], set[str]]:
+        """(writes, reads) of one call, in its caller's terms."""
+        params = [p.name for p in self.lowered.function(caller).params]
+        prim = primitive_effects(call, params)
+        if prim is not None:
+            return prim
+        writes, reads = set(), set()
+        for target in self.lowered.targets(caller, call):
+            writes |= _bind(self.writes.get(target, ()), call.args, params)
+            reads |= _bind(self.reads.get(target, ()), call.args, params)
+        return writes, reads
+
+    def plain_reads(self, fid: str) -> set[str]:
+        """The storage a function reads, with what it calls (no parameters, no locks)."""
+        return _plain(self.reads.get(fid, ()))
 
     def touches(self, fid: str, interesting: set[str]) -> bool:
         """Whether a function (with what it calls) writes or reads any interesting storage."""

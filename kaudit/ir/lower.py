@@ -73,7 +73,8 @@ def has_effects(expr: Facts | None) -> bool:
 class _Lowerer:
     """Builds the CFG of one function; `cur` is the block being filled."""
 
-    def __init__(self) -> None:
+    def __init__(self, bound: dict[str, int]) -> None:
+        self.bound = bound  # parameters with a caller's constant
         self.blocks: list[Block] = []
         self.loops: list[Loop] = []
         self.loop_stack: list[int] = []
@@ -410,6 +411,8 @@ class _Lowerer:
         if kind == "enum":
             return Const(e.get("v"), e["name"])
         if kind == "var":
+            if e["scope"] == "param" and e["name"] in self.bound:
+                return Const(self.bound[e["name"]])
             return Var(e["name"], e["scope"], ctype(e))
         if kind == "func":
             return FuncRef(e["name"])
@@ -576,9 +579,11 @@ def _renumber(term: Any, new: dict[int, int]) -> Any:
     return term
 
 
-def lower_function(fid: str, facts: Facts) -> Function:
-    """Lower one function's facts (docs/facts.md) to its CFG."""
-    lowerer = _Lowerer()
+def lower_function(fid: str, facts: Facts, bound: dict[str, int] | None = None) -> Function:
+    """Lower one function's facts (docs/facts.md) to its CFG; `bound`
+    parameters (never assigned in the body) read as the caller's constants,
+    so the branches they decide fold away."""
+    lowerer = _Lowerer(bound or {})
     lowerer.body(facts["body"])
     lowerer.finish(facts["end_line"])
     function = Function(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import gc
 from functools import cached_property
 
+from kaudit.ir.effects import Effects
 from kaudit.ir.flow import Event, LockTracker, events
 from kaudit.ir.lower import lower_function
 from kaudit.ir.names import lock_key
-from kaudit.ir.nodes import Call, CallOp, Function
+from kaudit.ir.nodes import Assign, Call, CallOp, Function, Var
 from kaudit.kernel_api import LOCK_ACQUIRE
 from kaudit.program import Program
 
@@ -22,8 +23,8 @@ class LoweredProgram:
         self.program = program
         self._functions: dict[str, Function] = {}
         self._events: dict[str, list[Event]] = {}
+        self._specialised: dict[tuple, list[Event]] = {}
         self.tracker = LockTracker(self.guard_lock)
-        self.effects = None  # kaudit.ir.effects.Effects, made by the model when it first needs them
 
     def function(self, fid: str) -> Function:
         if fid not in self._functions:
@@ -34,6 +35,25 @@ class LoweredProgram:
         if fid not in self._events:
             self._events[fid] = events(self.function(fid), self.tracker)
         return self._events[fid]
+
+    def specialised_events(self, fid: str, bound: dict[str, int]) -> list[Event]:
+        """The events of a function called with constants for some parameters
+        (those it never assigns): guards and paths as that caller sees them."""
+        assigned = {instr.target.name for _, instr in self.function(fid).instructions()
+                    if isinstance(instr, Assign) and isinstance(instr.target, Var) and instr.target.scope == "param"}
+        bound = {name: value for name, value in bound.items() if name not in assigned}
+        if not bound:
+            return self.events(fid)
+        key = (fid, *sorted(bound.items()))
+        if key not in self._specialised:
+            function = lower_function(fid, self.program.functions[fid], bound)
+            self._specialised[key] = events(function, self.tracker)
+        return self._specialised[key]
+
+    @cached_property
+    def effects(self) -> Effects:
+        """What every function writes and reads, transitively; made when first asked for."""
+        return Effects(self)
 
     @cached_property
     def all_events(self) -> dict[str, list[Event]]:

@@ -3,8 +3,9 @@
 Bookkeeping is state the protocol keeps about who needs the key: the
 inhibit word itself, counts of requests (state moved by a constant whose
 value decides the key's bit: `atomic_add_return(...) == 1`, `!!count`,
-`set_or_clear(&new, KEY, atomic_read(&count))`) and flags (state only
-ever assigned constants that decides whether a request or release acts).
+`set_or_clear(&new, KEY, atomic_read(&count))`) and flags (state a test
+on the way to an action reads and the path past the test writes before it
+acts: the vCPU records that it has asked, whatever the value written).
 
 An action is where a vCPU acts on the key: an API call with the key, or an
 update of one of its counts. A vCPU's demand is decided there, or, when a
@@ -187,19 +188,15 @@ def find_bookkeeping(flow: Dataflow, word: State, points: list[int], key_value: 
     books.counts = {s for s in moved if s is not None and s[0] == "vm" and s in decisive} - {word}
     count_pcs = [pc for pc, op in enumerate(code) if op.kind in ("atomic", "set") and not op.api
                  and op_writes(op) and state_of(op_writes(op)[-1]) in books.counts]
-    guards: set[State] = set()
-    for pc in diverting(code, points + count_pcs):
-        if code[pc].kind == "branch":
-            guards |= flow.state_read(reads(code[pc].args[0]))
-    writes: dict[State, list[Op]] = {}
-    for op in code:
-        for loc in op_writes(op):
-            if (state := state_of(loc)) is not None:
-                writes.setdefault(state, []).append(op)
-    for state in guards - books.counts - {word}:
-        ops = writes.get(state, [])
-        if ops and all(op.kind == "set" and flow.fold(op.args[1]) is not None for op in ops):
-            books.flags.add(state)
+    goals = points + count_pcs
+    on_way = reaching(code, goals)
+    for pc, (toward, _) in diverting(code, goals).items():
+        if code[pc].kind != "branch":
+            continue
+        tested = flow.state_read(reads(code[pc].args[0])) - books.counts - {word}
+        region = reachable(code, [toward]) & on_way
+        for inner in region:
+            books.flags |= tested & {state_of(loc) for loc in op_writes(code[inner])}
     return books
 
 

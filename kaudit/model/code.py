@@ -30,7 +30,9 @@ class Op:
     """One step. `kind` says what it does with `args`:
 
     set (dst, expr)            write a location
-    input (dst, domain)        an unmodelled value: one of `domain`, chosen
+    input (dst, domain, reads, repeated)  an unmodelled value: one of `domain`
+                               (None: any), chosen; `reads` is the state it
+                               depends on (widening may model it)
     atomic (dst|None, loc, delta, returns)   read-modify-write in one step
     bit (loc, bit, value)      set (value true) or clear bit `bit` of loc
     acquire (lock, mode) / release (lock)

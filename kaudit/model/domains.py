@@ -33,8 +33,9 @@ class _Uses:
     def __init__(self, code: list[Op]) -> None:
         self.code = code
 
-    def of(self, start: Loc) -> tuple[set[int], set[int]]:
-        points, masks = set(), set()
+    def of(self, start: Loc) -> tuple[set[int], set[int], set[int]]:
+        """(comparison points with their neighbours, masks, the constants compared with as they are)."""
+        points, masks, exact = set(), set(), set()
         seen, todo = set(), [start]
         while todo:
             loc = todo.pop()
@@ -54,9 +55,10 @@ class _Uses:
                                 masks.add(const.value)
                             elif sub.op in _COMPARE:
                                 points |= {const.value - 1, const.value, const.value + 1}
+                                exact.add(const.value)
                 if op.kind == "set" and any(self._same(r, loc) for r in op_reads(op)):
                     todo.extend(op_writes(op))
-        return points, masks
+        return points, masks, exact
 
     @staticmethod
     def _same(a: Loc, b: Loc) -> bool:
@@ -70,7 +72,7 @@ class _Uses:
                    for side in (expr.left, expr.right))
 
 
-def _values(ctype: CType, scopes: Scopes, points: set[int], masks: set[int]) -> tuple:
+def _values(ctype: CType, scopes: Scopes, points: set[int], masks: set[int], exact: set[int]) -> tuple:
     if ctype.ptr:
         if ctype.record in scopes.per_vcpu:
             return (0, SELF)
@@ -79,6 +81,8 @@ def _values(ctype: CType, scopes: Scopes, points: set[int], masks: set[int]) -> 
         return (0, OBJECT)
     if ctype.is_bool:
         return (0, 1)
+    if ctype.spelling.startswith("enum ") and exact:  # an enum is one of its enumerators the code names
+        return tuple(sorted(exact))
     values = {0, 1} | {p for p in points if p >= -1}
     ordered = sorted(masks)[:3]
     union = 0

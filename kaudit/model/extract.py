@@ -77,14 +77,12 @@ def nearest_vcpu_functions(graph: nx.DiGraph, vcpu_fns: set[str], fid: str) -> s
 
 
 def program_effects(analysis: Analysis) -> Effects:
-    """The program's effect summaries, made once per lowered program."""
-    lowered = analysis.lowered
-    if lowered.effects is None:
-        effects = Effects(lowered)
+    """The program's effect summaries, with what per-vCPU functions write."""
+    effects = analysis.lowered.effects
+    if effects.vcpu_written is None:
         vcpu_fns = [fid for fid in analysis.program.functions if vcpu_param(analysis.program, fid, analysis.scopes)]
         effects.vcpu_written = {w for fid in vcpu_fns for w in effects.writes.get(fid, ())}
-        lowered.effects = effects
-    return lowered.effects
+    return effects
 
 
 @dataclass
@@ -487,7 +485,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
         code, where = thread_jumps(code)
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
-        wanted = {op.args[2] for op in code if op.kind == "input" and op.args[2]}
+        wanted = {read for op in code if op.kind == "input" for read in op.args[2]}
         wider = interesting | (wanted & extractor.effects.written)
         if wider <= interesting:
             break

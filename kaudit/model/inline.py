@@ -158,12 +158,14 @@ class Inliner:
         """Compile an entry function; returns the label of its first op. Its
         parameters not given in `subst` are inputs."""
         start, end = self.draft.label(), self.draft.label()
-        frame = Frame(fid, "", subst, fid in self._api_fids(), (), RESULT, end)
+        self.frames += 1  # each entry's locals are its own: a prefix per frame
+        frame = Frame(fid, f"{self.frames}:", subst, fid in self._api_fids(), (), RESULT, end)
         self.draft.place(start)
         function = self.lowered.function(fid)
         for param in function.params:
             if param.name not in subst:
-                self.emit("input", (Var(param.name, "local", param.ctype), None, "", False), frame, function.line,
+                self.emit("input", (self.rename(Var(param.name, "local", param.ctype), frame), None, (), False), frame,
+                          function.line,
                           f"{function.name}: {param.name} is any value")
         self.body(function, frame)
         self.draft.place(end)
@@ -180,7 +182,7 @@ class Inliner:
         start, end = self.draft.label(), self.draft.label()
         frame = Frame(fid, "env:", {}, True, (), None, end)
         self.draft.place(start)
-        self.emit("input", (self.rename(choice, frame), (0, 1), "", False), frame,
+        self.emit("input", (self.rename(choice, frame), (0, 1), (), False), frame,
                   self.lowered.program.functions[fid]["line"],
                   f"the environment {'sets or clears'} another reason")
         call = Call(api.function, None, args, self.lowered.program.functions[fid]["line"], 0)
@@ -270,13 +272,15 @@ class Inliner:
                 return
         if not targets or len(frame.stack) >= MAX_DEPTH:
             if dst is not None:
-                self.emit("input", (dst, None, "", False), frame, instr.line, f"{text} (not modelled)")
+                callees = self.lowered.targets(frame.fid, call)
+                reads = tuple(sorted(set().union(*map(self.effects.plain_reads, callees))))
+                self.emit("input", (dst, None, reads, False), frame, instr.line, f"{text} (not modelled)")
             return
         if len(targets) == 1:
             self.inline(targets[0], instr, args, dst, frame)
             return
         choice = Var(f"{frame.prefix}%choice{instr.line}:{instr.call.col}", "local")
-        self.emit("input", (choice, tuple(range(len(targets))), "", False), frame, instr.line,
+        self.emit("input", (choice, tuple(range(len(targets))), (), False), frame, instr.line,
                   f"{text}: one of {', '.join(t.split('@')[0] for t in targets)}")
         after = self.draft.label()
         for index, target in enumerate(targets):

@@ -186,7 +186,8 @@ class Resolver:
         slot = self.memo[expr]
         self.slots.input_types[slot] = getattr(expr, "ctype", CType())
         op = self.current
-        self.pending.append(Op("input", (Loc("local", slot), None, field_key(expr) or "", True), op.function,
+        reads = (field_key(expr),) if field_key(expr) else ()
+        self.pending.append(Op("input", (Loc("local", slot), None, reads, True), op.function,
                                op.file, op.line, f"reads {render(expr)} (not modelled)", op.api, op.origin))
         return Loc("local", slot)
 
@@ -207,7 +208,7 @@ class Resolver:
             target = self.place(loc)
             dst_loc = self.place(dst) if dst is not None else None
             if target is None:
-                return replace(op, kind="input", args=(dst_loc, None, "", False)) if dst_loc is not None else None
+                return replace(op, kind="input", args=(dst_loc, None, (), False)) if dst_loc is not None else None
             return replace(op, args=(dst_loc, target, self.value(amount), returns))
         if kind == "bit":
             target = self.place(args[0])
@@ -218,7 +219,7 @@ class Resolver:
             target = self.place(args[0])
             if isinstance(args[0], Var):
                 self.slots.input_types[target.slot] = args[0].ctype
-            return replace(op, args=(target, args[1], "", False))
+            return replace(op, args=(target, args[1], args[2], False))
         if kind == "branch":
             return replace(op, args=(self.value(args[0]), args[1], args[2]))
         if kind == "each":
