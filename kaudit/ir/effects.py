@@ -129,7 +129,6 @@ class Effects:
                                     mine.add(place)
                                     changed = True
 
-        self.written = set().union(*(_plain(ws) for ws in self.writes.values()))  # storage anything writes
         self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
 
     def of_call(self, caller: str, call: Call) -> tuple[set[str], set[str]]:
@@ -148,9 +147,12 @@ class Effects:
         """The storage a function reads, with what it calls (no parameters, no locks)."""
         return _plain(self.reads.get(fid, ()))
 
+    def plain_writes(self, fid: str) -> set[str]:
+        return _plain(self.writes.get(fid, ()))
+
     def touches(self, fid: str, interesting: set[str]) -> bool:
         """Whether a function (with what it calls) writes or reads any interesting storage."""
-        return bool(_plain(self.writes.get(fid, ())) & interesting or _plain(self.reads.get(fid, ())) & interesting)
+        return bool(self.plain_writes(fid) & interesting or self.plain_reads(fid) & interesting)
 
     def takes_locks(self, fid: str) -> bool:
         return any(w.startswith("lock:") for w in self.writes.get(fid, ()))

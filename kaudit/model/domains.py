@@ -105,6 +105,7 @@ def domains(code: list[Op], slots: Slots, scopes: Scopes) -> tuple[dict[int, tup
                 continue
             loc = op.args[0]
             inputs[pc] = _values(slots.input_types.get(loc.slot, CType()), scopes, *uses.of(loc))
+    read = {loc.slot for op in code for loc in op_reads(op) if loc.kind in ("mine", "cpu")}
     constants = {slot: _values(ctype, scopes, *uses.of(Loc("mine", slot))) for slot, ctype in
-                 slots.cpu_constant.items()}
+                 slots.cpu_constant.items() if slot in read}  # a constant nothing reads any more is no state
     return inputs, constants

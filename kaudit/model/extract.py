@@ -247,6 +247,7 @@ class Slicer:
         self.value_of = {a.id: a.value for a in actions}
         self.result_slot = result_slot
         self.goals = [pc for pc, op in enumerate(code) if op.kind == "decide"]
+        self.seen_by_others = {loc.slot for op in code for loc in op_reads(op) + op_writes(op) if loc.kind == "cpu"}
 
     def reads(self, pc: int) -> list[tuple[str, int]]:
         op = self.code[pc]
@@ -258,6 +259,17 @@ class Slicer:
         if op.kind == "end":
             names.append(("local", self.result_slot))
         return [n for n in names if n is not None]
+
+    def shared(self, pc: int) -> bool:
+        """Whether an op touches state another vCPU can see: VM-wide state,
+        another vCPU's fields, or this vCPU's fields that others read. Only
+        locks held around such ops can order anything."""
+        op = self.code[pc]
+        if op.kind in ("decide", "dry"):
+            return True
+        locs = op_reads(op) + op_writes(op)
+        return any(loc.kind in ("vm", "cpu") or (loc.kind == "mine" and loc.slot in self.seen_by_others)
+                   for loc in locs)
 
     def relevant(self) -> set[int]:
         code = self.code
@@ -295,7 +307,7 @@ class Slicer:
         code = self.code
         keep = self.relevant()
         held = _may_hold(code, starts)
-        locks = {lock for pc in keep if code[pc].kind not in ("acquire", "release", "end") for lock in held[pc]}
+        locks = {lock for pc in keep if self.shared(pc) for lock in held[pc]}
         ipdom = post_dominators(code)
         flags, before = [], {}
         for pc, op in enumerate(code):
@@ -430,8 +442,10 @@ def inhibit_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     fids = _per_vcpu_entries(analysis, sites)
     if not fids:
         return Unmodelled("no per-vCPU function reaches its sites")
-    protocol = build(Extractor(analysis, rule, key), [(fid, "transition") for fid in fids],
-                     {rule.word, rule.update_lock}, "inhibit")
+    # What the static reading took for bookkeeping is modelled from the start (the model judges it):
+    # a flag behind an accessor is otherwise an unmodelled call until widening finds it.
+    seeds = {rule.word, rule.update_lock} | {k for j in sites for k in (j.verdict.flag, j.verdict.counter) if k}
+    protocol = build(Extractor(analysis, rule, key), [(fid, "transition") for fid in fids], seeds, "inhibit")
     if isinstance(protocol, Protocol):
         protocol.vm_demand = any(j.verdict.discipline == "vm-recompute" for j in sites)
     return protocol
@@ -459,6 +473,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     rule, key = extractor.rule, extractor.key
     fids = [fid for fid, _ in entries]
     target = rule.word if kind == "inhibit" else key
+    written = set().union(*map(extractor.effects.plain_writes, fids))  # what an unmodelled read could see change
     for _ in range(WIDENINGS):
         compiled = extractor.compile(fids, interesting, env=kind == "inhibit")
         slots = compiled.resolver.slots
@@ -486,7 +501,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         code, where = thread_jumps(code)
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
         wanted = {read for op in code if op.kind == "input" for read in op.args[2]}
-        wider = interesting | (wanted & extractor.effects.written)
+        wider = interesting | (wanted & written)
         if wider <= interesting:
             break
         interesting = wider

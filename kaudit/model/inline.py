@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kaudit.ir.effects import Effects
-from kaudit.ir.names import counted_key, deref, lock_key, render, render_call
+from kaudit.ir.names import counted_key, deref, field_key, lock_key, render, render_call, subexprs
 from kaudit.ir.nodes import (
     Assign,
     Binary,
@@ -272,9 +272,7 @@ class Inliner:
                 return
         if not targets or len(frame.stack) >= MAX_DEPTH:
             if dst is not None:
-                callees = self.lowered.targets(frame.fid, call)
-                reads = tuple(sorted(set().union(*map(self.effects.plain_reads, callees))))
-                self.emit("input", (dst, None, reads, False), frame, instr.line, f"{text} (not modelled)")
+                self.emit("input", (dst, None, (), False), frame, instr.line, f"{text} (not modelled)")
             return
         if len(targets) == 1:
             self.inline(targets[0], instr, args, dst, frame)
@@ -299,9 +297,22 @@ class Inliner:
             if target not in self.lowered.program.functions or any(f == target for f, _ in frame.stack) \
                     or target == frame.fid:
                 continue
-            if self.effects.touches(target, self.interesting) or self.effects.takes_locks(target):
+            if self.effects.touches(target, self.interesting) or self.effects.takes_locks(target) \
+                    or self._fills_used_local(frame.fid, instr.call, target):
                 out.append(target)
         return out
+
+    def _fills_used_local(self, fid: str, call: Call, target: str) -> bool:
+        """Whether the callee writes, through a pointer argument, a local of
+        the caller (`set_bit_in(&new, ...)`) whose value the caller then
+        stores in interesting state (`kvm->arch.apicv_inhibit_reasons = new`)."""
+        writes = self.effects.writes.get(target, ())
+        filled = {arg.arg for i, arg in enumerate(call.args) if isinstance(arg, Unary) and arg.op == "&"
+                  and isinstance(arg.arg, Var) and arg.arg.scope == "local" and f"param:{i}" in writes}
+        if not filled:
+            return False
+        return any(isinstance(instr, Assign) and field_key(instr.target) in self.interesting
+                   and filled & set(subexprs(instr.value)) for _, instr in self.lowered.function(fid).instructions())
 
     def inline(self, target: str, instr: CallOp, args: tuple[Expr, ...], dst: Var | None, frame: Frame) -> None:
         function = self.lowered.function(target)

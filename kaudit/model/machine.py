@@ -137,6 +137,7 @@ class Machine:
         self.memo: dict[tuple, list[tuple]] = {}  # see moves()
         self.count = protocol.word if protocol.kind == "counter" else -1
         self.has_env = any(e.kind == "env" for e in protocol.entries)
+        self.arms = any(e.armed for e in protocol.entries)  # else whether a vCPU asked is no state
         self.protected = protected_state(protocol, protocol.update_lock if "lock" in ablate else "")
         self.shared_cpu = {loc.slot for op in self.code for arg in op.args if isinstance(arg, Expr)
                            for loc in subexprs(arg) if isinstance(loc, Loc) and loc.kind == "cpu"}
@@ -498,7 +499,7 @@ class Machine:
             run.vm_demand = (PENDING, run.me) if need else IDLE
         else:
             run.demand = PENDING if need and run.demand != ACTIVE else (run.demand if need else IDLE)
-        if need:
+        if need and self.arms:
             run.armed = 1
 
     def decide(self, run: _Run, action, threads: tuple) -> list[_Run]:
