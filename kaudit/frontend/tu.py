@@ -13,7 +13,10 @@ from typing import Any
 
 import clang.cindex as ci
 
-from kaudit.frontend.exprs import evaluate_int, strip, type_info
+from kaudit.frontend import capi
+from kaudit.frontend.capi import children, kind
+from kaudit.frontend.exprs import MAX_DEPTH, Nesting, TypeInfo, evaluate_int, expression_kinds, strip, stripped
+from kaudit.frontend.failed import failed_tu
 from kaudit.frontend.stmts import StmtBuilder
 
 K = ci.CursorKind
@@ -46,40 +49,30 @@ class _Tree:
         return os.path.relpath(path, self.root) if path.startswith(self.root + os.sep) else path
 
 
-def _file_of(cursor: ci.Cursor) -> str | None:
-    loc = cursor.location
-    return loc.file.name if loc.file is not None else None
-
-
 def _names_in(value: Any) -> tuple[set[str], set[str]]:
     """(struct names, called or address-taken function names) anywhere in a
-    fact subtree, in one iterative walk (this runs over every function)."""
+    fact subtree, in one iterative walk (it runs over every function)."""
     records: set[str] = set()
     callees: set[str] = set()
     stack = [value]
     while stack:
         node = stack.pop()
-        if isinstance(node, list):
+        if type(node) is list:
             stack.extend(node)
             continue
-        if not isinstance(node, dict):
-            continue
-        for key in ("record", "type_record"):
-            if node.get(key):
-                records.add(node[key])
-        if node.get("k") in ("call", "func") and (node.get("callee") or node.get("name")):
-            callees.add(node.get("callee") or node["name"])
-        stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        for key, v in node.items():
+            if type(v) is dict or type(v) is list:
+                stack.append(v)
+            elif v and (key == "record" or key == "type_record"):
+                records.add(v)
+            elif v and (key == "callee" or (key == "name" and node.get("k") == "func")):
+                callees.add(v)
     return records, callees
 
 
-def _collect_structs(cursor: ci.Cursor, structs: dict[str, ci.Cursor]) -> None:
-    """A struct definition and those nested in it (`struct a { struct b {...} b; }`)."""
-    if cursor.spelling and not cursor.is_anonymous():
-        structs.setdefault(cursor.spelling, cursor)
-    for child in cursor.get_children():
-        if child.kind in (K.STRUCT_DECL, K.UNION_DECL) and child.is_definition():
-            _collect_structs(child, structs)
+_FUNCTION, _VAR = K.FUNCTION_DECL.value, K.VAR_DECL.value
+_RECORDS = frozenset({K.STRUCT_DECL.value, K.UNION_DECL.value})
+_COMPOUND, _FIELD, _INIT_LIST = K.COMPOUND_STMT.value, K.FIELD_DECL.value, K.INIT_LIST_EXPR.value
 
 
 class _Extractor:
@@ -87,98 +80,104 @@ class _Extractor:
         self.tu = tu
         self.tree = tree
         self.main_file = main_file
-        self._builders: dict[str, StmtBuilder] = {}
+        self.types = TypeInfo()
+        self.nesting = Nesting()
+        self.stmts = StmtBuilder(self.types, self.nesting)
+        self._names: dict[int, tuple[set[str], set[str]]] = {}
 
-    def _builder(self, filename: str) -> StmtBuilder:
-        if filename not in self._builders:
-            self._builders[filename] = StmtBuilder(Path(filename).read_bytes())
-        return self._builders[filename]
+    def names(self, facts: Facts) -> tuple[set[str], set[str]]:
+        """_names_in of one function's facts, computed once."""
+        if id(facts) not in self._names:
+            self._names[id(facts)] = _names_in(facts)
+        return self._names[id(facts)]
 
     def function(self, cursor: ci.Cursor, filename: str) -> Facts:
-        body = next((ch for ch in cursor.get_children() if ch.kind == K.COMPOUND_STMT), None)
+        body = next((ch for ch in children(cursor) if kind(ch) == _COMPOUND), None)
+        start, end = capi.extent_lines(cursor)
+        params = [{"name": capi.spelling(p), **self.types.of_cursor(p)} for p in capi.arguments(cursor)]
         return {
-            "name": cursor.spelling,
+            "name": capi.spelling(cursor),
             "file": self.tree.rel(filename),
-            "line": cursor.extent.start.line,
-            "end_line": cursor.extent.end.line,
-            "static": cursor.storage_class == ci.StorageClass.STATIC,
-            "returns": cursor.result_type.spelling,
-            "params": [{"name": p.spelling, **type_info(p.type)} for p in cursor.get_arguments()],
-            "body": self._builder(filename).block(body) if body is not None else [],
+            "line": start,
+            "end_line": end,
+            "static": capi.is_static(cursor),
+            "returns": capi.api().type_spelling(capi.api().result_type(cursor)),
+            "params": params,
+            "body": self.stmts.block(body) if body is not None else [],
         }
 
     def struct(self, cursor: ci.Cursor) -> Facts:
         fields = [
-            {"name": ch.spelling, **type_info(ch.type)}
-            for ch in cursor.get_children()
-            if ch.kind == K.FIELD_DECL
+            {"name": capi.spelling(ch), **self.types.of_cursor(ch)}
+            for ch in children(cursor)
+            if kind(ch) == _FIELD
         ]
         return {
-            "name": cursor.spelling,
-            "file": self.tree.rel(_file_of(cursor)),
-            "line": cursor.location.line,
+            "name": capi.spelling(cursor),
+            "file": self.tree.rel(capi.file_name(cursor)),
+            "line": capi.line(cursor),
             "fields": fields,
         }
 
     def table(self, cursor: ci.Cursor) -> Facts | None:
         """A global initialised with function designators: ops table or handler array."""
-        init = next((ch for ch in cursor.get_children() if ch.kind == K.INIT_LIST_EXPR), None)
+        init = next((ch for ch in children(cursor) if kind(ch) == _INIT_LIST), None)
         if init is None:
             return None
         entries = []
-        for position, item in enumerate(init.get_children()):
+        for position, item in enumerate(children(init)):
             key, value = self._designated(item, position)
             function = self._function_ref(value)
             if function is not None:
-                entries.append({"key": key, "function": function, "line": item.location.line})
+                entries.append({"key": key, "function": function, "line": capi.line(item)})
         if not entries:
             return None
         return {
-            "name": cursor.spelling,
-            "file": self.tree.rel(_file_of(cursor)),
-            "line": cursor.location.line,
-            "static": cursor.storage_class == ci.StorageClass.STATIC,
-            **type_info(cursor.type),
+            "name": capi.spelling(cursor),
+            "file": self.tree.rel(capi.file_name(cursor)),
+            "line": capi.line(cursor),
+            "static": capi.is_static(cursor),
+            **self.types.of_cursor(cursor),
             "entries": entries,
         }
 
     @staticmethod
     def _designated(item: ci.Cursor, position: int) -> tuple[str | int | None, ci.Cursor]:
-        children = list(item.get_children())
-        if item.kind == K.UNEXPOSED_EXPR and len(children) == 2:
-            designator, value = children
-            if designator.kind == K.MEMBER_REF:
-                return designator.spelling, value
-            if designator.kind.is_expression():
+        kids = children(item)
+        if kind(item) == K.UNEXPOSED_EXPR.value and len(kids) == 2:
+            designator, value = kids
+            if kind(designator) == K.MEMBER_REF.value:
+                return capi.spelling(designator), value
+            if kind(designator) in expression_kinds():
                 return evaluate_int(designator), value
         return position, item
 
     @staticmethod
     def _function_ref(value: ci.Cursor) -> str | None:
-        target = strip(value)
-        if target.kind == K.UNARY_OPERATOR:  # &fn
-            target = strip(next(iter(target.get_children()), target))
-        ref = target.referenced if target.kind == K.DECL_REF_EXPR else None
-        return ref.spelling if ref is not None and ref.kind == K.FUNCTION_DECL else None
+        target, kids = stripped(value)
+        if kind(target) == K.UNARY_OPERATOR.value and kids:  # &fn
+            target = strip(kids[0])[0]
+        ref = capi.referenced(target) if kind(target) == K.DECL_REF_EXPR.value else None
+        return capi.spelling(ref) if ref is not None and kind(ref) == _FUNCTION else None
 
     def run(self) -> Facts:
         main_functions: list[Facts] = []
         header_defs: dict[str, tuple[ci.Cursor, str]] = {}
-        structs: dict[str, ci.Cursor] = {}
+        structs = _Structs()
         tables: list[Facts] = []
-        for cursor in self.tu.cursor.get_children():
-            filename = _file_of(cursor)
+        for cursor in children(self.tu.cursor):
+            filename = capi.file_name(cursor)
             if filename is None or self.tree.rel(filename) is None:
                 continue
-            kind = cursor.kind
-            if kind == K.FUNCTION_DECL and cursor.is_definition():
+            k = kind(cursor)
+            if k == _FUNCTION and capi.is_definition(cursor):
                 if filename == self.main_file:
                     main_functions.append(self.function(cursor, filename))
                 else:
-                    header_defs.setdefault(cursor.spelling, (cursor, filename))
-            elif kind in (K.STRUCT_DECL, K.UNION_DECL) and cursor.is_definition():
-                _collect_structs(cursor, structs)
-            elif kind == K.VAR_DECL:
+                    header_defs.setdefault(capi.spelling(cursor), (cursor, filename))
+            elif k in _RECORDS and capi.is_definition(cursor):
+                structs.add(cursor)
+            elif k == _VAR:
                 table = self.table(cursor)
                 if table is not None:
                     tables.append(table)
@@ -197,7 +196,7 @@ class _Extractor:
         header would dominate the cost."""
         found: list[Facts] = []
         bound = {entry["function"] for table in tables for entry in table["entries"]}
-        pending = sorted(_names_in(roots)[1] | bound)
+        pending = sorted(set().union(*(self.names(f)[1] for f in roots)) | bound)
         seen = set(pending)
         while pending:
             name = pending.pop()
@@ -205,22 +204,59 @@ class _Extractor:
                 continue
             facts = self.function(*header_defs[name])
             found.append(facts)
-            for callee in sorted(_names_in(facts["body"])[1] - seen):
+            for callee in sorted(self.names(facts)[1] - seen):
                 seen.add(callee)
                 pending.append(callee)
         return sorted(found, key=lambda f: (f["file"], f["line"]))
 
-    def _used_structs(self, functions: list[Facts], structs: dict[str, ci.Cursor]) -> list[Facts]:
+    def _used_structs(self, functions: list[Facts], structs: _Structs) -> list[Facts]:
         """Structs named by the recorded code, closed over their fields' types."""
-        pending = sorted(_names_in(functions)[0])
+        pending = sorted(set().union(*(self.names(f)[0] for f in functions)))
         done: dict[str, Facts] = {}
         while pending:
             name = pending.pop()
-            if name in done or name not in structs:
+            if name in done:
                 continue
-            done[name] = self.struct(structs[name])
+            cursor = structs.get(name)
+            if cursor is None:
+                continue
+            done[name] = self.struct(cursor)
             pending.extend(f["record"] for f in done[name]["fields"] if f["record"])
         return [done[name] for name in sorted(done)]
+
+
+class _Structs:
+    """Struct and union definitions by name: the TU's top-level ones, and
+    (looked for only when a name is not among those) the ones nested in
+    them, `struct a { struct b {...} b; }`. Visiting every struct of every
+    header up front cost more than the lookups."""
+
+    def __init__(self) -> None:
+        self._top: dict[str, ci.Cursor] = {}
+        self._roots: list[ci.Cursor] = []
+        self._nested: dict[str, ci.Cursor] | None = None
+
+    def add(self, cursor: ci.Cursor) -> None:
+        self._roots.append(cursor)
+        name = capi.spelling(cursor)
+        if name and not capi.is_anonymous(cursor):
+            self._top.setdefault(name, cursor)
+
+    def get(self, name: str) -> ci.Cursor | None:
+        if name in self._top:
+            return self._top[name]
+        if self._nested is None:
+            self._nested = {}
+            stack = list(reversed(self._roots))
+            while stack:  # iterative: nesting depth is the input's choice
+                cursor = stack.pop()
+                inner = [ch for ch in children(cursor) if kind(ch) in _RECORDS and capi.is_definition(ch)]
+                for child in inner:
+                    spelled = capi.spelling(child)
+                    if spelled and not capi.is_anonymous(child):
+                        self._nested.setdefault(spelled, child)
+                stack.extend(reversed(inner))
+        return self._nested.get(name)
 
 
 def _diagnostics(tu: ci.TranslationUnit, tree: _Tree) -> tuple[list[Facts], int]:
@@ -244,6 +280,14 @@ def _diagnostics(tu: ci.TranslationUnit, tree: _Tree) -> tuple[list[Facts], int]
     return found, warnings
 
 
+def _too_deep(nesting: Nesting, tree: _Tree) -> list[Facts]:
+    """Where the facts were cut at MAX_DEPTH: an error, so the TU counts as
+    not fully read (and is not cached)."""
+    return [{"severity": "error", "file": tree.rel(name or "") or name or "", "line": line, "column": col,
+             "message": f"kaudit: code nested deeper than {MAX_DEPTH} levels; the subtree is not analysed"}
+            for name, line, col in nesting.cut]
+
+
 def extract_tu(path: Path, args: list[str], root: Path) -> Facts:
     """Parse one C file and return its facts; parse errors never raise."""
     tree = _Tree(root)
@@ -252,19 +296,11 @@ def extract_tu(path: Path, args: list[str], root: Path) -> Facts:
         # --no-default-config: no clang config file may add flags (one can be named via --target)
         tu = ci.Index.create().parse(main_file, args=["--no-default-config", *args], options=_KEEP_GOING)
     except ci.TranslationUnitLoadError as err:
-        return {
-            "file": tree.rel(main_file),
-            "diagnostics": [
-                {"severity": "fatal", "file": tree.rel(main_file), "line": 0, "column": 0, "message": str(err)}
-            ],
-            "warnings": 0,
-            "includes": [],
-            "functions": [],
-            "structs": [],
-            "tables": [],
-        }
+        return failed_tu(tree.rel(main_file), str(err))
     diagnostics, warnings = _diagnostics(tu, tree)
-    facts = _Extractor(tu, tree, tu.spelling).run()
+    extractor = _Extractor(tu, tree, tu.spelling)
+    facts = extractor.run()
+    diagnostics += _too_deep(extractor.nesting, tree)
     includes = sorted({tree.dependency(inc.include.name) for inc in tu.get_includes()})
     return {
         "file": tree.rel(main_file),
