@@ -8,6 +8,8 @@ the one that is cached and run in parallel.
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -283,29 +285,52 @@ def _diagnostics(tu: ci.TranslationUnit, tree: _Tree) -> tuple[list[Facts], int]
 def _too_deep(nesting: Nesting, tree: _Tree) -> list[Facts]:
     """Where the facts were cut at MAX_DEPTH: an error, so the TU counts as
     not fully read (and is not cached)."""
+    first = {}
+    for name, line, col in nesting.cut:  # one per line: a cut tree is often cut on several branches
+        first.setdefault((name, line), col)
     return [{"severity": "error", "file": tree.rel(name or "") or name or "", "line": line, "column": col,
              "message": f"kaudit: code nested deeper than {MAX_DEPTH} levels; the subtree is not analysed"}
-            for name, line, col in nesting.cut]
+            for (name, line), col in first.items()]
 
 
-def extract_tu(path: Path, args: list[str], root: Path) -> Facts:
-    """Parse one C file and return its facts; parse errors never raise."""
+@dataclass
+class Parsed:
+    """One TU read: its facts, every #include clang resolved (for the
+    cache's manifest), and where the time went."""
+
+    facts: Facts
+    inclusions: list[tuple[str, int, str]]  # (including file, line, file found)
+    parse_seconds: float = 0.0
+    walk_seconds: float = 0.0
+
+
+def parse_tu(path: Path, args: list[str], root: Path) -> Parsed:
+    """Parse one C file; parse errors never raise."""
     tree = _Tree(root)
     main_file = str(path)
+    start = time.perf_counter()
     try:
         # --no-default-config: no clang config file may add flags (one can be named via --target)
         tu = ci.Index.create().parse(main_file, args=["--no-default-config", *args], options=_KEEP_GOING)
     except ci.TranslationUnitLoadError as err:
-        return failed_tu(tree.rel(main_file), str(err))
+        return Parsed(failed_tu(tree.rel(main_file), str(err)), [])
+    parsed = time.perf_counter()
     diagnostics, warnings = _diagnostics(tu, tree)
     extractor = _Extractor(tu, tree, tu.spelling)
     facts = extractor.run()
     diagnostics += _too_deep(extractor.nesting, tree)
-    includes = sorted({tree.dependency(inc.include.name) for inc in tu.get_includes()})
-    return {
+    inclusions = [(inc.source.name if inc.source else "", inc.location.line, inc.include.name)
+                  for inc in tu.get_includes()]
+    facts = {
         "file": tree.rel(main_file),
         "diagnostics": diagnostics,
         "warnings": warnings,
-        "includes": includes,
+        "includes": sorted({tree.dependency(found) for _, _, found in inclusions}),
         **facts,
     }
+    return Parsed(facts, inclusions, parsed - start, time.perf_counter() - parsed)
+
+
+def extract_tu(path: Path, args: list[str], root: Path) -> Facts:
+    """Parse one C file and return its facts; parse errors never raise."""
+    return parse_tu(path, args, root).facts
