@@ -8,17 +8,21 @@ from pathlib import Path
 
 import networkx as nx
 
+from kaudit import warm
 from kaudit.analysis import counter_transition, inhibit_balance
 from kaudit.analysis.results import Analysis
 from kaudit.analysis.sites import all_events
+from kaudit.cache import Store
 from kaudit.callgraph import build_call_graph
 from kaudit.compdb import load as load_compdb
 from kaudit.errors import UsageError
 from kaudit.kbuild import configured_sources, nobuild_args, synthesize
 from kaudit.model.check import ModelSettings, apply_model
 from kaudit.program import Program
+from kaudit.progress import Progress
 from kaudit.rules import Rule
-from kaudit.scan import SOURCE_GLOBS, ParseJob, find_sources, parse_tree
+from kaudit.scan import SOURCE_GLOBS, ParseJob, TreeReader, find_sources
+from kaudit.timings import Timings
 
 ENGINES = {"inhibit-balance": inhibit_balance.run, "counter-transition": counter_transition.run}
 
@@ -30,6 +34,7 @@ class AuditResult:
     graph: nx.DiGraph
     rules: list[Rule]
     analyses: list[Analysis]
+    store: Store | None = None  # the cache, for memos of derived results (Store.memo), None with --no-cache
 
 
 def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None) -> list[ParseJob]:
@@ -55,26 +60,64 @@ def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None) -> list[ParseJo
     return [ParseJob(path, args) for path in sources]
 
 
+@dataclass
+class Loaded:
+    program: Program
+    graph: nx.DiGraph
+    store: Store | None  # the cache, None with --no-cache
+
+
 def load_program(root: Path, jobs: int, cache_dir: Path | None, compdb: Path | None = None
                  ) -> tuple[Program, nx.DiGraph]:
+    loaded = read_program(root, jobs, cache_dir, compdb)
+    return loaded.program, loaded.graph
+
+
+def read_program(root: Path, jobs: int, cache_dir: Path | None, compdb: Path | None = None,
+                 progress: Progress | None = None, timings: Timings | None = None) -> Loaded:
+    """The merged program and call graph of a tree, and the cache store.
+    With every TU's facts cached, program and graph come from the cache
+    whole (kaudit/warm.py)."""
+    timings = timings if timings is not None else Timings()
     with tempfile.TemporaryDirectory(prefix="kaudit-") as scratch:
         work = cache_dir if cache_dir is not None else Path(scratch)
-        units = parse_tree(root, parse_jobs(root, work, compdb), jobs, cache_dir)
-    program = Program.from_facts(units)
-    return program, build_call_graph(program)
+        with timings.phase("cache lookup"):
+            reader = TreeReader(root, parse_jobs(root, work, compdb), jobs, cache_dir, progress)
+            keys = reader.cached_keys()
+            loaded = warm.load(reader.store, warm.program_key(keys)) if keys and reader.store else None
+        if loaded is not None:
+            return Loaded(*loaded, reader.store)
+        units = reader.units()
+    stats = reader.stats
+    timings.add(f"parse+walk ({stats.parsed} TU(s), {reader.workers} worker(s)), wall", stats.wall_seconds)
+    timings.add("  libclang parse, summed over workers", stats.parse_seconds)
+    timings.add("  facts walk, summed over workers", stats.walk_seconds)
+    with timings.phase("merge"):
+        program = Program.from_facts(units)
+    with timings.phase("call graph"):
+        graph = build_call_graph(program)
+    if reader.store is not None:
+        with timings.phase("cache store"):
+            warm.save(reader.store, warm.program_key([k for k in reader.keys if k]), program, graph)
+    return Loaded(program, graph, reader.store)
 
 
 def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | None = None,
-               model: ModelSettings | None = None, compdb: Path | None = None) -> AuditResult:
+               model: ModelSettings | None = None, compdb: Path | None = None,
+               progress: Progress | None = None, timings: Timings | None = None) -> AuditResult:
     """Audit a tree; with model settings, also run the runtime model."""
+    timings = timings if timings is not None else Timings()
     root = root.resolve()
     unknown = sorted({r.engine for r in rules} - ENGINES.keys())
     if unknown:
         raise UsageError(f"unknown rule engine(s): {', '.join(unknown)}")
-    program, graph = load_program(root, jobs, cache_dir, compdb)
-    events = all_events(program)
-    analyses = [ENGINES[rule.engine](program, graph, rule, events) for rule in rules]
+    loaded = read_program(root, jobs, cache_dir, compdb, progress, timings)
+    program, graph = loaded.program, loaded.graph
+    with timings.phase("rules"):
+        events = all_events(program)
+        analyses = [ENGINES[rule.engine](program, graph, rule, events) for rule in rules]
     if model is not None:
-        for rule, analysis in zip(rules, analyses, strict=True):
-            apply_model(analysis, rule, model)
-    return AuditResult(root, program, graph, rules, analyses)
+        with timings.phase("model and cost simulation"):
+            for rule, analysis in zip(rules, analyses, strict=True):
+                apply_model(analysis, rule, model)
+    return AuditResult(root, program, graph, rules, analyses, loaded.store)

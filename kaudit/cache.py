@@ -69,7 +69,7 @@ def digest_bytes(data: bytes) -> str:
 
 
 def encode(value: Any) -> bytes:
-    return zlib.compress(json.dumps(value, separators=(",", ":"), sort_keys=True).encode(), 1)
+    return zlib.compress(json.dumps(value, separators=(",", ":")).encode(), 1)
 
 
 def decode(blob: object) -> Any:
@@ -115,20 +115,38 @@ class Store:
             path.mkdir(parents=True, exist_ok=True)
             _drop_unsafe(path)
             self._cache = diskcache.Cache(str(path), size_limit=size_limit, eviction_policy="least-recently-used",
-                                          disk_min_file_size=1 << 62, timeout=60, statistics=False)
+                                          disk=_RawDisk, disk_min_file_size=1 << 62, timeout=60,
+                                          statistics=False)
         except (OSError, sqlite3.Error) as err:  # the directory named is unusable: say so, do not guess another
             raise UsageError(f"{directory}: cannot use the cache: {err}") from err
 
     def get(self, key: str) -> Any | None:
+        """The JSON value stored under key; None when absent or undecodable."""
+        blob = self.get_blob(key)
+        if blob is None:
+            return None
         try:
-            return decode(self._cache.get(key))
-        except (ValueError, sqlite3.Error, diskcache.Timeout):
+            return decode(blob)
+        except ValueError:
             self.discard(key)
             return None
 
     def put(self, key: str, value: Any) -> None:
+        self.put_blob(key, encode(value))
+
+    def get_blob(self, key: str) -> bytes | None:
+        try:
+            blob = self._cache.get(key)
+        except (sqlite3.Error, diskcache.Timeout, OSError):
+            return None
+        if blob is not None and not isinstance(blob, bytes):
+            self.discard(key)
+            return None
+        return blob
+
+    def put_blob(self, key: str, blob: bytes) -> None:
         with contextlib.suppress(sqlite3.Error, diskcache.Timeout, OSError):  # a miss next run, no more
-            self._cache.set(key, encode(value))
+            self._cache.set(key, blob)
 
     def discard(self, key: str) -> None:
         with contextlib.suppress(sqlite3.Error, diskcache.Timeout):
@@ -158,6 +176,17 @@ class Store:
 
     def close(self) -> None:
         self._cache.close()
+
+
+class _RawDisk(diskcache.Disk):
+    """Values are bytes inside the database, nothing else: an entry in any
+    other mode (a pickle, a file beside the database) is never unpickled
+    nor opened, only ignored."""
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode != diskcache.core.MODE_RAW:
+            return None
+        return super().fetch(mode, filename, value, read)
 
 
 def _drop_unsafe(path: Path) -> None:

@@ -8,27 +8,32 @@ error of kaudit (never mistaken for findings).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
 from kaudit import __version__
-from kaudit.audit import audit_tree
+from kaudit.audit import audit_tree, parse_jobs
+from kaudit.cache import SIZE_LIMIT, Store
 from kaudit.errors import UsageError
 from kaudit.model.check import ModelSettings, check_key
 from kaudit.patchcheck import check_patch
+from kaudit.progress import Progress
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_patch_text, render_text
 from kaudit.resources import default_rules_dir, sample_tree
 from kaudit.rules import Rule, load_rules
+from kaudit.timings import Timings
 
 _RANK = {"info": 0, "warning": 1, "error": 2}
 
@@ -98,6 +103,39 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+@dataclass
+class _Run:
+    """How a tree command talks while it works: a progress line (on a
+    terminal, without --quiet) and, with --timings, where the time went."""
+
+    progress: Progress
+    timings: Timings | None
+    times: Timings = field(default_factory=Timings)
+
+    def finish(self) -> None:
+        if self.timings is not None:
+            for line in self.times.lines():
+                click.echo(line, err=True)
+
+
+def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--quiet and --timings, kept out of the command's own parameters (see _run())."""
+
+    @click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+    @click.option("--timings", is_flag=True, help="Print where the time went (on stderr).")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, quiet: bool, timings: bool, **kwargs: Any) -> Any:
+        times = Timings()
+        click.get_current_context().meta["kaudit.run"] = _Run(Progress(not quiet), times if timings else None, times)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _run() -> _Run:
+    return click.get_current_context().meta.get("kaudit.run") or _Run(Progress(False), None)
+
+
 def _cache(cache_dir: Path | None, no_cache: bool) -> Path | None:
     return None if no_cache else (cache_dir or _default_cache())
 
@@ -132,6 +170,7 @@ def main() -> None:
 @click.option("--strict", is_flag=True, help="Fail on warnings and on parse errors too.")
 @_TERSE
 @_NO_MODEL
+@_run_options
 @click.option("--vcpus", type=click.IntRange(2, 4), default=2, show_default=True, help="vCPUs in the runtime model.")
 @click.option("--sim-steps", type=click.IntRange(0), default=100_000, show_default=True,
               help="Steps of the seeded 4-vCPU cost simulation (0: skip).")
@@ -141,11 +180,14 @@ def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path 
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
+    run = _run()
     result = audit_tree(root, _rules(rules_dir), jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
-                        compdb=compdb)
-    report = build_report(result)
-    text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
-    _write(output, text)
+                        compdb=compdb, progress=run.progress, timings=run.times)
+    with run.times.phase("report"):
+        report = build_report(result)
+        text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)
+        _write(output, text)
+    run.finish()
     sys.exit(1 if _fails(report["findings"], report["tree"]["parse_errors"], fail_on, strict) else 0)
 
 
@@ -218,3 +260,59 @@ def check_patch_command(patch: Path, tree: Path | None, rules_dir: Path | None, 
     findings = [f for f in report["findings"] if f["id"] in introduced]
     broken = len(report["patch"]["new_parse_errors"]) if fail_on != "never" else 0
     sys.exit(1 if _fails(findings, broken, fail_on, strict=bool(broken)) else 0)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect or empty kaudit's cache (facts, programs, generated headers)."""
+
+
+_CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
+                          help="Cache directory (default: ~/.cache/kaudit).")
+
+
+@cache.command("info")
+@_CACHE_DIR
+def cache_info(cache_dir: Path | None) -> None:
+    """Where the cache is, how many entries it holds and how big it is."""
+    directory = cache_dir or _default_cache()
+    store = Store(directory)
+    try:
+        click.echo(f"cache: {directory}")
+        click.echo(f"entries: {len(store)}")
+        click.echo(f"size: {store.volume() / (1 << 20):.1f} MiB (bound {SIZE_LIMIT >> 20} MiB, least recently used "
+                   f"evicted first)")
+    finally:
+        store.close()
+
+
+@cache.command("clear")
+@_CACHE_DIR
+def cache_clear(cache_dir: Path | None) -> None:
+    """Remove every cached entry."""
+    directory = cache_dir or _default_cache()
+    store = Store(directory)
+    try:
+        store.clear()
+    finally:
+        store.close()
+    click.echo(f"kaudit: cleared {directory}")
+
+
+@main.command("compdb")
+@click.argument("tree", required=False, type=click.Path(path_type=Path))
+@click.option("--compdb", "source_compdb", type=click.Path(path_type=Path),
+              help="Translate this compile_commands.json (default: no-build mode's flags).")
+@_CACHE_DIR
+@_OUTPUT
+def compdb_command(tree: Path | None, source_compdb: Path | None, cache_dir: Path | None,
+                   output: Path | None) -> None:
+    """Write the compile database kaudit parses TREE with (clang's JSON format).
+
+    In no-build mode the generated headers it names live in the cache, so
+    clangd and other tools see exactly what kaudit sees."""
+    root = (tree if tree is not None else sample_tree()).resolve()
+    jobs = parse_jobs(root, cache_dir or _default_cache(), source_compdb)
+    entries = [{"directory": str(root), "file": str(job.path),
+                "arguments": ["clang", "--no-default-config", *job.args, "-c", str(job.path)]} for job in jobs]
+    _write(output, json.dumps(entries, indent=1) + "\n")

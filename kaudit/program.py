@@ -7,11 +7,11 @@ static inline defined in a header is one function however many TUs see it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from kaudit.facts import subexprs
 
 Facts = dict[str, Any]
 
@@ -24,9 +24,57 @@ def function_id(facts: Facts) -> str:
     return f"{facts['name']}@{facts['file']}" if facts["static"] else facts["name"]
 
 
+def function_text(facts: Facts) -> str:
+    """A function's facts as JSON (one line): what its digest names."""
+    return json.dumps(facts, separators=(",", ":"))  # key order is the front end's, fixed by its code
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class FunctionTable(Mapping[str, Facts]):
+    """Function facts by id, each decoded from its JSON text on first use:
+    a warm run loads the program without decoding bodies it never reads."""
+
+    def __init__(self, texts: dict[str, str]) -> None:
+        self._texts = texts
+        self._decoded: dict[str, Facts] = {}
+
+    def __getitem__(self, fid: str) -> Facts:
+        found = self._decoded.get(fid)
+        if found is None:
+            found = self._decoded[fid] = json.loads(self._texts[fid])
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._texts)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __contains__(self, fid: object) -> bool:
+        return fid in self._texts
+
+
+def _calls(node: Any, out: list[Facts]) -> list[Facts]:
+    """The call atoms in a fact tree, pre-order (as facts.subexprs visits
+    them); plain recursion, bounded by the front end's nesting bound."""
+    if type(node) is list:
+        for item in node:
+            _calls(item, out)
+        return out
+    if node.get("k") == "call":
+        out.append(node)
+    for value in node.values():
+        if type(value) is dict or type(value) is list:
+            _calls(value, out)
+    return out
+
+
 @dataclass
 class Program:
-    functions: dict[str, Facts] = field(default_factory=dict)
+    functions: Mapping[str, Facts] = field(default_factory=dict)
     structs: dict[str, Facts] = field(default_factory=dict)
     tables: list[Facts] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -34,6 +82,8 @@ class Program:
     # per function id: how the names it calls resolve (static names of its TU)
     _scope: dict[str, dict[str, str]] = field(default_factory=dict)
     _by_name: dict[str, list[str]] = field(default_factory=dict)
+    # per function id: the digest of its facts (function_text), for memos keyed by content
+    digests: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_facts(cls, units: list[Facts]) -> Program:
@@ -46,6 +96,38 @@ class Program:
         program.tables.sort(key=lambda t: (t["file"], t["line"], t["name"]))
         return program
 
+    def to_json(self) -> tuple[dict[str, Any], list[str]]:
+        """(everything but the function facts, the function texts in id
+        order): how the warm-run cache stores a program."""
+        texts = {fid: function_text(fn) for fid, fn in self.functions.items()}
+        scopes: dict[int, int] = {}
+        tables: list[dict[str, str]] = []
+        for statics in self._scope.values():  # one statics map per TU, shared by its functions
+            if id(statics) not in scopes:
+                scopes[id(statics)] = len(tables)
+                tables.append(statics)
+        header = {
+            "ids": list(texts), "digests": [self.digest(fid) for fid in texts],
+            "structs": self.structs, "tables": self.tables, "files": self.files, "diagnostics": self.diagnostics,
+            "scope_maps": tables, "scope": {fid: scopes[id(m)] for fid, m in self._scope.items()},
+            "by_name": self._by_name,
+        }
+        return header, list(texts.values())
+
+    @classmethod
+    def from_json(cls, header: dict[str, Any], texts: list[str]) -> Program:
+        maps = header["scope_maps"]
+        return cls(FunctionTable(dict(zip(header["ids"], texts, strict=True))), header["structs"], header["tables"],
+                   header["files"], header["diagnostics"], {fid: maps[i] for fid, i in header["scope"].items()},
+                   header["by_name"], dict(zip(header["ids"], header["digests"], strict=True)))
+
+    def digest(self, fid: str) -> str:
+        """Content digest of a function's facts: the key for memos of any
+        per-function result (kaudit.cache.Store.memo)."""
+        if fid not in self.digests:
+            self.digests[fid] = text_digest(function_text(self.functions[fid]))
+        return self.digests[fid]
+
     def _add_unit(self, unit: Facts) -> None:
         if unit["file"]:
             self.files.append(unit["file"])
@@ -53,7 +135,7 @@ class Program:
         statics = {fn["name"]: function_id(fn) for fn in unit["functions"] if fn["static"]}
         for fn in unit["functions"]:
             fid = function_id(fn)
-            self.functions.setdefault(fid, fn)
+            self.functions.setdefault(fid, fn)  # type: ignore[attr-defined]  # a dict while it is built
             self._scope.setdefault(fid, statics)
         for struct in unit["structs"]:
             self.structs.setdefault(struct["name"], struct)
@@ -96,9 +178,7 @@ class Program:
         return kind, []
 
     def calls_in(self, fid: str) -> Iterator[Facts]:
-        for expr in subexprs(self.functions[fid]["body"]):
-            if expr["k"] == "call":
-                yield expr
+        yield from _calls(self.functions[fid]["body"], [])
 
     def functions_named(self, name: str) -> list[str]:
         return self._by_name.get(name, [])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,6 +19,7 @@ from kaudit.errors import UsageError
 from kaudit.frontend.clang_ops import clang_version
 from kaudit.frontend.failed import failed_tu
 from kaudit.includes import Inclusion, SearchPath, UnsafeHeaders, overlay, probes
+from kaudit.progress import Progress
 from kaudit.workers import Failed, run_tasks
 
 # What a KVM audit covers: the x86 module and the generic KVM code it calls.
@@ -103,34 +103,39 @@ class FactsCache:
         found = [Manifest.load(item) for item in raw] if isinstance(raw, list) else []
         return [m for m in found if m is not None]
 
-    def get(self, job: ParseJob) -> Facts | None:
+    def find(self, job: ParseJob) -> str | None:
+        """The key of the job's facts, if a manifest of its entry holds."""
         key = self._key(job) if self.store is not None else None
-        if key is None or self.store is None:
+        if key is None:
             return None
-        for manifest in self._manifests(key):
-            if self._holds(manifest):
-                facts = self.store.get(manifest.facts)
-                if _is_facts(facts):
-                    return facts
-                self.store.discard(manifest.facts)
+        return next((m.facts for m in self._manifests(key) if self._holds(m)), None)
+
+    def load(self, facts_key: str) -> Facts | None:
+        facts = self.store.get(facts_key) if self.store is not None else None
+        if _is_facts(facts):
+            return facts
+        if self.store is not None:
+            self.store.discard(facts_key)
         return None
 
-    def put(self, job: ParseJob, facts: Facts, absent: list[str]) -> None:
+    def put(self, job: ParseJob, facts: Facts, absent: list[str]) -> str:
         """Store facts of a TU that parsed cleanly (a failed TU may depend on
-        a header missing now: it is parsed again next time)."""
+        a header missing now: it is parsed again next time); their key."""
+        blob = encode(facts)
+        facts_key = "facts:" + digest_bytes(blob)
         key = self._key(job) if self.store is not None else None
         if key is None or self.store is None or facts["diagnostics"] or not facts["file"]:
-            return
+            return facts_key
         deps: dict[str, str | None] = {name: self.digest(name) for name in (facts["file"], *facts["includes"])}
         if None in deps.values():
-            return  # a file it read is gone already: nothing to validate against
+            return facts_key  # a file it read is gone already: nothing to validate against
         root = str(self.root)
         deps.update((_name(path, root), None) for path in absent)
-        blob_key = "facts:" + digest_bytes(encode(facts))
-        self.store.put(blob_key, facts)
-        manifest = Manifest(deps, blob_key)
+        self.store.put_blob(facts_key, blob)
+        manifest = Manifest(deps, facts_key)
         others = [m for m in self._manifests(key) if m != manifest]
         self.store.put(key, [m.to_json() for m in [manifest, *others][:MAX_MANIFESTS]])
+        return facts_key
 
 
 _FACT_LISTS = ("diagnostics", "includes", "functions", "structs", "tables")
@@ -174,38 +179,69 @@ def _parse(task: _Task) -> _Result:
     return _Result(parsed.facts, absent, parsed.parse_seconds, parsed.walk_seconds)
 
 
-def parse_tree(root: Path, jobs: list[ParseJob], workers: int, cache_dir: Path | None,
-               progress: Callable[[str], None] | None = None, stats: ParseStats | None = None) -> list[Facts]:
-    """Facts of every job, in job order (so output never depends on --jobs)."""
-    stats = stats if stats is not None else ParseStats()
-    start = time.perf_counter()
-    cache = FactsCache(Store(cache_dir) if cache_dir is not None else None, root)
-    results: list[Facts | None] = [cache.get(job) for job in jobs]
-    missing = [i for i, facts in enumerate(results) if facts is None]
-    stats.cached = len(jobs) - len(missing)
-    stats.cache_seconds = time.perf_counter() - start
-    with tempfile.TemporaryDirectory(prefix="kaudit-parse-") as scratch:
+class TreeReader:
+    """A tree's TU facts: from the cache where a manifest holds, from bounded
+    workers for the rest. `keys` names each TU's facts by content, in job
+    order, so callers can cache what they derive from all of them."""
+
+    def __init__(self, root: Path, jobs: list[ParseJob], workers: int, cache_dir: Path | None,
+                 progress: Progress | None = None) -> None:
+        self.root = root
+        self.jobs = jobs
+        self.workers = workers
+        self.progress = progress
+        self.stats = ParseStats()
+        start = time.perf_counter()
+        self.store = Store(cache_dir) if cache_dir is not None else None
+        self.cache = FactsCache(self.store, root)
+        self.keys: list[str | None] = [self.cache.find(job) for job in jobs]
+        self.stats.cache_seconds = time.perf_counter() - start
+
+    def cached_keys(self) -> list[str] | None:
+        """Every TU's facts key, when the cache holds them all."""
+        keys = [key for key in self.keys if key is not None]
+        return keys if len(keys) == len(self.jobs) else None
+
+    def units(self) -> list[Facts]:
+        """Facts of every job, in job order (so output never depends on --jobs)."""
+        start = time.perf_counter()
+        results: list[Facts | None] = [self.cache.load(key) if key else None for key in self.keys]
+        missing = [i for i, facts in enumerate(results) if facts is None]
+        self.stats.cached = len(self.jobs) - len(missing)
+        progress = self.progress or Progress(enabled=False)
+        progress.start(len(missing))
+        with tempfile.TemporaryDirectory(prefix="kaudit-parse-") as scratch:
+            tasks = self._tasks(missing, Path(scratch))
+            for n, outcome in run_tasks(_parse, tasks, self.workers):
+                i = missing[n]
+                rel = str(self.jobs[i].path.relative_to(self.root))
+                if isinstance(outcome, Failed):
+                    results[i] = failed_tu(rel, outcome.message)
+                    self.keys[i] = "facts:" + digest_bytes(encode(results[i]))
+                    self.stats.failed.append(rel)
+                else:
+                    results[i] = outcome.facts
+                    self.stats.parse_seconds += outcome.parse_seconds
+                    self.stats.walk_seconds += outcome.walk_seconds
+                    self.keys[i] = self.cache.put(self.jobs[i], outcome.facts, outcome.absent)
+                self.stats.parsed += 1
+                progress.advance(rel)
+        progress.close()
+        self.stats.wall_seconds = time.perf_counter() - start
+        return [facts for facts in results if facts is not None]
+
+    def _tasks(self, missing: list[int], scratch: Path) -> list[_Task]:
         unsafe = UnsafeHeaders()
         tasks = []
         for i in missing:
-            args = jobs[i].args
+            args = self.jobs[i].args
             refused = unsafe.for_args(args)
             if refused:  # FIFOs, devices, huge files on the include path: a named error if included
-                args = (*args, "-ivfsoverlay", str(overlay(refused, root, Path(scratch) / str(i))))
-            tasks.append(_Task(jobs[i].path, args, root))
-        for n, outcome in run_tasks(_parse, tasks, workers):
-            i = missing[n]
-            rel = str(jobs[i].path.relative_to(root))
-            if isinstance(outcome, Failed):
-                results[i] = failed_tu(rel, outcome.message)
-                stats.failed.append(rel)
-            else:
-                results[i] = outcome.facts
-                stats.parse_seconds += outcome.parse_seconds
-                stats.walk_seconds += outcome.walk_seconds
-                cache.put(jobs[i], outcome.facts, outcome.absent)
-            stats.parsed += 1
-            if progress is not None:
-                progress(rel)
-    stats.wall_seconds = time.perf_counter() - start
-    return [facts for facts in results if facts is not None]
+                args = (*args, "-ivfsoverlay", str(overlay(refused, self.root, scratch / str(i))))
+            tasks.append(_Task(self.jobs[i].path, args, self.root))
+        return tasks
+
+
+def parse_tree(root: Path, jobs: list[ParseJob], workers: int, cache_dir: Path | None) -> list[Facts]:
+    """Facts of every job, in job order."""
+    return TreeReader(root, jobs, workers, cache_dir).units()
