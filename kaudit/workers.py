@@ -12,6 +12,7 @@ concurrent.futures and multiprocessing.Pool break the whole pool
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import resource
 import signal
@@ -42,6 +43,7 @@ class Failed:
 
 
 def _bound(memory: int) -> None:
+    faulthandler.disable()  # a libclang crash is reported as the TU's error, not as a Python stack dump
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file in the user's directory
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
