@@ -74,7 +74,7 @@ def load_program(root: Path, jobs: int, cache_dir: Path | None, compdb: Path | N
 
 
 def read_program(root: Path, jobs: int, cache_dir: Path | None, compdb: Path | None = None,
-                 progress: Progress | None = None, timings: Timings | None = None) -> Loaded:
+                 progress: Progress | None = None, timings: Timings | None = None, pch: bool = True) -> Loaded:
     """The merged program and call graph of a tree, and the cache store.
     With every TU's facts cached, program and graph come from the cache
     whole (kaudit/warm.py)."""
@@ -82,14 +82,15 @@ def read_program(root: Path, jobs: int, cache_dir: Path | None, compdb: Path | N
     with tempfile.TemporaryDirectory(prefix="kaudit-") as scratch:
         work = cache_dir if cache_dir is not None else Path(scratch)
         with timings.phase("cache lookup"):
-            reader = TreeReader(root, parse_jobs(root, work, compdb), jobs, cache_dir, progress)
+            reader = TreeReader(root, parse_jobs(root, work, compdb), jobs, cache_dir, progress, pch)
             keys = reader.cached_keys()
             loaded = warm.load(reader.store, warm.program_key(keys)) if keys and reader.store else None
         if loaded is not None:
             return Loaded(*loaded, reader.store)
         units = reader.units()
     stats = reader.stats
-    timings.add(f"parse+walk ({stats.parsed} TU(s), {reader.workers} worker(s)), wall", stats.wall_seconds)
+    timings.add(f"parse+walk ({stats.parsed} TU(s), {stats.with_pch} against {stats.pchs} PCH(s), "
+                f"{reader.workers} worker(s)), wall", stats.wall_seconds)
     timings.add("  libclang parse, summed over workers", stats.parse_seconds)
     timings.add("  facts walk, summed over workers", stats.walk_seconds)
     with timings.phase("merge"):
@@ -104,14 +105,14 @@ def read_program(root: Path, jobs: int, cache_dir: Path | None, compdb: Path | N
 
 def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | None = None,
                model: ModelSettings | None = None, compdb: Path | None = None,
-               progress: Progress | None = None, timings: Timings | None = None) -> AuditResult:
+               progress: Progress | None = None, timings: Timings | None = None, pch: bool = True) -> AuditResult:
     """Audit a tree; with model settings, also run the runtime model."""
     timings = timings if timings is not None else Timings()
     root = root.resolve()
     unknown = sorted({r.engine for r in rules} - ENGINES.keys())
     if unknown:
         raise UsageError(f"unknown rule engine(s): {', '.join(unknown)}")
-    loaded = read_program(root, jobs, cache_dir, compdb, progress, timings)
+    loaded = read_program(root, jobs, cache_dir, compdb, progress, timings, pch)
     program, graph = loaded.program, loaded.graph
     with timings.phase("rules"):
         events = all_events(program)

@@ -111,6 +111,7 @@ class _Run:
     progress: Progress
     timings: Timings | None
     times: Timings = field(default_factory=Timings)
+    pch: bool = True
 
     def finish(self) -> None:
         if self.timings is not None:
@@ -119,14 +120,16 @@ class _Run:
 
 
 def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--quiet and --timings, kept out of the command's own parameters (see _run())."""
+    """--quiet, --timings and --no-pch, kept out of the command's own parameters (see _run())."""
 
     @click.option("-q", "--quiet", is_flag=True, help="No progress line.")
     @click.option("--timings", is_flag=True, help="Print where the time went (on stderr).")
+    @click.option("--no-pch", is_flag=True, help="Parse every file plainly, without shared precompiled headers.")
     @functools.wraps(fn)
-    def wrapper(*args: Any, quiet: bool, timings: bool, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, quiet: bool, timings: bool, no_pch: bool, **kwargs: Any) -> Any:
         times = Timings()
-        click.get_current_context().meta["kaudit.run"] = _Run(Progress(not quiet), times if timings else None, times)
+        run = _Run(Progress(not quiet), times if timings else None, times, pch=not no_pch)
+        click.get_current_context().meta["kaudit.run"] = run
         return fn(*args, **kwargs)
 
     return wrapper
@@ -182,7 +185,7 @@ def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path 
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
     run = _run()
     result = audit_tree(root, _rules(rules_dir), jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
-                        compdb=compdb, progress=run.progress, timings=run.times)
+                        compdb=compdb, progress=run.progress, timings=run.times, pch=run.pch)
     with run.times.phase("report"):
         report = build_report(result)
         text = dumps(report) if fmt == "json" else render_text(report, root, terse=terse)

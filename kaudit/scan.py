@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +20,7 @@ from kaudit.errors import UsageError
 from kaudit.frontend.clang_ops import clang_version
 from kaudit.frontend.failed import failed_tu
 from kaudit.includes import Inclusion, SearchPath, UnsafeHeaders, overlay, probes
+from kaudit.pch import Pch, leading_directives, plan
 from kaudit.progress import Progress
 from kaudit.workers import Failed, run_tasks
 
@@ -39,6 +41,8 @@ class ParseStats:
 
     parsed: int = 0
     cached: int = 0
+    pchs: int = 0  # PCHs built
+    with_pch: int = 0  # TUs parsed against one
     parse_seconds: float = 0.0  # libclang, summed over workers
     walk_seconds: float = 0.0  # facts extraction, summed over workers
     cache_seconds: float = 0.0
@@ -159,6 +163,13 @@ class _Task:
     path: Path
     args: tuple[str, ...]
     root: Path
+    pch: Pch | None = None
+
+
+@dataclass(frozen=True)
+class _PchTask:
+    header: Path  # the group's shared directives, written to scratch space
+    flags: tuple[str, ...]
 
 
 @dataclass
@@ -167,16 +178,20 @@ class _Result:
     absent: list[str]
     parse_seconds: float
     walk_seconds: float
+    used_pch: bool
 
 
-def _parse(task: _Task) -> _Result:
-    """In a worker: parse, extract, and list the paths searched in vain."""
-    from kaudit.frontend.tu import parse_tu  # libclang is loaded in workers only
+def _work(task: _Task | _PchTask) -> _Result | Pch | None:
+    """In a worker: build a PCH, or parse a TU, extract its facts and list
+    the paths searched in vain."""
+    from kaudit.frontend.tu import build_pch, parse_tu  # libclang is loaded in workers only
 
-    parsed = parse_tu(task.path, list(task.args), task.root)
+    if isinstance(task, _PchTask):
+        return build_pch(task.header, list(task.flags), task.header.with_suffix(".pch"))
+    parsed = parse_tu(task.path, list(task.args), task.root, task.pch)
     searched = SearchPath.of(task.args)
     absent = probes(searched, (Inclusion(*inc) for inc in parsed.inclusions if inc[0]))
-    return _Result(parsed.facts, absent, parsed.parse_seconds, parsed.walk_seconds)
+    return _Result(parsed.facts, absent, parsed.parse_seconds, parsed.walk_seconds, parsed.used_pch)
 
 
 class TreeReader:
@@ -185,11 +200,12 @@ class TreeReader:
     order, so callers can cache what they derive from all of them."""
 
     def __init__(self, root: Path, jobs: list[ParseJob], workers: int, cache_dir: Path | None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, pch: bool = True) -> None:
         self.root = root
         self.jobs = jobs
         self.workers = workers
         self.progress = progress
+        self.pch = pch
         self.stats = ParseStats()
         start = time.perf_counter()
         self.store = Store(cache_dir) if cache_dir is not None else None
@@ -206,40 +222,101 @@ class TreeReader:
         """Facts of every job, in job order (so output never depends on --jobs)."""
         start = time.perf_counter()
         results: list[Facts | None] = [self.cache.load(key) if key else None for key in self.keys]
+        self._facts = results  # filled in by _take
         missing = [i for i, facts in enumerate(results) if facts is None]
         self.stats.cached = len(self.jobs) - len(missing)
         progress = self.progress or Progress(enabled=False)
         progress.start(len(missing))
         with tempfile.TemporaryDirectory(prefix="kaudit-parse-") as scratch:
-            tasks = self._tasks(missing, Path(scratch))
-            for n, outcome in run_tasks(_parse, tasks, self.workers):
-                i = missing[n]
-                rel = str(self.jobs[i].path.relative_to(self.root))
-                if isinstance(outcome, Failed):
-                    results[i] = failed_tu(rel, outcome.message)
-                    self.keys[i] = "facts:" + digest_bytes(encode(results[i]))
-                    self.stats.failed.append(rel)
-                else:
-                    results[i] = outcome.facts
-                    self.stats.parse_seconds += outcome.parse_seconds
-                    self.stats.walk_seconds += outcome.walk_seconds
-                    self.keys[i] = self.cache.put(self.jobs[i], outcome.facts, outcome.absent)
-                self.stats.parsed += 1
-                progress.advance(rel)
+            plan = _Plan(self, missing, Path(scratch))
+            for phase in plan.phases():
+                for n, outcome in run_tasks(_work, phase, self.workers):
+                    task = phase[n]
+                    if isinstance(task, _PchTask):
+                        plan.built(task, outcome if isinstance(outcome, Pch) else None)
+                        self.stats.pchs += isinstance(outcome, Pch)
+                        continue
+                    i = plan.index[task.path]
+                    self._take(i, outcome)
+                    progress.advance(str(task.path.relative_to(self.root)))
         progress.close()
         self.stats.wall_seconds = time.perf_counter() - start
         return [facts for facts in results if facts is not None]
 
-    def _tasks(self, missing: list[int], scratch: Path) -> list[_Task]:
-        unsafe = UnsafeHeaders()
-        tasks = []
-        for i in missing:
-            args = self.jobs[i].args
-            refused = unsafe.for_args(args)
-            if refused:  # FIFOs, devices, huge files on the include path: a named error if included
-                args = (*args, "-ivfsoverlay", str(overlay(refused, self.root, scratch / str(i))))
-            tasks.append(_Task(self.jobs[i].path, args, self.root))
-        return tasks
+    def _take(self, i: int, outcome: _Result | Failed) -> None:
+        rel = str(self.jobs[i].path.relative_to(self.root))
+        if isinstance(outcome, Failed):
+            facts = failed_tu(rel, outcome.message)
+            self.keys[i] = "facts:" + digest_bytes(encode(facts))
+            self.stats.failed.append(rel)
+        else:
+            facts = outcome.facts
+            self.stats.parse_seconds += outcome.parse_seconds
+            self.stats.walk_seconds += outcome.walk_seconds
+            self.stats.with_pch += outcome.used_pch
+            self.keys[i] = self.cache.put(self.jobs[i], facts, outcome.absent)
+        self._facts[i] = facts
+        self.stats.parsed += 1
+
+
+class _Plan:
+    """The worker tasks of one parse: first the PCH builds with the TUs that
+    share none, then the TUs of each group against its PCH (or plainly,
+    if it could not be built). Largest files first, for an even finish."""
+
+    def __init__(self, reader: TreeReader, missing: list[int], scratch: Path) -> None:
+        self.reader = reader
+        self.scratch = scratch
+        self.unsafe = UnsafeHeaders()
+        self.index = {reader.jobs[i].path: i for i in missing}
+        jobs = reader.jobs
+        groups = plan([(jobs[i].args, leading_directives(_head(jobs[i].path))) for i in missing]) if reader.pch else []
+        self.members: dict[_PchTask, list[int]] = {}
+        for number, group in enumerate(groups):
+            header = scratch / f"pch-{number}.h"
+            header.write_text(group.header)
+            self.members[_PchTask(header, self._safe(group.flags, number))] = [missing[m] for m in group.members]
+        grouped = {i for members in self.members.values() for i in members}
+        self.alone = [i for i in missing if i not in grouped]
+        self.pchs: dict[_PchTask, Pch | None] = {}
+
+    def _safe(self, args: tuple[str, ...], tag: object) -> tuple[str, ...]:
+        refused = self.unsafe.for_args(args)
+        if not refused:
+            return args
+        # FIFOs, devices, huge files on the include path: each a named error if included
+        return (*args, "-ivfsoverlay", str(overlay(refused, self.reader.root, self.scratch / f"overlay-{tag}")))
+
+    def _task(self, i: int, pch: Pch | None) -> _Task:
+        job = self.reader.jobs[i]
+        return _Task(job.path, self._safe(job.args, i), self.reader.root, pch)
+
+    def _by_size(self, indexes: list[int]) -> list[int]:
+        jobs = self.reader.jobs
+        return sorted(indexes, key=lambda i: (-_size(jobs[i].path), i))
+
+    def built(self, task: _PchTask, pch: Pch | None) -> None:
+        self.pchs[task] = pch
+
+    def phases(self) -> Iterator[list[_Task | _PchTask]]:
+        yield [*self.members, *(self._task(i, None) for i in self._by_size(self.alone))]
+        pch_of = {i: self.pchs.get(task) for task, members in self.members.items() for i in members}
+        yield [self._task(i, pch_of[i]) for i in self._by_size(list(pch_of))]
+
+
+def _head(path: Path) -> bytes:
+    """The start of a source file, where its shared directives are."""
+    try:
+        return read_regular(path)[:1 << 16]
+    except OSError:
+        return b""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def parse_tree(root: Path, jobs: list[ParseJob], workers: int, cache_dir: Path | None) -> list[Facts]:

@@ -163,3 +163,16 @@ def test_a_patched_copy_does_not_evict_the_original(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr("kaudit.scan.run_tasks", no_parsing)
     assert report(tree, *args) == original
+
+
+def test_facts_and_report_are_the_same_with_and_without_pch(tmp_path: Path) -> None:
+    from kaudit.audit import parse_jobs
+    from kaudit.scan import TreeReader
+
+    tree = copy_sample(tmp_path / "t")
+    jobs = parse_jobs(tree, tmp_path / "gen", None)
+    with_pch = TreeReader(tree, jobs, 2, None, pch=True)
+    plain = TreeReader(tree, jobs, 1, None, pch=False)
+    assert json.dumps(with_pch.units()) == json.dumps(plain.units())
+    assert (with_pch.stats.pchs, with_pch.stats.with_pch, plain.stats.with_pch) == (1, 4, 0)
+    assert run("audit", str(tree), "--format", "json")[1] == run("audit", str(tree), "--format", "json", "--no-pch")[1]

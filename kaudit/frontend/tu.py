@@ -20,6 +20,7 @@ from kaudit.frontend.capi import children, kind
 from kaudit.frontend.exprs import MAX_DEPTH, Nesting, TypeInfo, evaluate_int, expression_kinds, strip, stripped
 from kaudit.frontend.failed import failed_tu
 from kaudit.frontend.stmts import StmtBuilder
+from kaudit.pch import Pch
 
 K = ci.CursorKind
 Facts = dict[str, Any]
@@ -77,8 +78,13 @@ _RECORDS = frozenset({K.STRUCT_DECL.value, K.UNION_DECL.value})
 _COMPOUND, _FIELD, _INIT_LIST = K.COMPOUND_STMT.value, K.FIELD_DECL.value, K.INIT_LIST_EXPR.value
 
 
+# Facts of functions and structs defined in a PCH, per PCH, for this worker's
+# life: they come from the PCH's AST, the same for every TU parsed against it.
+_FROM_PCH: dict[str, dict[tuple[str, str, int, int, str], Facts]] = {}
+
+
 class _Extractor:
-    def __init__(self, tu: ci.TranslationUnit, tree: _Tree, main_file: str) -> None:
+    def __init__(self, tu: ci.TranslationUnit, tree: _Tree, main_file: str, pch: Pch | None = None) -> None:
         self.tu = tu
         self.tree = tree
         self.main_file = main_file
@@ -86,6 +92,18 @@ class _Extractor:
         self.nesting = Nesting()
         self.stmts = StmtBuilder(self.types, self.nesting)
         self._names: dict[int, tuple[set[str], set[str]]] = {}
+        self._pch_files = pch.files if pch is not None else frozenset()
+        self._shared = _FROM_PCH.setdefault(pch.path, {}) if pch is not None else {}
+
+    def _once(self, what: str, cursor: ci.Cursor, filename: str | None, build: Any) -> Facts:
+        """build(), or its facts from an earlier TU when the entity lies in the PCH."""
+        if filename not in self._pch_files:
+            return build()
+        # the name too: one macro expansion can define several (seqlock.h's SEQCOUNT_LOCKNAME)
+        key = (what, filename, *capi.line_col(cursor), capi.spelling(cursor))
+        if key not in self._shared:
+            self._shared[key] = build()
+        return self._shared[key]
 
     def names(self, facts: Facts) -> tuple[set[str], set[str]]:
         """_names_in of one function's facts, computed once."""
@@ -94,6 +112,9 @@ class _Extractor:
         return self._names[id(facts)]
 
     def function(self, cursor: ci.Cursor, filename: str) -> Facts:
+        return self._once("function", cursor, filename, lambda: self._function(cursor, filename))
+
+    def _function(self, cursor: ci.Cursor, filename: str) -> Facts:
         body = next((ch for ch in children(cursor) if kind(ch) == _COMPOUND), None)
         start, end = capi.extent_lines(cursor)
         params = [{"name": capi.spelling(p), **self.types.of_cursor(p)} for p in capi.arguments(cursor)]
@@ -109,6 +130,9 @@ class _Extractor:
         }
 
     def struct(self, cursor: ci.Cursor) -> Facts:
+        return self._once("struct", cursor, capi.file_name(cursor), lambda: self._struct(cursor))
+
+    def _struct(self, cursor: ci.Cursor) -> Facts:
         fields = [
             {"name": capi.spelling(ch), **self.types.of_cursor(ch)}
             for ch in children(cursor)
@@ -302,25 +326,35 @@ class Parsed:
     inclusions: list[tuple[str, int, str]]  # (including file, line, file found)
     parse_seconds: float = 0.0
     walk_seconds: float = 0.0
+    used_pch: bool = False
 
 
-def parse_tu(path: Path, args: list[str], root: Path) -> Parsed:
-    """Parse one C file; parse errors never raise."""
+def parse_tu(path: Path, args: list[str], root: Path, pch: Pch | None = None) -> Parsed:
+    """Parse one C file, against a PCH if given (a plain parse whenever that
+    one reports an error: the PCH never changes what counts as one)."""
     tree = _Tree(root)
     main_file = str(path)
     start = time.perf_counter()
+    flags = pch.tu_args(tuple(args)) if pch is not None else args
     try:
         # --no-default-config: no clang config file may add flags (one can be named via --target)
-        tu = ci.Index.create().parse(main_file, args=["--no-default-config", *args], options=_KEEP_GOING)
+        tu = ci.Index.create().parse(main_file, args=["--no-default-config", *flags], options=_KEEP_GOING)
     except ci.TranslationUnitLoadError as err:
+        if pch is not None:
+            return parse_tu(path, args, root)
         return Parsed(failed_tu(tree.rel(main_file), str(err)), [])
     parsed = time.perf_counter()
     diagnostics, warnings = _diagnostics(tu, tree)
-    extractor = _Extractor(tu, tree, tu.spelling)
+    if pch is not None and diagnostics:
+        return parse_tu(path, args, root)
+    extractor = _Extractor(tu, tree, tu.spelling, pch)
     facts = extractor.run()
     diagnostics += _too_deep(extractor.nesting, tree)
     inclusions = [(inc.source.name if inc.source else "", inc.location.line, inc.include.name)
                   for inc in tu.get_includes()]
+    if pch is not None:
+        inclusions = [*pch.inclusions, *inclusions]
+        warnings += pch.warnings
     facts = {
         "file": tree.rel(main_file),
         "diagnostics": diagnostics,
@@ -328,7 +362,30 @@ def parse_tu(path: Path, args: list[str], root: Path) -> Parsed:
         "includes": sorted({tree.dependency(found) for _, _, found in inclusions}),
         **facts,
     }
-    return Parsed(facts, inclusions, parsed - start, time.perf_counter() - parsed)
+    return Parsed(facts, inclusions, parsed - start, time.perf_counter() - parsed, pch is not None)
+
+
+_PCH_OPTIONS = 0x02 | 0x10  # CXTranslationUnit_Incomplete | CXTranslationUnit_ForSerialization
+
+
+def build_pch(header: Path, flags: list[str], output: Path) -> Pch | None:
+    """A PCH of the header (a group's shared directives) at output; None if
+    clang reports any error building it (its group then parses plainly)."""
+    try:
+        tu = ci.Index.create().parse(str(header), args=["--no-default-config", "-x", "c-header", *flags],
+                                     options=_PCH_OPTIONS)
+    except ci.TranslationUnitLoadError:
+        return None
+    if any(d.severity >= 3 for d in tu.diagnostics):
+        return None
+    try:
+        tu.save(str(output))
+    except ci.TranslationUnitSaveError:
+        return None
+    inclusions = tuple((inc.source.name if inc.source else "", inc.location.line, inc.include.name)
+                       for inc in tu.get_includes())
+    warnings = sum(1 for d in tu.diagnostics if d.severity == 2)
+    return Pch(str(output), frozenset(found for _, _, found in inclusions), inclusions, warnings)
 
 
 def extract_tu(path: Path, args: list[str], root: Path) -> Facts:
