@@ -67,6 +67,7 @@ class _Api:
         self.is_definition = _raw("clang_isCursorDefinition", (Cursor,), c_uint)
         self.is_anonymous = _raw("clang_Cursor_isAnonymous", (Cursor,), c_uint)
         self.storage_class = _raw("clang_Cursor_getStorageClass", (Cursor,), ctypes.c_int)
+        self.initializer = _raw("clang_Cursor_getVarDeclInitializer", (Cursor,), Cursor)
         self.enum_value = _raw("clang_getEnumConstantDeclValue", (Cursor,), ctypes.c_longlong)
         self.enum_unsigned = _raw("clang_getEnumConstantDeclUnsignedValue", (Cursor,), ctypes.c_ulonglong)
         self.enum_int_type = _raw("clang_getEnumDeclIntegerType", (Cursor,), Type)
@@ -159,6 +160,11 @@ def semantic_parent(cursor: Cursor) -> Cursor | None:
 def arguments(cursor: Cursor) -> list[Cursor]:
     a = api()
     return [a.argument(cursor, i) for i in range(max(a.num_args(cursor), 0))]
+
+
+def initializer(cursor: Cursor) -> Cursor | None:
+    """A variable's initialiser expression (libclang 17+)."""
+    return _or_none(api().initializer(cursor))
 
 
 def is_definition(cursor: Cursor) -> bool:

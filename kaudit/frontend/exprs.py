@@ -69,15 +69,15 @@ def evaluate_int(cursor: ci.Cursor) -> int | None:
 
 
 class TypeInfo:
-    """Type info (docs/facts.md) per clang type, computed once per TU: a
-    QualType is uniqued by its ASTContext, so its pointer names it."""
+    """Type info (docs/facts.md) per clang type, computed once: a QualType
+    is uniqued by its ASTContext, so its pointer and its TU name it."""
 
     def __init__(self) -> None:
-        self._memo: dict[int | None, dict[str, Any]] = {}
+        self._memo: dict[tuple[int | None, int | None], dict[str, Any]] = {}
 
     def of(self, ctype: ci.Type) -> dict[str, Any]:
         """Spelling, pointer depth and the struct/union it designates (if any)."""
-        key = ctype.data[0]
+        key = (ctype.data[0], ctype.data[1])  # (QualType, TU): a PCH's types come from its own TU
         found = self._memo.get(key)
         if found is None:
             found = self._memo[key] = self._compute(ctype)

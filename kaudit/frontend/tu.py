@@ -75,12 +75,35 @@ def _names_in(value: Any) -> tuple[set[str], set[str]]:
 
 _FUNCTION, _VAR = K.FUNCTION_DECL.value, K.VAR_DECL.value
 _RECORDS = frozenset({K.STRUCT_DECL.value, K.UNION_DECL.value})
+_TOP_LEVEL = frozenset({_FUNCTION, _VAR, *_RECORDS})
 _COMPOUND, _FIELD, _INIT_LIST = K.COMPOUND_STMT.value, K.FIELD_DECL.value, K.INIT_LIST_EXPR.value
 
 
-# Facts of functions and structs defined in a PCH, per PCH, for this worker's
-# life: they come from the PCH's AST, the same for every TU parsed against it.
-_FROM_PCH: dict[str, dict[tuple[str, str, int, int, str], Facts]] = {}
+@dataclass
+class _Decls:
+    """What a TU's top-level declarations give, besides its own functions."""
+
+    header_defs: dict[str, tuple[ci.Cursor, str]]  # function definitions in tree headers, by name
+    structs: _Structs
+    tables: list[Facts]
+
+    def copy(self) -> _Decls:
+        return _Decls(dict(self.header_defs), self.structs.copy(), list(self.tables))
+
+
+class _FromPch:
+    """A PCH's own declarations and the facts made from them, once per PCH
+    for this worker's life: a TU parsed against the PCH lists only its local
+    declarations (the index excludes the PCH's), and the facts of what the
+    PCH defines come from its AST, the same for every TU of its group."""
+
+    def __init__(self, pch: Pch) -> None:
+        self.tu = ci.TranslationUnit.from_ast_file(pch.path, ci.Index.create())
+        self.decls: _Decls | None = None
+        self.facts: dict[tuple[str, str, int, int, str], Facts] = {}
+
+
+_FROM_PCH: dict[str, _FromPch] = {}
 
 
 class _Extractor:
@@ -93,7 +116,9 @@ class _Extractor:
         self.stmts = StmtBuilder(self.types, self.nesting)
         self._names: dict[int, tuple[set[str], set[str]]] = {}
         self._pch_files = pch.files if pch is not None else frozenset()
-        self._shared = _FROM_PCH.setdefault(pch.path, {}) if pch is not None else {}
+        if pch is not None and pch.path not in _FROM_PCH:
+            _FROM_PCH[pch.path] = _FromPch(pch)
+        self._pch = _FROM_PCH[pch.path] if pch is not None else None
 
     def _once(self, what: str, cursor: ci.Cursor, filename: str | None, build: Any) -> Facts:
         """build(), or its facts from an earlier TU when the entity lies in the PCH."""
@@ -101,9 +126,10 @@ class _Extractor:
             return build()
         # the name too: one macro expansion can define several (seqlock.h's SEQCOUNT_LOCKNAME)
         key = (what, filename, *capi.line_col(cursor), capi.spelling(cursor))
-        if key not in self._shared:
-            self._shared[key] = build()
-        return self._shared[key]
+        shared = self._pch.facts if self._pch is not None else {}
+        if key not in shared:
+            shared[key] = build()
+        return shared[key]
 
     def names(self, facts: Facts) -> tuple[set[str], set[str]]:
         """_names_in of one function's facts, computed once."""
@@ -147,8 +173,8 @@ class _Extractor:
 
     def table(self, cursor: ci.Cursor) -> Facts | None:
         """A global initialised with function designators: ops table or handler array."""
-        init = next((ch for ch in children(cursor) if kind(ch) == _INIT_LIST), None)
-        if init is None:
+        init = capi.initializer(cursor)  # the first INIT_LIST_EXPR child, if any, is the initialiser
+        if init is None or kind(init) != _INIT_LIST:
             return None
         entries = []
         for position, item in enumerate(children(init)):
@@ -187,32 +213,45 @@ class _Extractor:
         return capi.spelling(ref) if ref is not None and kind(ref) == _FUNCTION else None
 
     def run(self) -> Facts:
-        main_functions: list[Facts] = []
-        header_defs: dict[str, tuple[ci.Cursor, str]] = {}
-        structs = _Structs()
-        tables: list[Facts] = []
-        for cursor in children(self.tu.cursor):
+        if self._pch is None:
+            decls = _Decls({}, _Structs(), [])
+        else:  # the PCH's declarations come first, as they would in a plain parse
+            if self._pch.decls is None:
+                self._pch.decls = _Decls({}, _Structs(), [])
+                self._scan(children(self._pch.tu.cursor), self._pch.decls)
+                self._pch.decls.structs.scan_nested()  # once for the group, not per TU
+            decls = self._pch.decls.copy()
+        main_functions = self._scan(children(self.tu.cursor), decls)
+        functions = main_functions + self._reachable_header_functions(main_functions, decls.tables,
+                                                                      decls.header_defs)
+        return {
+            "functions": functions,
+            "structs": self._used_structs(functions, decls.structs),
+            "tables": decls.tables,
+        }
+
+    def _scan(self, cursors: list[ci.Cursor], decls: _Decls) -> list[Facts]:
+        """The main file's functions among top-level cursors; the rest into decls."""
+        main_functions = []
+        for cursor in cursors:
+            k = kind(cursor)
+            if k not in _TOP_LEVEL:  # typedefs, enums, prototypes of no interest: no C calls for them
+                continue
             filename = capi.file_name(cursor)
             if filename is None or self.tree.rel(filename) is None:
                 continue
-            k = kind(cursor)
             if k == _FUNCTION and capi.is_definition(cursor):
                 if filename == self.main_file:
                     main_functions.append(self.function(cursor, filename))
                 else:
-                    header_defs.setdefault(capi.spelling(cursor), (cursor, filename))
+                    decls.header_defs.setdefault(capi.spelling(cursor), (cursor, filename))
             elif k in _RECORDS and capi.is_definition(cursor):
-                structs.add(cursor)
+                decls.structs.add(cursor)
             elif k == _VAR:
                 table = self.table(cursor)
                 if table is not None:
-                    tables.append(table)
-        functions = main_functions + self._reachable_header_functions(main_functions, tables, header_defs)
-        return {
-            "functions": functions,
-            "structs": self._used_structs(functions, structs),
-            "tables": tables,
-        }
+                    decls.tables.append(table)
+        return main_functions
 
     def _reachable_header_functions(
         self, roots: list[Facts], tables: list[Facts], header_defs: dict[str, tuple[ci.Cursor, str]]
@@ -260,7 +299,14 @@ class _Structs:
     def __init__(self) -> None:
         self._top: dict[str, ci.Cursor] = {}
         self._roots: list[ci.Cursor] = []
-        self._nested: dict[str, ci.Cursor] | None = None
+        self._nested: dict[str, ci.Cursor] = {}
+        self._scanned = 0  # roots whose nested definitions are in _nested
+
+    def copy(self) -> _Structs:
+        other = _Structs()
+        other._top, other._roots, other._nested = dict(self._top), list(self._roots), dict(self._nested)
+        other._scanned = self._scanned
+        return other
 
     def add(self, cursor: ci.Cursor) -> None:
         self._roots.append(cursor)
@@ -271,18 +317,20 @@ class _Structs:
     def get(self, name: str) -> ci.Cursor | None:
         if name in self._top:
             return self._top[name]
-        if self._nested is None:
-            self._nested = {}
-            stack = list(reversed(self._roots))
-            while stack:  # iterative: nesting depth is the input's choice
-                cursor = stack.pop()
-                inner = [ch for ch in children(cursor) if kind(ch) in _RECORDS and capi.is_definition(ch)]
-                for child in inner:
-                    spelled = capi.spelling(child)
-                    if spelled and not capi.is_anonymous(child):
-                        self._nested.setdefault(spelled, child)
-                stack.extend(reversed(inner))
+        self.scan_nested()
         return self._nested.get(name)
+
+    def scan_nested(self) -> None:
+        stack = list(reversed(self._roots[self._scanned:]))
+        self._scanned = len(self._roots)
+        while stack:  # iterative: nesting depth is the input's choice
+            cursor = stack.pop()
+            inner = [ch for ch in children(cursor) if kind(ch) in _RECORDS and capi.is_definition(ch)]
+            for child in inner:
+                spelled = capi.spelling(child)
+                if spelled and not capi.is_anonymous(child):
+                    self._nested.setdefault(spelled, child)
+            stack.extend(reversed(inner))
 
 
 def _diagnostics(tu: ci.TranslationUnit, tree: _Tree) -> tuple[list[Facts], int]:
@@ -338,7 +386,9 @@ def parse_tu(path: Path, args: list[str], root: Path, pch: Pch | None = None) ->
     flags = pch.tu_args(tuple(args)) if pch is not None else args
     try:
         # --no-default-config: no clang config file may add flags (one can be named via --target)
-        tu = ci.Index.create().parse(main_file, args=["--no-default-config", *flags], options=_KEEP_GOING)
+        # excludeDecls: the TU's top level lists its own declarations, not the PCH's (_FromPch has those)
+        tu = ci.Index.create(excludeDecls=True).parse(main_file, args=["--no-default-config", *flags],
+                                                      options=_KEEP_GOING)
     except ci.TranslationUnitLoadError as err:
         if pch is not None:
             return parse_tu(path, args, root)
