@@ -4,37 +4,60 @@ Kernel files start alike (`#define pr_fmt ...`, `#include <linux/kvm_host.h>`)
 and those headers are most of each parse. TUs that are parsed with the same
 flags (after dropping the per-file `-DKBUILD_BASENAME=`) and start with the
 same directives share a PCH of those directives, built once per run into
-kaudit's scratch space; the front end parses each of them against it, and
-falls back to a plain parse wherever the PCH parse reports any error. Only
-`#define`s and angle-bracket `#include`s make a prefix: a quoted include is
-resolved from its includer's directory, which a shared header does not have.
-Planning needs no clang: it reads the sources as text.
+kaudit's scratch space (an empty directory of its own); the front end parses
+each of them against it, and falls back to a plain parse wherever the PCH
+parse reports any error. Only `#define`s and `#include`s make a prefix, and
+a quoted include only when it names the same file from the TU's directory
+as from the include path alone (the shared header has no directory of the
+TU's). Planning needs no clang: it reads the sources as text.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from kaudit.includes import SearchPath
 
 _SKIP = re.compile(rb"(?:\s+|/\*.*?\*/|//[^\n]*)*", re.S)
 _LINE = re.compile(rb"#(?:[^\n\\]|\\.)*", re.S)  # a directive, with its backslash-continued lines
-_SHAREABLE = re.compile(rb"#\s*(?:include\s*<[^>\n]+>|define\s)")
+_SHAREABLE = re.compile(rb'#\s*(?:include\s*<[^>\n]+>|include\s*"([^"\n]+)"|define\s)')
 _PER_FILE = ("-DKBUILD_BASENAME=",)
 MIN_GROUP = 2  # a PCH for one TU costs more than it saves
 
 
-def leading_directives(source: bytes) -> list[str]:
+def leading_directives(source: bytes, quoted_ok: Callable[[str], bool] = lambda _: False) -> list[str]:
     """The shareable directives a file starts with, as written."""
     found: list[str] = []
     pos = 0
     while True:
         pos = _SKIP.match(source, pos).end()
         line = _LINE.match(source, pos)
-        if line is None or not _SHAREABLE.match(line.group()):
+        shareable = _SHAREABLE.match(line.group()) if line is not None else None
+        if shareable is None or (shareable.group(1) and not quoted_ok(shareable.group(1).decode(errors="replace"))):
             return found
         found.append(line.group().decode("utf-8", errors="replace").rstrip())
         pos = line.end()
+
+
+def quoted_resolver(directory: str, args: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether `#include "name"` finds the same file from a TU in directory
+    as from a header in a directory of its own (quote dirs, then -I...)."""
+    search = SearchPath.of(args)
+    path = [*search.quote, *search.angled]
+
+    def first(dirs: list[str], name: str) -> str | None:
+        return next((os.path.join(d, name) for d in dirs if os.path.isfile(os.path.join(d, name))), None)
+
+    def same(name: str) -> bool:
+        found = first(path, name)
+        local = first([directory], name)
+        return found is not None and (local is None or os.path.samefile(local, found))
+
+    return same
 
 
 def shared_flags(args: tuple[str, ...]) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from kaudit.errors import UsageError
 from kaudit.frontend.clang_ops import clang_version
 from kaudit.frontend.failed import failed_tu
 from kaudit.includes import Inclusion, SearchPath, UnsafeHeaders, overlay, probes
-from kaudit.pch import Pch, leading_directives, plan
+from kaudit.pch import Pch, leading_directives, plan, quoted_resolver
 from kaudit.progress import Progress
 from kaudit.workers import Failed, run_tasks
 
@@ -270,10 +270,13 @@ class _Plan:
         self.unsafe = UnsafeHeaders()
         self.index = {reader.jobs[i].path: i for i in missing}
         jobs = reader.jobs
-        groups = plan([(jobs[i].args, leading_directives(_head(jobs[i].path))) for i in missing]) if reader.pch else []
+        groups = plan([(jobs[i].args, leading_directives(_head(jobs[i].path),
+                                                         quoted_resolver(str(jobs[i].path.parent), jobs[i].args)))
+                       for i in missing]) if reader.pch else []
         self.members: dict[_PchTask, list[int]] = {}
         for number, group in enumerate(groups):
-            header = scratch / f"pch-{number}.h"
+            header = scratch / f"pch-{number}" / "shared.h"  # alone in its directory: "..." finds nothing there
+            header.parent.mkdir()
             header.write_text(group.header)
             self.members[_PchTask(header, self._safe(group.flags, number))] = [missing[m] for m in group.members]
         grouped = {i for members in self.members.values() for i in members}
