@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,18 +34,22 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-class FunctionTable(Mapping[str, Facts]):
-    """Function facts by id, each decoded from its JSON text on first use:
-    a warm run loads the program without decoding bodies it never reads."""
+def pack_text(text: str) -> bytes:
+    return zlib.compress(text.encode(), 1)
 
-    def __init__(self, texts: dict[str, str]) -> None:
-        self._texts = texts
+
+class FunctionTable(Mapping[str, Facts]):
+    """Function facts by id, each decoded from its packed JSON text on first
+    use: a warm run loads the program without decoding bodies it never reads."""
+
+    def __init__(self, packed: dict[str, bytes]) -> None:
+        self._texts = packed
         self._decoded: dict[str, Facts] = {}
 
     def __getitem__(self, fid: str) -> Facts:
         found = self._decoded.get(fid)
         if found is None:
-            found = self._decoded[fid] = json.loads(self._texts[fid])
+            found = self._decoded[fid] = json.loads(zlib.decompress(self._texts[fid]))
         return found
 
     def __iter__(self) -> Iterator[str]:
@@ -115,9 +120,10 @@ class Program:
         return header, list(texts.values())
 
     @classmethod
-    def from_json(cls, header: dict[str, Any], texts: list[str]) -> Program:
+    def from_json(cls, header: dict[str, Any], packed: list[bytes]) -> Program:
+        """The program to_json() described, with each function's text packed (pack_text)."""
         maps = header["scope_maps"]
-        return cls(FunctionTable(dict(zip(header["ids"], texts, strict=True))), header["structs"], header["tables"],
+        return cls(FunctionTable(dict(zip(header["ids"], packed, strict=True))), header["structs"], header["tables"],
                    header["files"], header["diagnostics"], {fid: maps[i] for fid, i in header["scope"].items()},
                    header["by_name"], dict(zip(header["ids"], header["digests"], strict=True)))
 

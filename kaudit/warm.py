@@ -3,12 +3,13 @@
 Keyed by the content keys of every TU's facts (in order) and the source of
 the code that merges them and builds the graph, so a re-run with nothing
 changed loads both in one read without decoding any TU's facts; a change to
-any TU, or to that code, is another key. Function bodies stay JSON text
-until something reads them (program.FunctionTable).
+any TU, or to that code, is another key. Function bodies stay packed until
+something reads them (program.FunctionTable).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import networkx as nx
 
 from kaudit.cache import Store, digest_bytes, salt
-from kaudit.program import Program
+from kaudit.program import Program, pack_text
 
 _CODE = ("program.py", "callgraph.py")
 
@@ -27,13 +28,19 @@ def program_key(unit_keys: list[str]) -> str:
 
 
 def save(store: Store, key: str, program: Program, graph: nx.DiGraph) -> None:
-    """One blob: a JSON header line (the program without function bodies,
-    and the graph), then one line of JSON per function."""
+    """One blob: the length of the packed header, the header (the program
+    without function bodies, the graph, where each function's text ends),
+    then each function's packed text, unpacked only when read."""
     header, texts = program.to_json()
+    packed = [pack_text(text) for text in texts]
+    ends, end = [], 0
+    for item in packed:
+        end += len(item)
+        ends.append(end)
     graph_json = {"nodes": [[n, a["name"], a["file"], a["line"], a["external"]] for n, a in graph.nodes(data=True)],
                   "edges": [[u, v, a["kind"], a["lines"]] for u, v, a in graph.edges(data=True)]}
-    first = json.dumps({"program": header, "graph": graph_json}, separators=(",", ":"))
-    store.put_blob(key, zlib.compress("\n".join([first, *texts]).encode(), 1))
+    first = pack_text(json.dumps({"program": header, "graph": graph_json, "ends": ends}, separators=(",", ":")))
+    store.put_blob(key, b"".join([len(first).to_bytes(8, "little"), first, *packed]))
 
 
 def load(store: Store, key: str) -> tuple[Program, nx.DiGraph] | None:
@@ -43,9 +50,13 @@ def load(store: Store, key: str) -> tuple[Program, nx.DiGraph] | None:
     if blob is None:
         return None
     try:
-        first, *texts = zlib.decompress(blob).decode().split("\n")
-        raw = json.loads(first)
-        program = Program.from_json(raw["program"], texts)
+        size = int.from_bytes(blob[:8], "little")
+        raw = json.loads(zlib.decompress(blob[8:8 + size]))
+        body, starts = memoryview(blob)[8 + size:], [0, *raw["ends"]]
+        if starts[-1] != len(body):
+            raise ValueError("truncated program entry")
+        packed = [bytes(body[a:b]) for a, b in itertools.pairwise(starts)]
+        program = Program.from_json(raw["program"], packed)
         graph = nx.DiGraph()
         graph.add_nodes_from((n, {"name": name, "file": file, "line": line, "external": external})
                              for n, name, file, line, external in raw["graph"]["nodes"])

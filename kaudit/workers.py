@@ -22,8 +22,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pebble import ProcessExpired, ProcessPool
-
 T = TypeVar("T")
 
 
@@ -50,6 +48,8 @@ def _bound(memory: int) -> None:
 
 
 def _why(err: BaseException, limits: Limits) -> str:
+    from pebble import ProcessExpired
+
     if isinstance(err, FutureTimeout):
         return f"kaudit: libclang took longer than {limits.seconds:g} s on this file; stopped"
     if isinstance(err, ProcessExpired):
@@ -68,6 +68,8 @@ def run_tasks(fn: Callable[[Any], T], tasks: Sequence[Any], workers: int,
     """(index, result or Failed) of every task, in the order they finish."""
     if not tasks:
         return
+    from pebble import ProcessPool  # imported on first parse: a warm run starts no worker
+
     context = multiprocessing.get_context("fork")  # workers share the loaded code; nothing to re-import
     with ProcessPool(max_workers=max(1, min(workers, len(tasks))), initializer=_bound,
                      initargs=(limits.memory,), context=context) as pool:
