@@ -87,14 +87,14 @@ def read_program(root: Path, jobs: int, cache_dir: Path | None, compdb: Path | N
             loaded = warm.load(reader.store, warm.program_key(keys)) if keys and reader.store else None
         if loaded is not None:
             return Loaded(*loaded, reader.store)
-        units = reader.units()
+        units = reader.packed_units()
     stats = reader.stats
     timings.add(f"parse+walk ({stats.parsed} TU(s), {stats.with_pch} against {stats.pchs} PCH(s), "
                 f"{reader.workers} worker(s)), wall", stats.wall_seconds)
     timings.add("  libclang parse, summed over workers", stats.parse_seconds)
     timings.add("  facts walk, summed over workers", stats.walk_seconds)
     with timings.phase("merge"):
-        program = Program.from_facts(units)
+        program = Program.from_packed(units)
     with timings.phase("call graph"):
         graph = build_call_graph(program)
     if reader.store is not None:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kaudit.cache import MAX_MANIFESTS, Manifest, Store, digest_bytes, encode, frontend_digest, read_regular, salt
+from kaudit.cache import MAX_MANIFESTS, Manifest, Store, digest_bytes, frontend_digest, read_regular, salt
 from kaudit.errors import UsageError
 from kaudit.frontend.clang_ops import clang_version
 from kaudit.frontend.failed import failed_tu
 from kaudit.includes import Inclusion, SearchPath, UnsafeHeaders, overlay, probes
+from kaudit.packed import PackedUnit
 from kaudit.pch import Pch, leading_directives, plan, quoted_resolver
 from kaudit.progress import Progress
 from kaudit.workers import Failed, run_tasks
@@ -119,20 +120,20 @@ class FactsCache:
             return None
         return next((m.facts for m in self._manifests(key) if self._holds(m)), None)
 
-    def load(self, facts_key: str) -> Facts | None:
-        facts = self.store.get(facts_key) if self.store is not None else None
-        if _is_facts(facts):
-            return facts
-        if self.store is not None:
+    def load(self, facts_key: str) -> PackedUnit | None:
+        blob = self.store.get_blob(facts_key) if self.store is not None else None
+        unit = PackedUnit.from_blob(blob) if blob is not None else None
+        if unit is None and self.store is not None:
             self.store.discard(facts_key)
-        return None
+        return unit
 
-    def put(self, job: ParseJob, facts: Facts, absent: list[str]) -> str:
+    def put(self, job: ParseJob, unit: PackedUnit, absent: list[str]) -> str:
         """Store facts of a TU that parsed cleanly (a failed TU may depend on
         a header missing now: it is parsed again next time); their key."""
-        blob = encode(facts)
+        blob = unit.to_blob()
         facts_key = "facts:" + digest_bytes(blob)
         key = self._key(job) if self.store is not None else None
+        facts = unit.unit
         if key is None or self.store is None or facts["diagnostics"] or not facts["file"]:
             return facts_key
         deps: dict[str, str | None] = {name: self.digest(name) for name in (facts["file"], *facts["includes"])}
@@ -145,22 +146,6 @@ class FactsCache:
         others = [m for m in self._manifests(key) if m != manifest]
         self.store.put(key, [m.to_json() for m in [manifest, *others][:MAX_MANIFESTS]])
         return facts_key
-
-
-_FACT_LISTS = ("diagnostics", "includes", "functions", "structs", "tables")
-
-
-def _is_facts(raw: object) -> bool:
-    """The typed loader's check of a cached TU: the documented top-level
-    shape (docs/facts.md), every list item of the right type."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("file"), str) or not isinstance(raw.get("warnings"), int):
-        return False
-    if not all(isinstance(raw.get(key), list) for key in _FACT_LISTS):
-        return False
-    named = [item for key in ("functions", "structs", "tables") for item in raw[key]]
-    return (all(isinstance(item, dict) and isinstance(item.get("name"), str) for item in named)
-            and all(isinstance(item, dict) for item in raw["diagnostics"])
-            and all(isinstance(item, str) for item in raw["includes"]))
 
 
 @dataclass(frozen=True)
@@ -179,7 +164,7 @@ class _PchTask:
 
 @dataclass
 class _Result:
-    facts: Facts
+    unit: PackedUnit  # packed in the worker: the main process neither encodes nor decodes it
     absent: list[str]
     parse_seconds: float
     walk_seconds: float
@@ -196,7 +181,7 @@ def _work(task: _Task | _PchTask) -> _Result | Pch | None:
     parsed = parse_tu(task.path, list(task.args), task.root, task.pch)
     searched = SearchPath.of(task.args)
     absent = probes(searched, (Inclusion(*inc) for inc in parsed.inclusions if inc[0]))
-    return _Result(parsed.facts, absent, parsed.parse_seconds, parsed.walk_seconds, parsed.used_pch)
+    return _Result(PackedUnit.of(parsed.facts), absent, parsed.parse_seconds, parsed.walk_seconds, parsed.used_pch)
 
 
 class TreeReader:
@@ -225,9 +210,13 @@ class TreeReader:
 
     def units(self) -> list[Facts]:
         """Facts of every job, in job order (so output never depends on --jobs)."""
+        return [unit.facts() for unit in self.packed_units()]
+
+    def packed_units(self) -> list[PackedUnit]:
+        """Every job's facts, packed, in job order."""
         start = time.perf_counter()
-        results: list[Facts | None] = [self.cache.load(key) if key else None for key in self.keys]
-        self._facts = results  # filled in by _take
+        results: list[PackedUnit | None] = [self.cache.load(key) if key else None for key in self.keys]
+        self._units = results  # filled in by _take
         missing = [i for i, facts in enumerate(results) if facts is None]
         self.stats.cached = len(self.jobs) - len(missing)
         progress = self.progress or Progress(enabled=False)
@@ -246,21 +235,21 @@ class TreeReader:
                     progress.advance(str(task.path.relative_to(self.root)))
         progress.close()
         self.stats.wall_seconds = time.perf_counter() - start
-        return [facts for facts in results if facts is not None]
+        return [unit for unit in results if unit is not None]
 
     def _take(self, i: int, outcome: _Result | Failed) -> None:
         rel = str(self.jobs[i].path.relative_to(self.root))
         if isinstance(outcome, Failed):
-            facts = failed_tu(rel, outcome.message)
-            self.keys[i] = "facts:" + digest_bytes(encode(facts))
+            unit = PackedUnit.of(failed_tu(rel, outcome.message))
+            self.keys[i] = "facts:" + digest_bytes(unit.to_blob())
             self.stats.failed.append(rel)
         else:
-            facts = outcome.facts
+            unit = outcome.unit
             self.stats.parse_seconds += outcome.parse_seconds
             self.stats.walk_seconds += outcome.walk_seconds
             self.stats.with_pch += outcome.used_pch
-            self.keys[i] = self.cache.put(self.jobs[i], facts, outcome.absent)
-        self._facts[i] = facts
+            self.keys[i] = self.cache.put(self.jobs[i], unit, outcome.absent)
+        self._units[i] = unit
         self.stats.parsed += 1
 
 

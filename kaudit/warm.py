@@ -17,7 +17,8 @@ from pathlib import Path
 import networkx as nx
 
 from kaudit.cache import Store, digest_bytes, salt
-from kaudit.program import Program, pack_text
+from kaudit.packed import pack_text
+from kaudit.program import Program
 
 _CODE = ("program.py", "callgraph.py")
 
@@ -31,8 +32,7 @@ def save(store: Store, key: str, program: Program, graph: nx.DiGraph) -> None:
     """One blob: the length of the packed header, the header (the program
     without function bodies, the graph, where each function's text ends),
     then each function's packed text, unpacked only when read."""
-    header, texts = program.to_json()
-    packed = [pack_text(text) for text in texts]
+    header, packed = program.to_json()
     ends, end = [], 0
     for item in packed:
         end += len(item)

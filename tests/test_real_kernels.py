@@ -178,3 +178,40 @@ def test_check_patch_on_a_real_tree_keeps_the_error_and_the_tree(tmp_path: Path)
     assert patch["introduced"] == [] and patch["fixed"] == []
     (error,) = [f for f in result.report["findings"] if f["severity"] == "error"]
     assert error["id"] in patch["unchanged"] and error["location"]["line"] == clear_line + 1
+
+
+def _tree(version: str, mode: str) -> tuple[Path, Path | None]:
+    return kernels.configured_tree(version) if mode == "compdb" else (kernels.source_tree(version), None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_facts_are_the_same_with_and_without_pch(mode: str, tmp_path: Path) -> None:
+    from kaudit.audit import parse_jobs
+    from kaudit.scan import TreeReader
+
+    tree, compdb = _tree("6.12", mode)
+    jobs = parse_jobs(tree.resolve(), tmp_path, compdb)
+    with_pch = TreeReader(tree.resolve(), jobs, 2, None, pch=True)
+    facts = with_pch.units()
+    assert with_pch.stats.with_pch >= 20, "most KVM files share a PCH"
+    assert json.dumps(facts) == json.dumps(TreeReader(tree.resolve(), jobs, 2, None, pch=False).units())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_warm_report_is_byte_identical_to_the_first(mode: str) -> None:
+    from kaudit.report.json_report import dumps
+
+    first, _ = audited("6.12", mode)
+    tree, compdb = _tree("6.12", mode)
+    again = audit_tree(tree, load_rules(default_rules_dir()), jobs=2, cache_dir=kernels.CACHE / "kaudit-cache",
+                       model=ModelSettings(sim_steps=2000), compdb=compdb)
+    assert dumps(build_report(again)) == dumps(first)
+
+
+def test_one_worker_uncached_gives_the_same_report(tmp_path: Path) -> None:
+    from kaudit.report.json_report import dumps
+
+    first, _ = audited("6.12", "no-build")
+    alone = audit_tree(kernels.source_tree("6.12"), load_rules(default_rules_dir()), jobs=1, cache_dir=None,
+                       model=ModelSettings(sim_steps=2000))
+    assert dumps(build_report(alone)) == dumps(first)
