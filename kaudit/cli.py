@@ -8,13 +8,15 @@ error of kaudit (never mistaken for findings).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import shutil
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,31 +276,34 @@ _CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
                           help="Cache directory (default: ~/.cache/kaudit).")
 
 
+@contextlib.contextmanager
+def _opened(cache_dir: Path | None) -> Iterator[tuple[Path, Store]]:
+    directory = cache_dir or _default_cache()
+    store = Store(directory)
+    try:
+        yield directory, store
+    finally:
+        store.close()
+
+
 @cache.command("info")
 @_CACHE_DIR
 def cache_info(cache_dir: Path | None) -> None:
     """Where the cache is, how many entries it holds and how big it is."""
-    directory = cache_dir or _default_cache()
-    store = Store(directory)
-    try:
+    with _opened(cache_dir) as (directory, store):
         click.echo(f"cache: {directory}")
         click.echo(f"entries: {len(store)}")
         click.echo(f"size: {store.volume() / (1 << 20):.1f} MiB (bound {SIZE_LIMIT >> 20} MiB, least recently used "
                    f"evicted first)")
-    finally:
-        store.close()
 
 
 @cache.command("clear")
 @_CACHE_DIR
 def cache_clear(cache_dir: Path | None) -> None:
-    """Remove every cached entry."""
-    directory = cache_dir or _default_cache()
-    store = Store(directory)
-    try:
+    """Remove every cached entry and the generated headers of no-build mode."""
+    with _opened(cache_dir) as (directory, store):
         store.clear()
-    finally:
-        store.close()
+        shutil.rmtree(directory / "generated", ignore_errors=True)
     click.echo(f"kaudit: cleared {directory}")
 
 
