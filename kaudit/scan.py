@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -46,9 +46,7 @@ class ParseStats:
     with_pch: int = 0  # TUs parsed against one
     parse_seconds: float = 0.0  # libclang, summed over workers
     walk_seconds: float = 0.0  # facts extraction, summed over workers
-    cache_seconds: float = 0.0
     wall_seconds: float = 0.0
-    failed: list[str] = field(default_factory=list)
 
 
 def is_source(rel: str) -> bool:
@@ -197,11 +195,9 @@ class TreeReader:
         self.progress = progress
         self.pch = pch
         self.stats = ParseStats()
-        start = time.perf_counter()
         self.store = Store(cache_dir) if cache_dir is not None else None
         self.cache = FactsCache(self.store, root)
         self.keys: list[str | None] = [self.cache.find(job) for job in jobs]
-        self.stats.cache_seconds = time.perf_counter() - start
 
     def cached_keys(self) -> list[str] | None:
         """Every TU's facts key, when the cache holds them all."""
@@ -242,7 +238,6 @@ class TreeReader:
         if isinstance(outcome, Failed):
             unit = PackedUnit.of(failed_tu(rel, outcome.message))
             self.keys[i] = "facts:" + digest_bytes(unit.to_blob())
-            self.stats.failed.append(rel)
         else:
             unit = outcome.unit
             self.stats.parse_seconds += outcome.parse_seconds

@@ -176,3 +176,23 @@ def test_facts_and_report_are_the_same_with_and_without_pch(tmp_path: Path) -> N
     assert json.dumps(with_pch.units()) == json.dumps(plain.units())
     assert (with_pch.stats.pchs, with_pch.stats.with_pch, plain.stats.with_pch) == (1, 4, 0)
     assert run("audit", str(tree), "--format", "json")[1] == run("audit", str(tree), "--format", "json", "--no-pch")[1]
+
+
+def test_store_memo_computes_once_and_drops_bad_entries(tmp_path: Path) -> None:
+    from kaudit.cache import Store
+
+    store = Store(tmp_path)
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"verdict": "sound"}
+
+    def load(raw: object) -> dict | None:
+        return raw if isinstance(raw, dict) else None
+
+    assert store.memo("analysis", "abc", compute, load) == {"verdict": "sound"}
+    assert store.memo("analysis", "abc", compute, load) == {"verdict": "sound"}
+    assert len(calls) == 1
+    store.put("memo:analysis:abc", [])  # the wrong shape: computed afresh
+    assert store.memo("analysis", "abc", compute, load) == {"verdict": "sound"} and len(calls) == 2
