@@ -52,3 +52,19 @@ def test_compdb_writes_the_flags_kaudit_parses_with(tmp_path: Path) -> None:
     assert [e["file"] for e in entries] == [str(j.path) for j in jobs]
     assert [e["arguments"][2:-2] for e in entries] == [list(j.args) for j in jobs]
     assert all(e["arguments"][:2] == ["clang", "--no-default-config"] for e in entries)
+
+
+def test_report_is_byte_identical_whatever_the_hash_seed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def report(seed: str, *extra: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        command = [sys.executable, "-c", "from kaudit.cli import main; main()", "audit", "--format", "json",
+                   "--sim-steps", "2000", *extra]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path).stdout
+
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    first = report("1", "--no-cache")
+    assert first and first == report("2", "--no-cache", "--jobs", "1") == report("3", *cache) == report("4", *cache)
