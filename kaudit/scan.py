@@ -227,6 +227,9 @@ class TreeReader:
                         self.stats.pchs += isinstance(outcome, Pch)
                         continue
                     i = plan.index[task.path]
+                    if isinstance(outcome, Failed) and task.pch is not None:
+                        plan.retry.append(i)  # whatever went wrong against the PCH, a plain parse decides
+                        continue
                     self._take(i, outcome)
                     progress.advance(str(task.path.relative_to(self.root)))
         progress.close()
@@ -251,7 +254,8 @@ class TreeReader:
 class _Plan:
     """The worker tasks of one parse: first the PCH builds with the TUs that
     share none, then the TUs of each group against its PCH (or plainly,
-    if it could not be built). Largest files first, for an even finish."""
+    if it could not be built), then plainly any whose worker failed against
+    it. Largest files first, for an even finish."""
 
     def __init__(self, reader: TreeReader, missing: list[int], scratch: Path) -> None:
         self.reader = reader
@@ -271,6 +275,7 @@ class _Plan:
         grouped = {i for members in self.members.values() for i in members}
         self.alone = [i for i in missing if i not in grouped]
         self.pchs: dict[_PchTask, Pch | None] = {}
+        self.retry: list[int] = []  # members whose worker failed against the PCH
 
     def _safe(self, args: tuple[str, ...], tag: object) -> tuple[str, ...]:
         refused = self.unsafe.for_args(args)
@@ -294,6 +299,7 @@ class _Plan:
         yield [*self.members, *(self._task(i, None) for i in self._by_size(self.alone))]
         pch_of = {i: self.pchs.get(task) for task, members in self.members.items() for i in members}
         yield [self._task(i, pch_of[i]) for i in self._by_size(list(pch_of))]
+        yield [self._task(i, None) for i in self.retry]
 
 
 def _head(path: Path) -> bytes:

@@ -196,3 +196,30 @@ def test_store_memo_computes_once_and_drops_bad_entries(tmp_path: Path) -> None:
     assert len(calls) == 1
     store.put("memo:analysis:abc", [])  # the wrong shape: computed afresh
     assert store.memo("analysis", "abc", compute, load) == {"verdict": "sound"} and len(calls) == 2
+
+
+def _crash_against_pch(task: object) -> object:
+    from kaudit import scan
+
+    if isinstance(task, scan._Task) and task.pch is not None:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _WORK(task)
+
+
+_WORK = None
+
+
+def test_a_worker_that_fails_against_the_pch_is_retried_plainly(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    global _WORK
+    from kaudit import scan
+    from kaudit.audit import parse_jobs
+
+    tree = copy_sample(tmp_path / "t")
+    jobs = parse_jobs(tree, tmp_path / "gen", None)
+    _WORK = scan._work
+    monkeypatch.setattr(scan, "_work", _crash_against_pch)
+    reader = scan.TreeReader(tree, jobs, 2, None)
+    facts = reader.units()
+    assert reader.stats.pchs == 1 and reader.stats.with_pch == 0
+    assert [f["diagnostics"] for f in facts] == [[]] * 4
