@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,17 +49,23 @@ def _parse_one(job: tuple[str, tuple[str, ...]]) -> None:
     ci.Index.create().parse(path, args=["--no-default-config", *args], options=0x200)  # KeepGoing, as kaudit
 
 
-def bare_parse(jobs: list[ParseJob], processes: int) -> float:
-    """Wall seconds to parse every file with libclang and nothing else."""
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process and its waited-for children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def bare_parse(jobs: list[ParseJob], processes: int) -> tuple[float, float]:
+    """(wall, CPU) seconds to parse every file with libclang and nothing else."""
     work = [(str(job.path), job.args) for job in jobs]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     if processes == 1:
         for item in work:
             _parse_one(item)
     else:
         with get_context("fork").Pool(processes) as pool:
             pool.map(_parse_one, work, chunksize=1)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu
 
 
 def _tree_rss(pid: int) -> int:
@@ -76,11 +83,11 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def kaudit(args: list[str]) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS of the process tree, exit status) of one CLI run."""
+def kaudit(args: list[str]) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS of the process tree, CPU seconds) of one CLI run."""
     script = Path(sys.executable).with_name("kaudit")
     command = [str(script)] if script.exists() else [sys.executable, "-c", "from kaudit.cli import main; main()"]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     proc = subprocess.Popen([*command, "audit", *args, "--quiet"], stdout=subprocess.DEVNULL)
     peak = 0
 
@@ -97,7 +104,7 @@ def kaudit(args: list[str]) -> tuple[float, int, int]:
     sampler.join()
     if code not in (0, 1):
         raise SystemExit(f"kaudit audit {' '.join(args)} exited {code}")
-    return seconds, peak, code
+    return seconds, peak, _cpu() - cpu
 
 
 def _copy_tree(root: Path, compdb: Path | None, changed: list[str]) -> tuple[Path, Path | None, Path]:
@@ -117,9 +124,10 @@ def _copy_tree(root: Path, compdb: Path | None, changed: list[str]) -> tuple[Pat
     return copy, moved, holder
 
 
-def _line(label: str, seconds: float, base: float | None = None, base_name: str = "") -> str:
-    ratio = f"  = {seconds / base:5.2f}x {base_name}" if base else ""
-    return f"  {label:<58} {seconds:8.2f} s{ratio}"
+def _line(label: str, seconds: float, cpu: float, base: tuple[float, float] | None = None,
+          base_name: str = "") -> str:
+    ratio = f"  = {seconds / base[0]:5.2f}x {base_name} (CPU {cpu / base[1]:4.2f}x)" if base else ""
+    return f"  {label:<56} {seconds:7.2f} s  CPU {cpu:7.2f} s{ratio}"
 
 
 def main() -> None:
@@ -136,12 +144,16 @@ def main() -> None:
     common = ["--jobs", str(n), *(["--compdb", str(options.compdb)] if options.compdb else [])]
     try:
         jobs = parse_jobs(root, scratch / "flags", options.compdb)
-        rows: dict[str, list[float]] = {}
+        rows: dict[str, list[tuple[float, float]]] = {}
         peaks: list[int] = []
 
-        def record(name: str, value: float) -> float:
+        def record(name: str, value: tuple[float, float]) -> None:
             rows.setdefault(name, []).append(value)
-            return value
+
+        def audit(args: list[str]) -> tuple[float, float]:
+            seconds, peak, cpu = kaudit(args)
+            peaks.append(peak)
+            return seconds, cpu
 
         for round_no in range(options.rounds):
             cache = scratch / f"cache-{round_no}"
@@ -150,9 +162,7 @@ def main() -> None:
             record("bareN", bare_parse(jobs, n))
             for name, extra in (("cold", []), ("warm", []), ("warm_nosim", ["--sim-steps", "0"]),
                                 ("warm_nomodel", ["--no-model"])):
-                seconds, peak, _ = kaudit([str(root), *run, *extra])
-                record(name, seconds)
-                peaks.append(peak)
+                record(name, audit([str(root), *run, *extra]))
         changed = [rel for rel in (CHANGED_C, CHANGED_H) if (root / rel).is_file()]
         if changed:
             copy, moved, holder = _copy_tree(root, options.compdb, changed)
@@ -161,48 +171,54 @@ def main() -> None:
                 run += ["--compdb", str(moved)] if moved else []
                 copy_jobs = parse_jobs(copy, scratch / "flags", moved)
                 kaudit([str(copy), *run])  # the copy's first run: every file's facts come from the original's
-                record("copy_warm", kaudit([str(copy), *run])[0])
+                record("copy_warm", audit([str(copy), *run]))
                 c_file = next((j for j in copy_jobs if str(j.path).endswith(CHANGED_C)), None)
                 for rel, name in ((CHANGED_C, "one_c"), (CHANGED_H, "one_h")):
                     if rel in changed:
                         with open(copy / rel, "a") as handle:
                             handle.write("\n/* kaudit bench: a change */\n")
-                        seconds, peak, _ = kaudit([str(copy), *run])
-                        record(name, seconds)
-                        peaks.append(peak)
+                        record(name, audit([str(copy), *run]))
                 if c_file is not None:
                     record("bare_c", bare_parse([c_file], 1))
-                record("original_again", kaudit([str(root), "--cache-dir", str(scratch / "cache-0"), *common])[0])
+                record("original_again", audit([str(root), "--cache-dir", str(scratch / "cache-0"), *common]))
             finally:
                 shutil.rmtree(holder, ignore_errors=True)
         cache_size = sum(p.stat().st_size for p in (scratch / "cache-0").rglob("*") if p.is_file())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    med = {name: statistics.median(values) for name, values in rows.items()}
+    med = {name: statistics.median(wall for wall, _ in values) for name, values in rows.items()}
+    cpu = {name: statistics.median(c for _, c in values) for name, values in rows.items()}
     mode = f"compile database {options.compdb}" if options.compdb else "no-build mode (kaudit's synthesised flags)"
     print(f"tree: {root}\nmode: {mode}; {len(jobs)} files; N = {n} processes; "
           f"{options.rounds} round(s), medians; kaudit = the CLI, as a subprocess")
+    print("wall seconds, and CPU seconds (user + system, workers included: less sensitive to a loaded machine)")
+    bare_n = (med["bareN"], cpu["bareN"])
+
+    def show(label: str, name: str, base: tuple[float, float] | None = None, base_name: str = "") -> None:
+        if name in med:
+            print(_line(label, med[name], cpu[name], base, base_name))
+
     print("bare libclang parse (same files, same flags):")
-    print(_line("1 process", med["bare1"]))
-    print(_line(f"{n} processes", med["bareN"]))
+    show("1 process", "bare1")
+    show(f"{n} processes", "bareN")
     print(f"kaudit audit -j {n}, as a user runs it (model and 100,000-step cost simulation included):")
-    print(_line("cold (empty cache)", med["cold"], med["bareN"], f"bare ({n} proc.)"))
-    print(_line("warm", med["warm"], med["bareN"], f"bare ({n} proc.)"))
-    print(_line("warm, --sim-steps 0 (no cost simulation)", med["warm_nosim"]))
-    print(_line("warm, --no-model (no model, no simulation)", med["warm_nomodel"]))
+    show("cold (empty cache)", "cold", bare_n, f"bare ({n} proc.)")
+    show("warm", "warm", bare_n, f"bare ({n} proc.)")
+    show("warm, --sim-steps 0 (no cost simulation)", "warm_nosim")
+    show("warm, --no-model (no model, no simulation)", "warm_nomodel")
     if "copy_warm" in med:
         print("a hard-link copy of the tree, same cache:")
-        print(_line("copy of the tree, nothing changed", med["copy_warm"]))
-        if "one_c" in med:
-            print(_line(f"after changing {CHANGED_C}", med["one_c"], med.get("bare_c"), "its bare parse"))
-            print(_line(f"bare parse of {CHANGED_C} alone (1 process)", med.get("bare_c", 0.0)))
-        if "one_h" in med:
-            print(_line(f"after changing {CHANGED_H} too", med["one_h"]))
-        print(_line("the original tree again (still warm?)", med["original_again"]))
+        show("copy of the tree, nothing changed", "copy_warm")
+        if "bare_c" in med:
+            show(f"after changing {CHANGED_C}", "one_c", (med["bare_c"], cpu["bare_c"]), "its bare parse")
+            show(f"bare parse of {CHANGED_C} alone (1 process)", "bare_c")
+        show(f"after changing {CHANGED_H} too", "one_h")
+        show("the original tree again (still warm?)", "original_again")
     print(f"peak memory (kaudit and its workers, RSS summed): {max(peaks) / (1 << 30):.2f} GiB")
     print(f"cache after the runs: {cache_size / (1 << 20):.1f} MiB")
-    print(json.dumps({"medians_s": {k: round(v, 3) for k, v in med.items()}, "peak_rss_bytes": max(peaks),
+    print(json.dumps({"wall_s": {k: round(v, 3) for k, v in med.items()},
+                      "cpu_s": {k: round(v, 3) for k, v in cpu.items()}, "peak_rss_bytes": max(peaks),
                       "cache_bytes": cache_size}))
     if options.model_vcpus:
         _model_times(root, options)
