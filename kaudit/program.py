@@ -157,7 +157,7 @@ class Program:
             if t["record"] == record and not t["array"] for e in t["entries"] if e["key"] == member
         })
 
-    def array_targets(self, name: str, caller_file: str) -> list[str]:
+    def array_targets(self, name: str, caller_file: str | None) -> list[str]:
         tables = [t for t in self.tables if t["name"] == name and t["array"]]
         local = [t for t in tables if t["file"] == caller_file]
         return sorted({e["target"] for t in (local or tables) for e in t["entries"]})
@@ -176,7 +176,7 @@ class Program:
         if kind == "member":
             return kind, self.table_targets(via["record"], via["field"])
         if kind == "array":
-            return kind, self.array_targets(via["name"], self.functions[caller]["file"])
+            return kind, self.array_targets(via["name"], self.header(caller)[1])
         return kind, []
 
     def calls_in(self, fid: str) -> Iterator[Facts]:
