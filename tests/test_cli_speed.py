@@ -68,3 +68,17 @@ def test_report_is_byte_identical_whatever_the_hash_seed(tmp_path: Path) -> None
     cache = ["--cache-dir", str(tmp_path / "cache")]
     first = report("1", "--no-cache")
     assert first and first == report("2", "--no-cache", "--jobs", "1") == report("3", *cache) == report("4", *cache)
+
+
+def test_concurrent_runs_share_one_cache(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from kaudit.cli import main; main()", "audit", "--format", "json",
+               "--sim-steps", "0", "--cache-dir", str(tmp_path / "cache")]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=tmp_path) for _ in range(3)]
+    outputs = [run.communicate()[0] for run in runs]
+    assert [run.returncode for run in runs] == [1, 1, 1]
+    assert outputs[0] and outputs.count(outputs[0]) == 3
+    warm = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert warm.stdout == outputs[0]
