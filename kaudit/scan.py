@@ -227,8 +227,8 @@ class TreeReader:
                         self.stats.pchs += isinstance(outcome, Pch)
                         continue
                     i = plan.index[task.path]
-                    if isinstance(outcome, Failed) and task.pch is not None:
-                        plan.retry.append(i)  # whatever went wrong against the PCH, a plain parse decides
+                    if isinstance(outcome, Failed) and task.pch is not None and not outcome.timed_out:
+                        plan.retry.append(i)  # a crash against the PCH: a plain parse decides (a hang would hang again)
                         continue
                     self._take(i, outcome)
                     progress.advance(str(task.path.relative_to(self.root)))

@@ -29,7 +29,7 @@ T = TypeVar("T")
 class Limits:
     """Bounds on one task: wall-clock seconds and address space in bytes."""
 
-    seconds: float = 120.0
+    seconds: float = 50.0  # a kernel TU takes a few; a hang is named within a minute
     memory: int = 4 << 30
 
 
@@ -38,6 +38,7 @@ class Failed:
     """A task that did not return: why, in words for a diagnostic."""
 
     message: str
+    timed_out: bool = False
 
 
 def _bound(memory: int) -> None:
@@ -56,7 +57,8 @@ def _why(err: BaseException, limits: Limits) -> str:
         code = err.exitcode
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            return f"kaudit: libclang crashed ({name}) on this file"
+            bound = f", or hit the {limits.memory >> 20} MiB memory bound" if -code in (6, 9) else ""  # ABRT, KILL
+            return f"kaudit: libclang crashed ({name}{bound}) on this file"
         return f"kaudit: the parse worker died (exit status {code}) on this file"
     if isinstance(err, MemoryError):
         return f"kaudit: parsing this file needed more than {limits.memory >> 20} MiB; stopped"
@@ -82,7 +84,7 @@ def run_tasks(fn: Callable[[Any], T], tasks: Sequence[Any], workers: int,
                     try:
                         yield futures[future], future.result()
                     except Exception as err:  # whatever ended the task, it is that TU's failure
-                        yield futures[future], Failed(_why(err, limits))
+                        yield futures[future], Failed(_why(err, limits), isinstance(err, FutureTimeout))
         finally:
             if pending:  # interrupted: end the workers now
                 pool.stop()

@@ -392,7 +392,7 @@ def parse_tu(path: Path, args: list[str], root: Path, pch: Pch | None = None) ->
     except ci.TranslationUnitLoadError as err:
         if pch is not None:
             return parse_tu(path, args, root)
-        return Parsed(failed_tu(tree.rel(main_file), str(err)), [])
+        return Parsed(failed_tu(tree.rel(main_file), f"kaudit: libclang could not parse this file: {err}"), [])
     parsed = time.perf_counter()
     diagnostics, warnings = _diagnostics(tu, tree)
     if pch is not None and diagnostics:
