@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -211,10 +212,29 @@ class TreeReader:
     def packed_units(self) -> list[PackedUnit]:
         """Every job's facts, packed, in job order."""
         start = time.perf_counter()
-        results: list[PackedUnit | None] = [self.cache.load(key) if key else None for key in self.keys]
-        self._units = results  # filled in by _take
-        missing = [i for i, facts in enumerate(results) if facts is None]
-        self.stats.cached = len(self.jobs) - len(missing)
+        self._units: list[PackedUnit | None] = [None] * len(self.jobs)
+        cached = [(i, key) for i, key in enumerate(self.keys) if key is not None]
+        with ThreadPoolExecutor(1) as loader:  # cached facts load while the workers parse the rest
+            loading = loader.submit(self._load, cached)
+            self._parse([i for i, key in enumerate(self.keys) if key is None])
+            bad = loading.result()
+        self._parse(bad)  # cached entries that turned out bad
+        self.stats.cached = len(self.jobs) - self.stats.parsed
+        self.stats.wall_seconds = time.perf_counter() - start
+        return [unit for unit in self._units if unit is not None]
+
+    def _load(self, cached: list[tuple[int, str]]) -> list[int]:
+        """Load cached units; the indexes of those that did not load."""
+        bad = []
+        for i, key in cached:
+            self._units[i] = self.cache.load(key)
+            if self._units[i] is None:
+                bad.append(i)
+        return bad
+
+    def _parse(self, missing: list[int]) -> None:
+        if not missing:
+            return
         progress = self.progress or Progress(enabled=False)
         progress.start(len(missing))
         with tempfile.TemporaryDirectory(prefix="kaudit-parse-") as scratch:
@@ -233,8 +253,6 @@ class TreeReader:
                     self._take(i, outcome)
                     progress.advance(str(task.path.relative_to(self.root)))
         progress.close()
-        self.stats.wall_seconds = time.perf_counter() - start
-        return [unit for unit in results if unit is not None]
 
     def _take(self, i: int, outcome: _Result | Failed) -> None:
         rel = str(self.jobs[i].path.relative_to(self.root))
