@@ -16,10 +16,11 @@ from kaudit.program import Program
 
 def build_call_graph(program: Program) -> nx.DiGraph:
     graph = nx.DiGraph()
-    for fid, fn in sorted(program.functions.items()):
-        graph.add_node(fid, name=fn["name"], file=fn["file"], line=fn["line"], external=False)
     for fid in sorted(program.functions):
-        for call in program.calls_in(fid):
+        name, file, line = program.header(fid)
+        graph.add_node(fid, name=name, file=file, line=line, external=False)
+    for fid in sorted(program.functions):
+        for call in program.call_sites(fid):
             kind, targets = program.resolve_call(fid, call)
             for target in targets:
                 if target not in graph:

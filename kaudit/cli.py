@@ -8,33 +8,40 @@ error of kaudit (never mistaken for findings).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import shutil
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
 
 from kaudit import __version__
-from kaudit.audit import audit_tree
+from kaudit.audit import audit_tree, parse_jobs
+from kaudit.cache import SIZE_LIMIT, Store
 from kaudit.errors import UsageError
 from kaudit.gitchanges import range_changes, worktree_change
 from kaudit.model.check import ModelSettings, check_key, protocol_of
 from kaudit.model.extract import Unmodelled
 from kaudit.patchcheck import Audit, Change, check_series
 from kaudit.patches import read_patches
+from kaudit.progress import Progress
 from kaudit.report.color import colorize, wanted
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.sarif import dumps_sarif
 from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_patch_text, render_text
 from kaudit.resources import default_rules_dir, report_schema, sample_tree
-from kaudit.rules import RULE_SCHEMA, Rule, load_rules
+from kaudit.rules import RULE_SCHEMA, Rule, load_rules, rule_sources
 from kaudit.suppress import Baseline, baseline_text
+from kaudit.timings import Timings
 
 _RANK = {"info": 0, "warning": 1, "error": 2}
 
@@ -109,6 +116,42 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+@dataclass
+class _Run:
+    """How a tree command talks while it works: a progress line (on a
+    terminal, without --quiet) and, with --timings, where the time went."""
+
+    progress: Progress
+    timings: Timings | None
+    times: Timings = field(default_factory=Timings)
+    pch: bool = True
+
+    def finish(self) -> None:
+        if self.timings is not None:
+            for line in self.times.lines():
+                click.echo(line, err=True)
+
+
+def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--quiet, --timings and --no-pch, kept out of the command's own parameters (see _run())."""
+
+    @click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+    @click.option("--timings", is_flag=True, help="Print where the time went (on stderr).")
+    @click.option("--no-pch", is_flag=True, help="Parse every file plainly, without shared precompiled headers.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, quiet: bool, timings: bool, no_pch: bool, **kwargs: Any) -> Any:
+        times = Timings()
+        run = _Run(Progress(not quiet), times if timings else None, times, pch=not no_pch)
+        click.get_current_context().meta["kaudit.run"] = run
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _run() -> _Run:
+    return click.get_current_context().meta.get("kaudit.run") or _Run(Progress(False), None)
+
+
 def _cache(cache_dir: Path | None, no_cache: bool) -> Path | None:
     return None if no_cache else (cache_dir or _default_cache())
 
@@ -161,6 +204,7 @@ def main() -> None:
 @_TERSE
 @_COLOR
 @_NO_MODEL
+@_run_options
 @click.option("--vcpus", type=click.IntRange(2, 4), default=3, show_default=True, help="vCPUs in the runtime model.")
 @click.option("--sim-steps", type=click.IntRange(0, 10_000_000), default=4_000, show_default=True,
               help="Steps of the seeded 4-vCPU cost simulation of each confirmed violation (0: skip).")
@@ -177,14 +221,17 @@ def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path 
     baseline = Baseline.load(baseline_file) if baseline_file is not None else None
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
     rules = _rules(rules_dir)
+    run = _run()
     result = audit_tree(root, rules, jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
-                        compdb=compdb, objtree=objtree)
-    report = build_report(result, baseline)
-    if write_baseline is not None:
-        _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)))
-        report = build_report(result, Baseline.load(write_baseline))
-    shown = tree if tree is not None else PurePosixPath("sample_kernel_src")  # not site-packages/kaudit/_bundled
-    _emit(output, fmt, color, report, rules, lambda: render_text(report, shown, terse=terse))
+                        compdb=compdb, objtree=objtree, progress=run.progress, timings=run.times, pch=run.pch)
+    with run.times.phase("report"):
+        report = build_report(result, baseline)
+        if write_baseline is not None:
+            _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)))
+            report = build_report(result, Baseline.load(write_baseline))
+        shown = tree if tree is not None else PurePosixPath("sample_kernel_src")  # not site-packages/kaudit/_bundled
+        _emit(output, fmt, color, report, rules, lambda: render_text(report, shown, terse=terse))
+    run.finish()
     sys.exit(1 if _fails(report["findings"], report["tree"]["parse_errors"], fail_on, strict) else 0)
 
 
@@ -293,3 +340,63 @@ def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir
     introduced = [f for patch in patches for f in patch["introduced"]]
     broken = sum(len(patch["new_parse_errors"]) for patch in patches) if fail_on != "never" else 0
     sys.exit(1 if _fails(introduced, broken, fail_on, strict=bool(broken)) else 0)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect or empty kaudit's cache (facts, programs, generated headers)."""
+
+
+_CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
+                          help="Cache directory (default: ~/.cache/kaudit).")
+
+
+@contextlib.contextmanager
+def _opened(cache_dir: Path | None) -> Iterator[tuple[Path, Store]]:
+    directory = cache_dir or _default_cache()
+    store = Store(directory)
+    try:
+        yield directory, store
+    finally:
+        store.close()
+
+
+@cache.command("info")
+@_CACHE_DIR
+def cache_info(cache_dir: Path | None) -> None:
+    """Where the cache is, how many entries it holds and how big it is."""
+    with _opened(cache_dir) as (directory, store):
+        click.echo(f"cache: {directory}")
+        click.echo(f"entries: {len(store)}")
+        click.echo(f"size: {store.volume() / (1 << 20):.1f} MiB (bound {SIZE_LIMIT >> 20} MiB, least recently used "
+                   f"evicted first)")
+
+
+@cache.command("clear")
+@_CACHE_DIR
+def cache_clear(cache_dir: Path | None) -> None:
+    """Remove every cached entry and the generated headers of no-build mode."""
+    with _opened(cache_dir) as (directory, store):
+        store.clear()
+        shutil.rmtree(directory / "generated", ignore_errors=True)
+    click.echo(f"kaudit: cleared {directory}")
+
+
+@main.command("compdb")
+@click.argument("tree", required=False, type=click.Path(path_type=Path))
+@click.option("--compdb", "source_compdb", type=click.Path(path_type=Path),
+              help="Translate this compile_commands.json (default: no-build mode's flags).")
+@_rules_option
+@_CACHE_DIR
+@_OUTPUT
+def compdb_command(tree: Path | None, source_compdb: Path | None, rules_dir: Path | None, cache_dir: Path | None,
+                   output: Path | None) -> None:
+    """Write the compile database kaudit parses TREE with (clang's JSON format).
+
+    In no-build mode the generated headers it names live in the cache, so
+    clangd and other tools see exactly what kaudit sees."""
+    root = (tree if tree is not None else sample_tree()).resolve()
+    jobs = parse_jobs(root, cache_dir or _default_cache(), source_compdb, rule_sources(_rules(rules_dir)))
+    entries = [{"directory": str(root), "file": str(job.path),
+                "arguments": ["clang", "--no-default-config", *job.args, "-c", str(job.path)]} for job in jobs]
+    _write(output, json.dumps(entries, indent=1) + "\n")

@@ -1,33 +1,51 @@
-"""Find the C files of a tree, parse them in parallel, cache their facts.
+"""Find the C files of a tree, parse them in worker processes, cache their facts.
 
-The cache lives outside the analysed tree (never written into it). An entry
-is keyed by the file's tree-relative path, its compiler flags and the kaudit
-front end and libclang versions, and is valid while the TU's file and every
-tree file it included keep their content (compared by digest, so another
-tree with the same names, sizes and times cannot pass its facts off).
+The cache (kaudit/factscache.py) lives outside the analysed tree (never
+written into it). A TU is parsed only when no manifest of its entry holds; the parse
+runs in a bounded worker (kaudit/workers.py), so a TU that crashes or hangs
+libclang is a fatal parse error of that TU, never a crash of the run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaudit import __version__
+from kaudit.cache import Store, digest_bytes, read_regular
 from kaudit.errors import UsageError
-from kaudit.frontend.clang_ops import clang_version
-from kaudit.frontend.tu import extract_tu
+from kaudit.factscache import FactsCache
+from kaudit.frontend.failed import failed_tu
+from kaudit.includes import Inclusion, SearchPath, UnsafeHeaders, overlay, probes
+from kaudit.packed import PackedUnit
+from kaudit.pch import Pch, leading_directives, plan, quoted_resolver
+from kaudit.progress import Progress
+from kaudit.workers import Failed, run_tasks
+
+Facts = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class ParseJob:
     path: Path
     args: tuple[str, ...]
+
+
+@dataclass
+class ParseStats:
+    """Where the time of parse_tree went, and how the cache did."""
+
+    parsed: int = 0
+    cached: int = 0
+    pchs: int = 0  # PCHs built
+    with_pch: int = 0  # TUs parsed against one
+    parse_seconds: float = 0.0  # libclang, summed over workers
+    walk_seconds: float = 0.0  # facts extraction, summed over workers
+    wall_seconds: float = 0.0
 
 
 def find_sources(root: Path, globs: Sequence[str]) -> list[Path]:
@@ -40,79 +58,194 @@ def find_sources(root: Path, globs: Sequence[str]) -> list[Path]:
     return files
 
 
-def _frontend_digest() -> str:
-    """The front end's own source: facts made by other code are not reused."""
-    sources = sorted(Path(__file__).with_name("frontend").glob("*.py"))
-    return hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+@dataclass(frozen=True)
+class _Task:
+    path: Path
+    args: tuple[str, ...]
+    root: Path
+    pch: Pch | None = None
 
 
-class FactsCache:
-    def __init__(self, directory: Path | None, root: Path) -> None:
-        self.directory = directory
+@dataclass(frozen=True)
+class _PchTask:
+    header: Path  # the group's shared directives, written to scratch space
+    flags: tuple[str, ...]
+
+
+@dataclass
+class _Result:
+    unit: PackedUnit  # packed in the worker: the main process neither encodes nor decodes it
+    absent: list[str]
+    parse_seconds: float
+    walk_seconds: float
+    used_pch: bool
+
+
+def _work(task: _Task | _PchTask) -> _Result | Pch | None:
+    """In a worker: build a PCH, or parse a TU, extract its facts and list
+    the paths searched in vain."""
+    from kaudit.frontend.tu import build_pch, parse_tu  # libclang is loaded in workers only
+
+    if isinstance(task, _PchTask):
+        return build_pch(task.header, list(task.flags), task.header.with_suffix(".pch"))
+    parsed = parse_tu(task.path, list(task.args), task.root, task.pch)
+    searched = SearchPath.of(task.args)
+    absent = probes(searched, (Inclusion(*inc) for inc in parsed.inclusions if inc[0]))
+    return _Result(PackedUnit.of(parsed.facts), absent, parsed.parse_seconds, parsed.walk_seconds, parsed.used_pch)
+
+
+class TreeReader:
+    """A tree's TU facts: from the cache where a manifest holds, from bounded
+    workers for the rest. `keys` names each TU's facts by content, in job
+    order, so callers can cache what they derive from all of them."""
+
+    def __init__(self, root: Path, jobs: list[ParseJob], workers: int, cache_dir: Path | None,
+                 progress: Progress | None = None, pch: bool = True) -> None:
         self.root = root
-        self.salt = f"{__version__}\0{clang_version()}\0{_frontend_digest()}" if directory else ""
-        self._digests: dict[str, str] = {}
+        self.jobs = jobs
+        self.workers = workers
+        self.progress = progress
+        self.pch = pch
+        self.stats = ParseStats()
+        self.store = Store(cache_dir) if cache_dir is not None else None
+        self.cache = FactsCache(self.store, root)
+        self.keys: list[str | None] = [self.cache.find(job) for job in jobs]
 
-    def _entry(self, job: ParseJob) -> Path:
-        """Keyed by tree-relative path and flags, so a copy of the tree (a
-        patched work tree) reuses the facts of every file it did not change."""
-        assert self.directory is not None
-        root = str(self.root)
-        relative = [arg.replace(root, "<tree>") for arg in (str(job.path), *job.args)]
-        key = "\0".join([self.salt, *relative])
-        return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    def cached_keys(self) -> list[str] | None:
+        """Every TU's facts key, when the cache holds them all."""
+        keys = [key for key in self.keys if key is not None]
+        return keys if len(keys) == len(self.jobs) else None
 
-    def _digest(self, rel: str) -> str:
-        """Content digest of an included file (tree-relative, or absolute for
-        generated headers), once per run: headers are shared by many TUs."""
-        if rel not in self._digests:
-            self._digests[rel] = hashlib.sha1((self.root / rel).read_bytes()).hexdigest()
-        return self._digests[rel]
+    def units(self) -> list[Facts]:
+        """Facts of every job, in job order (so output never depends on --jobs)."""
+        return [unit.facts() for unit in self.packed_units()]
 
-    def _deps(self, rels: Iterable[str]) -> dict[str, str]:
-        return {rel: self._digest(rel) for rel in rels}
+    def packed_units(self) -> list[PackedUnit]:
+        """Every job's facts, packed, in job order."""
+        start = time.perf_counter()
+        self._units: list[PackedUnit | None] = [None] * len(self.jobs)
+        cached = [(i, key) for i, key in enumerate(self.keys) if key is not None]
+        with ThreadPoolExecutor(1) as loader:  # cached facts load while the workers parse the rest
+            loading = loader.submit(self._load, cached)
+            self._parse([i for i, key in enumerate(self.keys) if key is None])
+            bad = loading.result()
+        self._parse(bad)  # cached entries that turned out bad
+        self.stats.cached = len(self.jobs) - self.stats.parsed
+        self.stats.wall_seconds = time.perf_counter() - start
+        return [unit for unit in self._units if unit is not None]
 
-    def get(self, job: ParseJob) -> dict[str, Any] | None:
-        if self.directory is None:
-            return None
-        try:
-            entry = json.loads(self._entry(job).read_text())
-            if self._deps(entry["deps"]) == entry["deps"]:
-                return entry["facts"]
-        except (OSError, ValueError, KeyError):
-            pass
-        return None
+    def _load(self, cached: list[tuple[int, str]]) -> list[int]:
+        """Load cached units; the indexes of those that did not load."""
+        bad = []
+        for i, key in cached:
+            self._units[i] = self.cache.load(key)
+            if self._units[i] is None:
+                bad.append(i)
+        return bad
 
-    def put(self, job: ParseJob, facts: dict[str, Any]) -> None:
-        if self.directory is None or facts["diagnostics"] or not facts["file"]:
-            return  # a failed TU may depend on a header that is missing now: parse it again next time
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            entry = self._entry(job)
-            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"deps": self._deps([facts["file"], *facts["includes"]]), "facts": facts}))
-            tmp.replace(entry)
-        except OSError as err:  # the cache directory named is unusable: say so, do not guess another
-            raise UsageError(f"{self.directory}: cannot write the facts cache: {err.strerror}") from err
+    def _parse(self, missing: list[int]) -> None:
+        if not missing:
+            return
+        progress = self.progress or Progress(enabled=False)
+        progress.start(len(missing))
+        with tempfile.TemporaryDirectory(prefix="kaudit-parse-") as scratch:
+            plan = _Plan(self, missing, Path(scratch))
+            for phase in plan.phases():
+                for n, outcome in run_tasks(_work, phase, self.workers):
+                    task = phase[n]
+                    if isinstance(task, _PchTask):
+                        plan.built(task, outcome if isinstance(outcome, Pch) else None)
+                        self.stats.pchs += isinstance(outcome, Pch)
+                        continue
+                    i = plan.index[task.path]
+                    if isinstance(outcome, Failed) and task.pch is not None and not outcome.timed_out:
+                        plan.retry.append(i)  # a crash against the PCH: a plain parse decides (a hang would hang again)
+                        continue
+                    self._take(i, outcome)
+                    progress.advance(str(task.path.relative_to(self.root)))
+        progress.close()
+
+    def _take(self, i: int, outcome: _Result | Failed) -> None:
+        rel = str(self.jobs[i].path.relative_to(self.root))
+        if isinstance(outcome, Failed):
+            unit = PackedUnit.of(failed_tu(rel, outcome.message))
+            self.keys[i] = "facts:" + digest_bytes(unit.to_blob())
+        else:
+            unit = outcome.unit
+            self.stats.parse_seconds += outcome.parse_seconds
+            self.stats.walk_seconds += outcome.walk_seconds
+            self.stats.with_pch += outcome.used_pch
+            self.keys[i] = self.cache.put(self.jobs[i], unit, outcome.absent)
+        self._units[i] = unit
+        self.stats.parsed += 1
 
 
-def _parse(job_root: tuple[ParseJob, Path]) -> dict[str, Any]:
-    job, root = job_root
-    return extract_tu(job.path, list(job.args), root)
+class _Plan:
+    """The worker tasks of one parse: first the PCH builds with the TUs that
+    share none, then the TUs of each group against its PCH (or plainly,
+    if it could not be built), then plainly any whose worker failed against
+    it. Largest files first, for an even finish."""
+
+    def __init__(self, reader: TreeReader, missing: list[int], scratch: Path) -> None:
+        self.reader = reader
+        self.scratch = scratch
+        self.unsafe = UnsafeHeaders()
+        self.index = {reader.jobs[i].path: i for i in missing}
+        jobs = reader.jobs
+        groups = plan([(jobs[i].args, leading_directives(_head(jobs[i].path),
+                                                         quoted_resolver(str(jobs[i].path.parent), jobs[i].args)))
+                       for i in missing]) if reader.pch else []
+        self.members: dict[_PchTask, list[int]] = {}
+        for number, group in enumerate(groups):
+            header = scratch / f"pch-{number}" / "shared.h"  # alone in its directory: "..." finds nothing there
+            header.parent.mkdir()
+            header.write_text(group.header)
+            self.members[_PchTask(header, self._safe(group.flags, number))] = [missing[m] for m in group.members]
+        grouped = {i for members in self.members.values() for i in members}
+        self.alone = [i for i in missing if i not in grouped]
+        self.pchs: dict[_PchTask, Pch | None] = {}
+        self.retry: list[int] = []  # members whose worker failed against the PCH
+
+    def _safe(self, args: tuple[str, ...], tag: object) -> tuple[str, ...]:
+        refused = self.unsafe.for_args(args)
+        if not refused:
+            return args
+        # FIFOs, devices, huge files on the include path: each a named error if included
+        return (*args, "-ivfsoverlay", str(overlay(refused, self.reader.root, self.scratch / f"overlay-{tag}")))
+
+    def _task(self, i: int, pch: Pch | None) -> _Task:
+        job = self.reader.jobs[i]
+        return _Task(job.path, self._safe(job.args, i), self.reader.root, pch)
+
+    def _by_size(self, indexes: list[int]) -> list[int]:
+        jobs = self.reader.jobs
+        return sorted(indexes, key=lambda i: (-_size(jobs[i].path), i))
+
+    def built(self, task: _PchTask, pch: Pch | None) -> None:
+        self.pchs[task] = pch
+
+    def phases(self) -> Iterator[list[_Task | _PchTask]]:
+        yield [*self.members, *(self._task(i, None) for i in self._by_size(self.alone))]
+        pch_of = {i: self.pchs.get(task) for task, members in self.members.items() for i in members}
+        yield [self._task(i, pch_of[i]) for i in self._by_size(list(pch_of))]
+        yield [self._task(i, None) for i in self.retry]
 
 
-def parse_tree(root: Path, jobs: list[ParseJob], workers: int, cache_dir: Path | None) -> list[dict[str, Any]]:
-    """Facts of every job, in job order (so output never depends on --jobs)."""
-    cache = FactsCache(cache_dir, root)
-    results: list[dict[str, Any] | None] = [cache.get(job) for job in jobs]
-    missing = [i for i, facts in enumerate(results) if facts is None]
-    work = [(jobs[i], root) for i in missing]
-    if workers > 1 and len(work) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            parsed = list(pool.map(_parse, work, chunksize=1))
-    else:
-        parsed = [_parse(item) for item in work]
-    for i, facts in zip(missing, parsed, strict=True):
-        cache.put(jobs[i], facts)
-        results[i] = facts
-    return [facts for facts in results if facts is not None]
+def _head(path: Path) -> bytes:
+    """The start of a source file, where its shared directives are."""
+    try:
+        return read_regular(path)[:1 << 16]
+    except OSError:
+        return b""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def parse_tree(root: Path, jobs: list[ParseJob], workers: int, cache_dir: Path | None) -> list[Facts]:
+    """Facts of every job, in job order."""
+    return TreeReader(root, jobs, workers, cache_dir).units()

@@ -20,15 +20,16 @@ import networkx as nx
 import pytest
 from click.testing import CliRunner
 
-from kaudit.audit import audit_tree
+from kaudit.audit import audit_tree, parse_jobs
 from kaudit.cli import main
 from kaudit.model.check import ModelSettings
 from kaudit.patchcheck import Audit, check_series
 from kaudit.patches import read_patches
-from kaudit.report.json_report import build_report
+from kaudit.report.json_report import build_report, dumps
 from kaudit.report.sarif import build_sarif
 from kaudit.resources import default_rules_dir
-from kaudit.rules import load_rules
+from kaudit.rules import load_rules, rule_sources
+from kaudit.scan import TreeReader
 
 pytestmark = pytest.mark.realkernel
 MODES = ("no-build", "compdb")
@@ -215,3 +216,33 @@ def test_a_baseline_written_on_6_12_accepts_the_known_error(tmp_path: Path) -> N
         assert result.exit_code == 0, result.output
         assert "0 error(s)" in result.output and "; 1 finding in baseline;" in result.output
     assert [e["key"] for e in json.loads(baseline.read_text())["findings"]] == ["APICV_INHIBIT_REASON_IRQWIN"]
+
+
+def _tree(version: str, mode: str) -> tuple[Path, Path | None]:
+    return kernels.configured_tree(version) if mode == "compdb" else (kernels.source_tree(version), None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_facts_are_the_same_with_and_without_pch(mode: str, tmp_path: Path) -> None:
+    tree, compdb = _tree("6.12", mode)
+    jobs = parse_jobs(tree.resolve(), tmp_path, compdb, rule_sources(load_rules(default_rules_dir())))
+    with_pch = TreeReader(tree.resolve(), jobs, 2, None, pch=True)
+    facts = with_pch.units()
+    assert with_pch.stats.with_pch >= 20, "most KVM files share a PCH"
+    assert json.dumps(facts) == json.dumps(TreeReader(tree.resolve(), jobs, 2, None, pch=False).units())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_warm_report_is_byte_identical_to_the_first(mode: str) -> None:
+    first, _ = audited("6.12", mode)
+    tree, compdb = _tree("6.12", mode)
+    again = audit_tree(tree, load_rules(default_rules_dir()), jobs=2, cache_dir=kernels.CACHE / "kaudit-cache",
+                       model=ModelSettings(sim_steps=2000), compdb=compdb)
+    assert dumps(build_report(again)) == dumps(first)
+
+
+def test_one_worker_uncached_gives_the_same_report(tmp_path: Path) -> None:
+    first, _ = audited("6.12", "no-build")
+    alone = audit_tree(kernels.source_tree("6.12"), load_rules(default_rules_dir()), jobs=1, cache_dir=None,
+                       model=ModelSettings(sim_steps=2000))
+    assert dumps(build_report(alone)) == dumps(first)

@@ -80,12 +80,13 @@ def test_output_is_identical_whatever_jobs() -> None:
 
 def test_cache_gives_the_same_report_without_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cold = run("audit", str(SAMPLE), "--cache-dir", str(tmp_path), "--format", "json", "--jobs", "1")[1]
-    assert list(tmp_path.glob("*.json"))
+    assert (tmp_path / "store" / "cache.db").is_file()
 
-    def no_parsing(*args: object) -> None:
-        raise AssertionError("a warm cache must not parse again")
+    def no_parsing(fn: object, tasks: list, *args: object) -> list:
+        assert not tasks, "a warm cache must not parse again"
+        return []
 
-    monkeypatch.setattr("kaudit.scan.extract_tu", no_parsing)
+    monkeypatch.setattr("kaudit.scan.run_tasks", no_parsing)
     warm = run("audit", str(SAMPLE), "--cache-dir", str(tmp_path), "--format", "json", "--jobs", "1")[1]
     assert cold == warm
 

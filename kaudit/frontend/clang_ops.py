@@ -28,9 +28,18 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
+@cache
+def _binary_spelling(kind: int) -> str:
+    return _lib().clang_getBinaryOperatorKindSpelling(kind)
+
+
+@cache
+def _unary_spelling(kind: int) -> str:
+    return _lib().clang_getUnaryOperatorKindSpelling(kind)
+
+
 def binary_operator(cursor: ci.Cursor) -> str:
-    lib = _lib()
-    return lib.clang_getBinaryOperatorKindSpelling(lib.clang_getCursorBinaryOperatorKind(cursor))
+    return _binary_spelling(_lib().clang_getCursorBinaryOperatorKind(cursor))
 
 
 _POSTFIX = (1, 2)  # CXUnaryOperator_PostInc, CXUnaryOperator_PostDec
@@ -38,9 +47,8 @@ _POSTFIX = (1, 2)  # CXUnaryOperator_PostInc, CXUnaryOperator_PostDec
 
 def unary_operator(cursor: ci.Cursor) -> tuple[str, bool]:
     """(spelling, whether it is postfix: x++ rather than ++x)."""
-    lib = _lib()
-    kind = lib.clang_getCursorUnaryOperatorKind(cursor)
-    return lib.clang_getUnaryOperatorKindSpelling(kind), kind in _POSTFIX
+    kind = _lib().clang_getCursorUnaryOperatorKind(cursor)
+    return _unary_spelling(kind), kind in _POSTFIX
 
 
 def clang_version() -> str:

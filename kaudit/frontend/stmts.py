@@ -9,105 +9,126 @@ scoped-lock declarations and expression statements.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import clang.cindex as ci
 
-from kaudit.frontend.exprs import ExprBuilder, type_info
+from kaudit.frontend import capi
+from kaudit.frontend.capi import children, kind
+from kaudit.frontend.exprs import TOO_DEEP, ExprBuilder, Nesting, TypeInfo, expression_kinds
 
 K = ci.CursorKind
 Stmt = dict[str, Any]
 
 _IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 _LOOP_KEYWORDS = frozenset({"for", "while", "do"})
+_LOOPS = {K.FOR_STMT.value: "for", K.WHILE_STMT.value: "while", K.DO_STMT.value: "do"}
+_COMPOUND = K.COMPOUND_STMT.value
 
 
 class StmtBuilder:
-    """Builds statement trees for one source file's functions."""
+    """Builds statement trees for the functions of one TU."""
 
-    def __init__(self, source: bytes) -> None:
-        self.source = source
-        self.exprs = ExprBuilder(self.block)
+    def __init__(self, types: TypeInfo, nesting: Nesting) -> None:
+        self.exprs = ExprBuilder(self.block, types, nesting)
+        self.types = types
+        self.nesting = nesting
+        self._sources: dict[str, bytes] = {}
+        self._expr_kinds = expression_kinds()
 
     def block(self, cursor: ci.Cursor) -> list[Stmt]:
-        if cursor.kind == K.COMPOUND_STMT:
-            return [s for ch in cursor.get_children() for s in self.stmt(ch)]
+        if kind(cursor) == _COMPOUND:
+            return [s for ch in children(cursor) for s in self.stmt(ch)]
         return self.stmt(cursor)
+
+    def _source(self, name: str) -> bytes:
+        if name not in self._sources:
+            self._sources[name] = Path(name).read_bytes()
+        return self._sources[name]
 
     def _macro_at(self, cursor: ci.Cursor) -> str | None:
         """The identifier that starts the statement in the source, if it is a
         macro (e.g. `kvm_for_each_vcpu`) rather than the C keyword."""
-        start = cursor.extent.start
-        if start.file is None or start.file.name != cursor.location.file.name:
+        start_file, offset = capi.extent_start(cursor)
+        if start_file is None or start_file != capi.file_name(cursor):
             return None
-        match = _IDENT.match(self.source, start.offset)
+        match = _IDENT.match(self._source(start_file), offset)
         if match is None:
             return None
         word = match.group().decode()
         return None if word in _LOOP_KEYWORDS else word
 
     def stmt(self, cursor: ci.Cursor) -> list[Stmt]:
-        kind = cursor.kind
-        line = cursor.location.line
-        children = list(cursor.get_children())
-        if kind == K.COMPOUND_STMT:
+        if not self.nesting.enter(cursor):
+            return [{"s": "other", "line": capi.line(cursor), "what": TOO_DEEP}]
+        try:
+            return self._stmt(cursor)
+        finally:
+            self.nesting.leave()
+
+    def _stmt(self, cursor: ci.Cursor) -> list[Stmt]:
+        k = kind(cursor)
+        if k == K.NULL_STMT.value:
+            return []
+        line = capi.line(cursor)
+        kids = children(cursor)
+        build = self.exprs.build
+        if k == _COMPOUND:
             return [{"s": "block", "line": line, "body": self.block(cursor)}]
-        if kind == K.DECL_STMT:
-            return [self._decl(ch) for ch in children if ch.kind == K.VAR_DECL]
-        if kind == K.IF_STMT:
+        if k == K.DECL_STMT.value:
+            return [self._decl(ch) for ch in kids if kind(ch) == K.VAR_DECL.value]
+        if k == K.IF_STMT.value:
             return [
                 {
                     "s": "if",
                     "line": line,
-                    "c": self.exprs.build(children[0]),
-                    "then": self.block(children[1]),
-                    "else": self.block(children[2]) if len(children) > 2 else [],
+                    "c": build(kids[0]),
+                    "then": self.block(kids[1]),
+                    "else": self.block(kids[2]) if len(kids) > 2 else [],
                 }
             ]
-        if kind in (K.FOR_STMT, K.WHILE_STMT, K.DO_STMT):
-            return [self._loop(cursor, children)]
-        if kind == K.SWITCH_STMT:
-            condition = self.exprs.build(children[0])
-            return [{"s": "switch", "line": line, "c": condition, "body": self.block(children[1])}]
-        if kind in (K.CASE_STMT, K.DEFAULT_STMT):
-            value = self.exprs.build(children[0]) if kind == K.CASE_STMT else None
-            return [{"s": "case", "line": line, "e": value, "body": self.block(children[-1])}]
-        if kind == K.RETURN_STMT:
-            return [{"s": "return", "line": line, "e": self.exprs.build(children[0]) if children else None}]
-        if kind in (K.BREAK_STMT, K.CONTINUE_STMT):
-            return [{"s": kind.name.split("_")[0].lower(), "line": line}]
-        if kind == K.GOTO_STMT:
-            return [{"s": "goto", "line": line, "label": children[0].spelling if children else ""}]
-        if kind == K.LABEL_STMT:
-            label = {"s": "label", "line": line, "name": cursor.spelling}
-            return [label, *self.block(children[-1])] if children else [label]
-        if kind == K.NULL_STMT:
-            return []
-        if kind.is_expression():
-            return [{"s": "expr", "line": line, "e": self.exprs.build(cursor)}]
-        return [{"s": "other", "line": line, "what": kind.name.lower()}]
+        if k in _LOOPS:
+            return [self._loop(cursor, _LOOPS[k], line, kids)]
+        if k == K.SWITCH_STMT.value:
+            condition = build(kids[0])
+            return [{"s": "switch", "line": line, "c": condition, "body": self.block(kids[1])}]
+        if k in (K.CASE_STMT.value, K.DEFAULT_STMT.value):
+            value = build(kids[0]) if k == K.CASE_STMT.value else None
+            return [{"s": "case", "line": line, "e": value, "body": self.block(kids[-1])}]
+        if k == K.RETURN_STMT.value:
+            return [{"s": "return", "line": line, "e": build(kids[0]) if kids else None}]
+        if k in (K.BREAK_STMT.value, K.CONTINUE_STMT.value):
+            return [{"s": K.from_id(k).name.split("_")[0].lower(), "line": line}]
+        if k == K.GOTO_STMT.value:
+            return [{"s": "goto", "line": line, "label": capi.spelling(kids[0]) if kids else ""}]
+        if k == K.LABEL_STMT.value:
+            label = {"s": "label", "line": line, "name": capi.spelling(cursor)}
+            return [label, *self.block(kids[-1])] if kids else [label]
+        if k in self._expr_kinds:
+            return [{"s": "expr", "line": line, "e": build(cursor)}]
+        return [{"s": "other", "line": line, "what": K.from_id(k).name.lower()}]
 
     def _decl(self, cursor: ci.Cursor) -> Stmt:
-        children = list(cursor.get_children())
-        init = next((ch for ch in reversed(children) if ch.kind.is_expression()), None)
-        cleanup = any(ch.kind == K.UNEXPOSED_ATTR for ch in children)
+        kids = children(cursor)
+        init = next((ch for ch in reversed(kids) if kind(ch) in self._expr_kinds), None)
+        cleanup = any(kind(ch) == K.UNEXPOSED_ATTR.value for ch in kids)
         return {
             "s": "decl",
-            "line": cursor.location.line,
-            "name": cursor.spelling,
-            **type_info(cursor.type),
+            "line": capi.line(cursor),
+            "name": capi.spelling(cursor),
+            **self.types.of_cursor(cursor),
             "init": self.exprs.build(init) if init is not None else None,
             "cleanup": cleanup,
         }
 
-    def _loop(self, cursor: ci.Cursor, children: list[ci.Cursor]) -> Stmt:
-        kind = {K.FOR_STMT: "for", K.WHILE_STMT: "while", K.DO_STMT: "do"}[cursor.kind]
-        body_cursor = children[0] if kind == "do" else children[-1]
-        header = children[1:] if kind == "do" else children[:-1]
+    def _loop(self, cursor: ci.Cursor, loop: str, line: int, kids: list[ci.Cursor]) -> Stmt:
+        body_cursor = kids[0] if loop == "do" else kids[-1]
+        header = kids[1:] if loop == "do" else kids[:-1]
         return {
             "s": "loop",
-            "line": cursor.location.line,
-            "kind": kind,
+            "line": line,
+            "kind": loop,
             "macro": self._macro_at(cursor),
             "header": [s for ch in header for s in self.stmt(ch)],
             "body": self.block(body_cursor),

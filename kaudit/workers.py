@@ -1,0 +1,90 @@
+"""Run parse tasks in worker processes, always (also with --jobs 1).
+
+libclang is C++ run on input we do not trust: it can crash (a 3,000-deep
+expression overflows its stack), hang, or allocate without bound. In a worker
+with a time limit and an address-space limit (`resource.setrlimit`) each of
+those ends one task, which comes back as a `Failed` naming what happened,
+and the run goes on. pebble's ProcessPool is chosen for exactly that: it
+replaces a dead worker and fails only that task's future, where
+concurrent.futures and multiprocessing.Pool break the whole pool
+(BrokenProcessPool) or wait forever.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import multiprocessing
+import resource
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one task: wall-clock seconds and address space in bytes."""
+
+    seconds: float = 50.0  # a kernel TU takes a few; a hang is named within a minute
+    memory: int = 4 << 30
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A task that did not return: why, in words for a diagnostic."""
+
+    message: str
+    timed_out: bool = False
+
+
+def _bound(memory: int) -> None:
+    faulthandler.disable()  # a libclang crash is reported as the TU's error, not as a Python stack dump
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file in the user's directory
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+
+
+def _why(err: BaseException, limits: Limits) -> str:
+    from pebble import ProcessExpired
+
+    if isinstance(err, FutureTimeout):
+        return f"kaudit: libclang took longer than {limits.seconds:g} s on this file; stopped"
+    if isinstance(err, ProcessExpired):
+        code = err.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            bound = f", or hit the {limits.memory >> 20} MiB memory bound" if -code in (6, 9) else ""  # ABRT, KILL
+            return f"kaudit: libclang crashed ({name}{bound}) on this file"
+        return f"kaudit: the parse worker died (exit status {code}) on this file"
+    if isinstance(err, MemoryError):
+        return f"kaudit: parsing this file needed more than {limits.memory >> 20} MiB; stopped"
+    return f"kaudit: internal error while reading this file: {type(err).__name__}: {err}"
+
+
+def run_tasks(fn: Callable[[Any], T], tasks: Sequence[Any], workers: int,
+              limits: Limits = Limits()) -> Iterator[tuple[int, T | Failed]]:
+    """(index, result or Failed) of every task, in the order they finish."""
+    if not tasks:
+        return
+    from pebble import ProcessPool  # imported on first parse: a warm run starts no worker
+
+    context = multiprocessing.get_context("fork")  # workers share the loaded code; nothing to re-import
+    with ProcessPool(max_workers=max(1, min(workers, len(tasks))), initializer=_bound,
+                     initargs=(limits.memory,), context=context) as pool:
+        futures = {pool.schedule(fn, args=(task,), timeout=limits.seconds): i for i, task in enumerate(tasks)}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=futures.__getitem__):
+                    try:
+                        yield futures[future], future.result()
+                    except Exception as err:  # whatever ended the task, it is that TU's failure
+                        yield futures[future], Failed(_why(err, limits), isinstance(err, FutureTimeout))
+        finally:
+            if pending:  # interrupted: end the workers now
+                pool.stop()

@@ -1,0 +1,84 @@
+"""The speed-related CLI: --timings, --quiet, kaudit cache, kaudit compdb."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import SAMPLE
+
+from kaudit.audit import parse_jobs
+from kaudit.cli import main
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_timings_name_every_phase_on_stderr(tmp_path: Path) -> None:
+    cache = ["--cache-dir", str(tmp_path)]
+    code, out, err = invoke("audit", *cache, "--timings", "--sim-steps", "0", "--terse")
+    assert code == 1 and "timings" not in out
+    phases = [line.split("timings: ")[1] for line in err.splitlines() if "timings: " in line]
+    names = " ".join(phases)
+    for phase in ("cache lookup", "parse+walk (4 TU(s), 4 against 1 PCH(s)", "libclang parse", "facts walk",
+                  "merge", "call graph", "cache store", "rules", "model and cost simulation", "report"):
+        assert phase in names
+    warm = invoke("audit", *cache, "--timings", "--sim-steps", "0", "--terse")[2]
+    assert "parse+walk" not in warm and "cache lookup" in warm  # nothing parsed, the program loaded whole
+
+
+def test_no_progress_line_off_a_terminal() -> None:
+    code, _, err = invoke("audit", "--no-cache", "--sim-steps", "0", "--terse")
+    assert code == 1 and err == ""
+
+
+def test_cache_info_and_clear(tmp_path: Path) -> None:
+    invoke("audit", "--cache-dir", str(tmp_path), "--sim-steps", "0")
+    code, out, _ = invoke("cache", "info", "--cache-dir", str(tmp_path))
+    entries = int(next(line for line in out.splitlines() if line.startswith("entries:")).split()[1])
+    assert code == 0 and entries >= 9  # 4 TU keys, 4 facts, 1 program
+    assert invoke("cache", "clear", "--cache-dir", str(tmp_path))[0] == 0
+    assert "entries: 0" in invoke("cache", "info", "--cache-dir", str(tmp_path))[1]
+
+
+def test_compdb_writes_the_flags_kaudit_parses_with(tmp_path: Path) -> None:
+    out = tmp_path / "compile_commands.json"
+    assert invoke("compdb", "-o", str(out))[0] == 0
+    entries = json.loads(out.read_text())
+    jobs = parse_jobs(SAMPLE.resolve(), tmp_path, None)
+    assert [e["file"] for e in entries] == [str(j.path) for j in jobs]
+    assert [e["arguments"][2:-2] for e in entries] == [list(j.args) for j in jobs]
+    assert all(e["arguments"][:2] == ["clang", "--no-default-config"] for e in entries)
+
+
+def test_report_is_byte_identical_whatever_the_hash_seed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def report(seed: str, *extra: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        command = [sys.executable, "-c", "from kaudit.cli import main; main()", "audit", "--format", "json",
+                   "--sim-steps", "2000", *extra]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path).stdout
+
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    first = report("1", "--no-cache")
+    assert first and first == report("2", "--no-cache", "--jobs", "1") == report("3", *cache) == report("4", *cache)
+
+
+def test_concurrent_runs_share_one_cache(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from kaudit.cli import main; main()", "audit", "--format", "json",
+               "--sim-steps", "0", "--cache-dir", str(tmp_path / "cache")]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=tmp_path) for _ in range(3)]
+    outputs = [run.communicate()[0] for run in runs]
+    assert [run.returncode for run in runs] == [1, 1, 1]
+    assert outputs[0] and outputs.count(outputs[0]) == 3
+    warm = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert warm.stdout == outputs[0]
