@@ -10,6 +10,10 @@ from conftest import SAMPLE
 
 from kaudit.audit import parse_jobs
 from kaudit.cli import main
+from kaudit.resources import default_rules_dir
+from kaudit.rules import load_rules, rule_sources
+
+GLOBS = rule_sources(load_rules(default_rules_dir()))
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -48,7 +52,7 @@ def test_compdb_writes_the_flags_kaudit_parses_with(tmp_path: Path) -> None:
     out = tmp_path / "compile_commands.json"
     assert invoke("compdb", "-o", str(out))[0] == 0
     entries = json.loads(out.read_text())
-    jobs = parse_jobs(SAMPLE.resolve(), tmp_path, None)
+    jobs = parse_jobs(SAMPLE.resolve(), tmp_path, None, GLOBS)
     assert [e["file"] for e in entries] == [str(j.path) for j in jobs]
     assert [e["arguments"][2:-2] for e in entries] == [list(j.args) for j in jobs]
     assert all(e["arguments"][:2] == ["clang", "--no-default-config"] for e in entries)

@@ -14,8 +14,15 @@ import pytest
 from conftest import copy_sample, edit
 from test_report_cli import run
 
+from kaudit import scan
+from kaudit.audit import parse_jobs
 from kaudit.frontend.exprs import MAX_DEPTH
+from kaudit.resources import default_rules_dir
+from kaudit.rules import load_rules, rule_sources
+from kaudit.scan import TreeReader
 from kaudit.workers import Failed, Limits, run_tasks
+
+GLOBS = rule_sources(load_rules(default_rules_dir()))
 
 
 def report(tree: Path, *extra: str) -> tuple[int, dict]:
@@ -166,11 +173,8 @@ def test_a_patched_copy_does_not_evict_the_original(tmp_path: Path, monkeypatch:
 
 
 def test_facts_and_report_are_the_same_with_and_without_pch(tmp_path: Path) -> None:
-    from kaudit.audit import parse_jobs
-    from kaudit.scan import TreeReader
-
     tree = copy_sample(tmp_path / "t")
-    jobs = parse_jobs(tree, tmp_path / "gen", None)
+    jobs = parse_jobs(tree, tmp_path / "gen", None, GLOBS)
     with_pch = TreeReader(tree, jobs, 2, None, pch=True)
     plain = TreeReader(tree, jobs, 1, None, pch=False)
     assert json.dumps(with_pch.units()) == json.dumps(plain.units())
@@ -212,11 +216,8 @@ _WORK = None
 def test_a_worker_that_fails_against_the_pch_is_retried_plainly(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     global _WORK
-    from kaudit import scan
-    from kaudit.audit import parse_jobs
-
     tree = copy_sample(tmp_path / "t")
-    jobs = parse_jobs(tree, tmp_path / "gen", None)
+    jobs = parse_jobs(tree, tmp_path / "gen", None, GLOBS)
     _WORK = scan._work
     monkeypatch.setattr(scan, "_work", _crash_against_pch)
     reader = scan.TreeReader(tree, jobs, 2, None)
