@@ -129,6 +129,7 @@ class Effects:
                                     mine.add(place)
                                     changed = True
 
+        self._unpaired: dict[str, bool] = {}
         self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
 
     def of_call(self, caller: str, call: Call) -> tuple[set[str], set[str]]:
@@ -154,8 +155,32 @@ class Effects:
         """Whether a function (with what it calls) writes or reads any interesting storage."""
         return bool(self.plain_writes(fid) & interesting or self.plain_reads(fid) & interesting)
 
-    def takes_locks(self, fid: str) -> bool:
-        return any(w.startswith("lock:") for w in self.writes.get(fid, ()))
+    def changes_locks(self, fid: str) -> bool:
+        """Whether a call of the function leaves the locks held otherwise than it found them: a lock or
+        unlock helper (`class_mutex_constructor`, `kvm_lock_all()`), or a function that calls one
+        unpaired. A function that takes and drops its own locks, touching nothing of interest, can
+        only delay the caller: the model need not run it."""
+        if fid not in self._unpaired:
+            self._unpaired[fid] = False  # recursion: assume paired
+            self._unpaired[fid] = any(self._net(fid).values())
+        return self._unpaired[fid]
+
+    def _net(self, fid: str) -> dict[str, int]:
+        """Lock key -> acquisitions minus releases over one run of the function's own calls."""
+        net: dict[str, int] = {}
+        function = self.lowered.function(fid)
+        for _, instr in function.instructions():
+            if not isinstance(instr, CallOp):
+                continue
+            name, args = instr.call.callee or "", instr.call.args
+            if (name in LOCK_ACQUIRE or name in LOCK_RELEASE) and args:
+                key = lock_key(args[0])
+                net[key] = net.get(key, 0) + (1 if name in LOCK_ACQUIRE else -1)
+            elif name not in LOCK_ACQUIRE:
+                for target in self.lowered.targets(fid, instr.call):
+                    if target in self._direct and self.changes_locks(target):
+                        net[f"call:{target}"] = 1
+        return net
 
 
 def _plain(places: set[str] | tuple) -> set[str]:

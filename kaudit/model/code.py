@@ -76,7 +76,7 @@ class Entry:
     pc: int
     file: str = ""
     line: int = 0
-    kind: str = "transition"  # transition | create | destroy | env
+    kind: str = "transition"  # transition | recompute | create | destroy | env
     armed: bool = False  # runs only after this vCPU's request (an exit handler)
     why: str = ""
 

@@ -439,15 +439,19 @@ def inhibit_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     sites = [j for j in analysis.sites if j.site.key == key and j.context == "per-vcpu"]
     if not sites:
         return Unmodelled("no per-vCPU code sets or clears it: no vCPU demand exists to check")
-    fids = _per_vcpu_entries(analysis, sites)
-    if not fids:
+    recompute = all(j.verdict.discipline == "vm-recompute" for j in sites)
+    if recompute:  # the demand is VM-wide, decided inside the recompute: how a vCPU got there does not matter
+        entries = [(fid, "recompute") for fid in sorted({j.site.function for j in sites})]
+    else:
+        entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, sites)]
+    if not entries:
         return Unmodelled("no per-vCPU function reaches its sites")
     # What the static reading took for bookkeeping is modelled from the start (the model judges it):
     # a flag behind an accessor is otherwise an unmodelled call until widening finds it.
     seeds = {rule.word, rule.update_lock} | {k for j in sites for k in (j.verdict.flag, j.verdict.counter) if k}
-    protocol = build(Extractor(analysis, rule, key), [(fid, "transition") for fid in fids], seeds, "inhibit")
+    protocol = build(Extractor(analysis, rule, key), entries, seeds, "inhibit")
     if isinstance(protocol, Protocol):
-        protocol.vm_demand = any(j.verdict.discipline == "vm-recompute" for j in sites)
+        protocol.vm_demand = recompute
     return protocol
 
 
@@ -534,6 +538,8 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
 
 ENTRY_WHY = {
     "transition": "may run at any time, any number of times",
+    "recompute": "recomputes the bit from VM-wide state; any vCPU may run it at any time, from any caller, with "
+                 "any state its callers leave (its decision alone is the VM's demand)",
     "armed": "an exit handler whose actions only release: assumed to run only after this vCPU's request",
     "create": "creates the vCPU, once; a non-zero return is a failed create, after which it is never destroyed",
     "destroy": "destroys the vCPU, once, at any time after it was created",

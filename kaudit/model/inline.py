@@ -291,13 +291,13 @@ class Inliner:
         self.draft.place(after)
 
     def _inlinable(self, frame: Frame, instr: CallOp) -> list[str]:
-        """The callee bodies worth compiling: they touch interesting state or take locks."""
+        """The callee bodies worth compiling: they touch interesting state or change the locks held."""
         out = []
         for target in self.lowered.targets(frame.fid, instr.call):
             if target not in self.lowered.program.functions or any(f == target for f, _ in frame.stack) \
                     or target == frame.fid:
                 continue
-            if self.effects.touches(target, self.interesting) or self.effects.takes_locks(target) \
+            if self.effects.touches(target, self.interesting) or self.effects.changes_locks(target) \
                     or self._fills_used_local(frame.fid, instr.call, target):
                 out.append(target)
         return out

@@ -23,6 +23,7 @@ it went live) and its contribution: what it added to the count.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Expr
 from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.domains import OBJECT
+from kaudit.model.flat import successors
 from kaudit.model.resolve import SELF, VMOBJ
 
 IDLE, PENDING, ACTIVE = 0, 1, 2
@@ -142,8 +144,8 @@ class Machine:
         self.shared_cpu = {loc.slot for op in self.code for arg in op.args if isinstance(arg, Expr)
                            for loc in subexprs(arg) if isinstance(loc, Loc) and loc.kind == "cpu"}
         self.visible = [self._visible(op) for op in self.code]
-        self.loop_heads = {t for pc, op in enumerate(self.code) if op.kind in ("jump", "branch", "each")
-                           for t in op.args if isinstance(t, int) and t <= pc}
+        preds = Counter(t for pc in range(len(self.code)) for t in successors(self.code, pc))
+        self.joins = {pc for pc, n in preds.items() if n > 1}  # where invisible ways can meet
         self.action = {a.id: a for a in protocol.actions}
         self.ablated = {s for kind, s in protocol.flags} if "flags" in ablate else set()
         self.ablated_vm = set(protocol.counts) if "counts" in ablate else set()
@@ -299,7 +301,7 @@ class Machine:
             if not env and not _allowed(phase, entry.kind):
                 continue
             run = _Run(state, me)
-            if entry.kind == "transition" and phase == CREATED:
+            if entry.kind in ("transition", "recompute") and phase == CREATED:
                 run.phase = LIVE
             run.entry, run.pc, run.locals, run.calls = index, entry.pc, {}, run.calls + bool(limit)
             if entry.armed:
@@ -355,7 +357,7 @@ class Machine:
                 return []
             todo = self.step(run, threads)
         done, seen = [], set()
-        visible, loop_heads, step = self.visible, self.loop_heads, self.step
+        visible, joins, step = self.visible, self.joins, self.step
         while todo:
             run = todo.pop()
             seen_by_others = run.entry >= 0 and visible[run.pc]
@@ -364,13 +366,21 @@ class Machine:
             if run.entry < 0 or seen_by_others:
                 done.append(run)
                 continue
-            if run.pc in loop_heads:
-                here = (run.pc, tuple(sorted(run.locals.items())), tuple(run.fields))
-                if here in seen:  # an invisible loop came round: that way adds nothing
+            if run.pc in joins:
+                here = self.local_state(run)
+                if here in seen:  # two invisible ways (or a loop come round) meet in one state: one is enough
                     continue
                 seen.add(here)
             todo.extend(step(run, threads))
         return done
+
+    def local_state(self, run: _Run) -> tuple:
+        """All that decides what a thread does next in a move: its pc, live locals, fields, what it holds and
+        decided, and the VM as it has changed it."""
+        live = self.p.live[run.pc]
+        return (run.pc, tuple(sorted((k, v) for k, v in run.locals.items() if k in live)), tuple(run.fields),
+                tuple(run.vm), run.held, run.demand, run.vm_demand, run.armed, run.calls, run.phase, run.contrib,
+                run.reset, run.acquired)
 
     def _touches_others(self, run: _Run, op: Op) -> bool:
         for arg in op.args:
@@ -667,7 +677,7 @@ def _allowed(phase: int, kind: str) -> bool:
     if phase == NEW:
         return kind == "create"
     if phase in (CREATED, LIVE):
-        return kind in ("transition", "destroy")
+        return kind in ("transition", "recompute", "destroy")
     return False
 
 

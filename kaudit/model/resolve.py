@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from kaudit.analysis.context import Scopes
-from kaudit.ir.names import field_key, render
+from kaudit.ir.names import deref, field_key, render
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Select, Unary, Var
 from kaudit.model.code import Loc, Op
 from kaudit.model.inline import Draft
@@ -118,14 +118,15 @@ class Resolver:
         if key is None:
             return None
         scope = self._scope(expr)
-        constant = scope == "cpu" and not self.vcpu_writes(key) and not expr.ctype.ptr
+        ctype = getattr(deref(expr), "ctype", CType())  # `*&field` is the field
+        constant = scope == "cpu" and not self.vcpu_writes(key) and not ctype.ptr
         if key in self.modelled or constant:
             if scope == "vm":
                 return Loc("vm", self.slots.vm.setdefault(key, len(self.slots.vm)), name=key)
             if scope == "cpu":
                 slot = self.slots.cpu.setdefault(key, len(self.slots.cpu))
                 if key not in self.modelled:
-                    self.slots.cpu_constant[slot] = expr.ctype
+                    self.slots.cpu_constant[slot] = ctype
                 base = root(expr)
                 if isinstance(base, Var) and base.name in self.refs:
                     return Loc("cpu", slot, self.slots.local(base.name), name=key)
