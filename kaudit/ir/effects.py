@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kaudit.ir.names import counted_key, deref, field_key, lock_key, subexprs
-from kaudit.ir.nodes import Assign, Call, CallOp, Expr, Field, Function, Var
+from kaudit.ir.nodes import Assign, Call, CallOp, Cleanup, Expr, Field, Function, Var
 from kaudit.kernel_api import (
     ATOMIC_READ,
     ATOMIC_SET,
@@ -129,7 +129,7 @@ class Effects:
                                     mine.add(place)
                                     changed = True
 
-        self._unpaired: dict[str, bool] = {}
+        self._locks: dict[str, LockEffect] = {}
         self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
 
     def of_call(self, caller: str, call: Call) -> tuple[set[str], set[str]]:
@@ -151,36 +151,113 @@ class Effects:
     def plain_writes(self, fid: str) -> set[str]:
         return _plain(self.writes.get(fid, ()))
 
-    def touches(self, fid: str, interesting: set[str]) -> bool:
-        """Whether a function (with what it calls) writes or reads any interesting storage."""
-        return bool(self.plain_writes(fid) & interesting or self.plain_reads(fid) & interesting)
+    def writes_any(self, fid: str, interesting: set[str]) -> bool:
+        """Whether a function (with what it calls) writes any interesting storage."""
+        return bool(self.plain_writes(fid) & interesting)
+
+    def reads_any(self, fid: str, interesting: set[str]) -> bool:
+        return bool(self.plain_reads(fid) & interesting)
 
     def changes_locks(self, fid: str) -> bool:
-        """Whether a call of the function leaves the locks held otherwise than it found them: a lock or
-        unlock helper (`class_mutex_constructor`, `kvm_lock_all()`), or a function that calls one
+        """Whether a call of the function can leave the locks held otherwise than it found them: a lock or
+        unlock helper (`class_mutex_constructor`, `mmap_read_lock()`), or a function that calls one
         unpaired. A function that takes and drops its own locks, touching nothing of interest, can
         only delay the caller: the model need not run it."""
-        if fid not in self._unpaired:
-            self._unpaired[fid] = False  # recursion: assume paired
-            self._unpaired[fid] = any(self._net(fid).values())
-        return self._unpaired[fid]
+        effect = self.lock_effect(fid)
+        return bool(effect.takes or effect.drops)
 
-    def _net(self, fid: str) -> dict[str, int]:
-        """Lock key -> acquisitions minus releases over one run of the function's own calls."""
-        net: dict[str, int] = {}
-        function = self.lowered.function(fid)
-        for _, instr in function.instructions():
-            if not isinstance(instr, CallOp):
+    def lock_effect(self, fid: str) -> LockEffect:
+        if fid not in self._locks:
+            self._locks[fid] = LockEffect(frozenset(), frozenset())  # recursion: assume paired
+            self._locks[fid] = self._lock_flow(self.lowered.function(fid))
+        return self._locks[fid]
+
+    def _lock_flow(self, function: Function) -> LockEffect:
+        """What is held at every return without having been held at entry was taken for the caller;
+        what is released where no path took it was the caller's. Locks taken and dropped under the
+        same local test (`if (!locked) { spin_lock(); locked = true; }`) are neither."""
+        params = [p.name for p in function.params]
+        moves = [[m for instr in block.instrs for m in self._lock_moves(function.fid, instr, params)]
+                 for block in function.blocks]
+        may = _held(function, moves, frozenset.__or__)
+        must = _held(function, moves, frozenset.__and__)
+        takes: frozenset[str] | None = None
+        drops: set[str] = set()
+        for block in function.blocks:
+            if may[block.id] is None:
                 continue
-            name, args = instr.call.callee or "", instr.call.args
-            if (name in LOCK_ACQUIRE or name in LOCK_RELEASE) and args:
-                key = lock_key(args[0])
-                net[key] = net.get(key, 0) + (1 if name in LOCK_ACQUIRE else -1)
-            elif name not in LOCK_ACQUIRE:
-                for target in self.lowered.targets(fid, instr.call):
-                    if target in self._direct and self.changes_locks(target):
-                        net[f"call:{target}"] = 1
-        return net
+            held = set(may[block.id])
+            for key, taken in moves[block.id]:
+                if not taken and key not in held:
+                    drops.add(key)
+                (held.add if taken else held.discard)(key)
+            if not function.successors(block):
+                at_exit = _after(must[block.id], moves[block.id])
+                takes = at_exit if takes is None else takes & at_exit
+        return LockEffect(takes or frozenset(), frozenset(drops))
+
+    def _lock_moves(self, fid: str, instr, params: list[str]) -> list[tuple[str, bool]]:
+        """(lock, taken?) for each lock an instruction takes or drops, in the function's own terms."""
+        if isinstance(instr, Cleanup):
+            taken = self.lowered.guard_lock(instr.init)
+            return [(_lock_place(instr.init.args[0], params), False)] if taken is not None else []
+        if not isinstance(instr, CallOp):
+            return []
+        call = instr.call
+        name = call.callee or ""
+        if (name in LOCK_ACQUIRE or name in LOCK_RELEASE) and call.args:
+            return [(_lock_place(call.args[0], params), name in LOCK_ACQUIRE)]
+        if instr.result is not None and self.lowered.guard_lock(call) is not None:
+            return [(_lock_place(call.args[0], params), True)]
+        moves = []
+        for target in self.lowered.targets(fid, call):
+            if target in self._direct:
+                effect = self.lock_effect(target)
+                moves += [(_bind_lock(k, call.args, params), True) for k in sorted(effect.takes)]
+                moves += [(_bind_lock(k, call.args, params), False) for k in sorted(effect.drops)]
+        return moves
+
+
+@dataclass(frozen=True)
+class LockEffect:
+    """What one run of a function leaves changed in the locks its caller holds."""
+
+    takes: frozenset[str]  # may be held at a return without having been held at entry
+    drops: frozenset[str]  # released without having been taken here: the caller's
+
+
+def _after(held: frozenset[str] | None, moves: list[tuple[str, bool]]) -> frozenset[str]:
+    out = set(held or ())
+    for key, taken in moves:
+        (out.add if taken else out.discard)(key)
+    return frozenset(out)
+
+
+def _held(function: Function, moves: list[list[tuple[str, bool]]], meet) -> list[frozenset[str] | None]:
+    """The locks held on entry to each block since the function's entry, joined by `meet`
+    (union: may be held; intersection: held on every path); None where no path goes."""
+    entry: list[frozenset[str] | None] = [None] * len(function.blocks)
+    entry[0] = frozenset()
+    work = [0]
+    while work:
+        block = function.blocks[work.pop()]
+        out = _after(entry[block.id], moves[block.id])
+        for nxt in function.successors(block):
+            new = out if entry[nxt] is None else meet(entry[nxt], out)
+            if new != entry[nxt]:
+                entry[nxt] = new
+                work.append(nxt)
+    return entry
+
+
+def _lock_place(expr: Expr, params: list[str]) -> str:
+    return _place(expr, params) or lock_key(expr)
+
+
+def _bind_lock(key: str, args: tuple[Expr, ...], params: list[str]) -> str:
+    if key.startswith("param:") and int(key[6:]) < len(args):
+        return _lock_place(args[int(key[6:])], params)
+    return key
 
 
 def _plain(places: set[str] | tuple) -> set[str]:

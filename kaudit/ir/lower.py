@@ -43,7 +43,7 @@ from kaudit.ir.nodes import (
     Var,
     Via,
 )
-from kaudit.kernel_api import BUILTIN_IDENTITY, LOCK_ASSERT, VCPU_ITERATORS
+from kaudit.kernel_api import BUILTIN_IDENTITY, LOCK_ACQUIRE, LOCK_ASSERT, LOCK_RELEASE, VCPU_ITERATORS
 
 Facts = dict[str, Any]
 _ASSIGN_OPS = frozenset({"=", "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", "<<=", ">>="})
@@ -370,7 +370,10 @@ class _Lowerer:
 
     def call(self, e: Facts, line: int) -> Call:
         via = e.get("via")
-        args = tuple(self.value(a, line) for a in e["args"])
+        facts = e["args"]
+        if e.get("callee") in LOCK_ACQUIRE or e.get("callee") in LOCK_RELEASE:
+            facts = [_lock_object(facts[0]), *facts[1:]] if facts else facts
+        args = tuple(self.value(a, line) for a in facts)
         return Call(e.get("callee"), _via(via), args, e.get("line", line), e.get("col", 0))
 
     def effect(self, e: Facts, line: int) -> None:
@@ -600,3 +603,11 @@ def lower_function(fid: str, facts: Facts, bound: dict[str, int] | None = None) 
             function.blocks.append(block)
     function.loops = [replace(loop, head=new.get(loop.head, -1), exit=new.get(loop.exit, -1)) for loop in lowerer.loops]
     return function
+
+
+def _lock_object(e: Facts) -> Facts:
+    """The lock a lock call names: `_raw_spin_lock_irqsave(spinlock_check(&x->lock))` takes the lock of the
+    object its one-argument accessor derives the lock from, as `spin_unlock_irqrestore(&x->lock)` drops it."""
+    while e.get("k") == "call" and len(e.get("args", ())) == 1 and not has_effects(e["args"][0]):
+        e = e["args"][0]
+    return e

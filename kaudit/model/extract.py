@@ -45,7 +45,7 @@ from kaudit.model.resolve import SELF, VMOBJ, Resolver
 from kaudit.rules import Rule
 
 ENV_VALUE = Var("set", "local", CType("bool"))
-WIDENINGS = 4
+WIDENINGS = 6
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,9 @@ class Extractor:
     def env_api(self):
         return next((a for a in self.rule.api if a.value_arg is not None and a.takes_lock), None)
 
-    def compile(self, fids: list[str], interesting: set[str], env: bool) -> _Compiled:
-        inliner = Inliner(self.lowered, self.effects, self.api, interesting, self.rule.update_lock, self.rule.word)
+    def compile(self, fids: list[str], interesting: set[str], readers: frozenset[str], env: bool) -> _Compiled:
+        inliner = Inliner(self.lowered, self.effects, self.api, interesting, self.rule.update_lock, self.rule.word,
+                          readers)
         labels = [inliner.entry(fid, self.entry_subst(fid)) for fid in fids]
         env_label = -1
         api = self.env_api() if env else None
@@ -478,8 +479,9 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     fids = [fid for fid, _ in entries]
     target = rule.word if kind == "inhibit" else key
     written = set().union(*map(extractor.effects.plain_writes, fids))  # what an unmodelled read could see change
-    for _ in range(WIDENINGS):
-        compiled = extractor.compile(fids, interesting, env=kind == "inhibit")
+    readers: frozenset[str] = frozenset()
+    for widening in range(WIDENINGS):
+        compiled = extractor.compile(fids, interesting, readers, env=kind == "inhibit")
         slots = compiled.resolver.slots
         if target not in slots.vm:
             return Unmodelled(f"no code the model runs writes {target}")
@@ -488,11 +490,18 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         if kind == "inhibit":
             books = find_bookkeeping(flow, word, [p[0] for p in compiled.points], compiled.key_value)
             actions = actions_of(flow, books, compiled.points)
+            why = None
             if any(a.direction == "mixed" for a in actions):
-                return Unmodelled("a value mixes the protocol's bookkeeping with the vCPU's own need: which vCPU "
-                                  "needs the key cannot be told")
-            if not any(a.direction != "none" for a in actions):
-                return Unmodelled("no point in the code where a vCPU decides it needs the key")
+                why = ("a value mixes the protocol's bookkeeping with the vCPU's own need: which vCPU needs the key "
+                       "cannot be told")
+            elif not any(a.direction != "none" for a in actions):
+                why = "no point in the code where a vCPU decides it needs the key"
+            if why is not None:  # unless a reader not yet compiled could tell
+                more = _readers(compiled.code) - readers
+                if not more or widening == WIDENINGS - 1:
+                    return Unmodelled(why)
+                readers |= more
+                continue
             code, where = insert_decisions(compiled.code, flow, books, actions)
         else:
             books, actions = Bookkeeping(word, {word}), []
@@ -506,9 +515,10 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
         wanted = {read for op in code if op.kind == "input" for read in op.args[2]}
         wider = interesting | (wanted & written)
-        if wider <= interesting:
+        more = _readers(code) - readers
+        if wider <= interesting and not more:
             break
-        interesting = wider
+        interesting, readers = wider, readers | more
     code = observed_bits(code)
     flow = Dataflow(code)
     protocol = Protocol(rule.id, key, code, [], actions, sorted(slots.vm, key=slots.vm.get),
@@ -534,6 +544,11 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
                                       env_fn["line"] if env_fn else 0, "env", False,
                                       f"the environment sets and clears another reason through {api.function}"))
     return protocol
+
+
+def _readers(code: list[Op]) -> frozenset[str]:
+    """The callees whose values the code takes as inputs although they read interesting state."""
+    return frozenset(read[5:] for op in code if op.kind == "input" for read in op.args[2] if read.startswith("call:"))
 
 
 ENTRY_WHY = {

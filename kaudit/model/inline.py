@@ -113,11 +113,12 @@ def simplify(expr: Expr) -> Expr:
 
 class Inliner:
     def __init__(self, lowered: LoweredProgram, effects: Effects, api: dict[str, ApiEntry], interesting: set[str],
-                 update_lock: str, word: str) -> None:
+                 update_lock: str, word: str, readers: frozenset[str] = frozenset()) -> None:
         self.lowered = lowered
         self.effects = effects
         self.api = api
         self.interesting = interesting
+        self.readers = readers  # callees that only read interesting state, compiled because a decision reads them
         self.update_lock = update_lock
         self.word = word
         self.draft = Draft()
@@ -272,7 +273,9 @@ class Inliner:
                 return
         if not targets or len(frame.stack) >= MAX_DEPTH:
             if dst is not None:
-                self.emit("input", (dst, None, (), False), frame, instr.line, f"{text} (not modelled)")
+                readers = tuple(f"call:{t}" for t in self.lowered.targets(frame.fid, call)
+                                if self.effects.reads_any(t, self.interesting))
+                self.emit("input", (dst, None, readers, False), frame, instr.line, f"{text} (not modelled)")
             return
         if len(targets) == 1:
             self.inline(targets[0], instr, args, dst, frame)
@@ -291,14 +294,17 @@ class Inliner:
         self.draft.place(after)
 
     def _inlinable(self, frame: Frame, instr: CallOp) -> list[str]:
-        """The callee bodies worth compiling: they touch interesting state or change the locks held."""
+        """The callee bodies worth compiling: they write interesting state, change the locks held, or
+        compute a value a decision reads from interesting state. A callee that only reads is an input
+        (any value) naming itself, compiled once the slice shows that value matters: a static key is
+        read on hundreds of paths that never move it."""
         out = []
         for target in self.lowered.targets(frame.fid, instr.call):
             if target not in self.lowered.program.functions or any(f == target for f, _ in frame.stack) \
                     or target == frame.fid:
                 continue
-            if self.effects.touches(target, self.interesting) or self.effects.changes_locks(target) \
-                    or self._fills_used_local(frame.fid, instr.call, target):
+            if self.effects.writes_any(target, self.interesting) or self.effects.changes_locks(target) \
+                    or target in self.readers or self._fills_used_local(frame.fid, instr.call, target):
                 out.append(target)
         return out
 
