@@ -27,49 +27,61 @@ def _exprs(op: Op) -> list[Expr]:
     return [a for a in op.args if isinstance(a, Expr)]
 
 
+def _name(loc: Loc) -> tuple:
+    return ("local", loc.slot) if loc.kind == "local" else ("state", state_of(loc))
+
+
 class _Uses:
-    """Constants that an input meets, following the locals and state it flows into."""
+    """Constants that an input meets, following the locals and state it flows into: one pass over
+    the code indexes, for each local and each piece of state, the tests that mention it and the
+    places its value is copied to."""
 
     def __init__(self, code: list[Op]) -> None:
-        self.code = code
+        self.tests: dict[tuple, set[tuple[str, int]]] = {}
+        self.copies: dict[tuple, list[Loc]] = {}
+        for op in code:
+            for expr in _exprs(op):
+                for sub in subexprs(expr):
+                    if not isinstance(sub, Binary) or (sub.op != "&" and sub.op not in _COMPARE):
+                        continue
+                    const = sub.right if isinstance(sub.right, Const) else sub.left \
+                        if isinstance(sub.left, Const) else None
+                    if const is None or not isinstance(const.value, int):
+                        continue
+                    for name in _mentioned(sub):
+                        self.tests.setdefault(name, set()).add((sub.op, const.value))
+            if op.kind == "set":
+                for read in op_reads(op):
+                    self.copies.setdefault(_name(read), []).extend(op_writes(op))
 
     def of(self, start: Loc) -> tuple[set[int], set[int], set[int]]:
         """(comparison points with their neighbours, masks, the constants compared with as they are)."""
         points, masks, exact = set(), set(), set()
         seen, todo = set(), [start]
         while todo:
-            loc = todo.pop()
-            name = (loc.kind == "local", loc.slot if loc.kind == "local" else state_of(loc))
+            name = _name(todo.pop())
             if name in seen:
                 continue
             seen.add(name)
-            for op in self.code:
-                for expr in _exprs(op):
-                    for sub in subexprs(expr):
-                        if isinstance(sub, Binary) and self._mentions(sub, loc):
-                            const = sub.right if isinstance(sub.right, Const) else sub.left \
-                                if isinstance(sub.left, Const) else None
-                            if const is None or not isinstance(const.value, int):
-                                continue
-                            if sub.op == "&":
-                                masks.add(const.value)
-                            elif sub.op in _COMPARE:
-                                points |= {const.value - 1, const.value, const.value + 1}
-                                exact.add(const.value)
-                if op.kind == "set" and any(self._same(r, loc) for r in op_reads(op)):
-                    todo.extend(op_writes(op))
+            for op, value in self.tests.get(name, ()):
+                if op == "&":
+                    masks.add(value)
+                else:
+                    points |= {value - 1, value, value + 1}
+                    exact.add(value)
+            todo.extend(self.copies.get(name, ()))
         return points, masks, exact
 
-    @staticmethod
-    def _same(a: Loc, b: Loc) -> bool:
-        if a.kind == "local" or b.kind == "local":
-            return a.kind == b.kind == "local" and a.slot == b.slot
-        return state_of(a) == state_of(b)
 
-    def _mentions(self, expr: Binary, loc: Loc) -> bool:
-        return any((isinstance(side, Loc) and self._same(side, loc)) or (isinstance(side, Binary)
-                   and any(isinstance(x, Loc) and self._same(x, loc) for x in subexprs(side)))
-                   for side in (expr.left, expr.right))
+def _mentioned(expr: Binary) -> set[tuple]:
+    """What a test is about: a location on either side, or inside a computed side."""
+    out = set()
+    for side in (expr.left, expr.right):
+        if isinstance(side, Loc):
+            out.add(_name(side))
+        elif isinstance(side, Binary):
+            out |= {_name(x) for x in subexprs(side) if isinstance(x, Loc)}
+    return out
 
 
 def _values(ctype: CType, scopes: Scopes, points: set[int], masks: set[int], exact: set[int]) -> tuple:

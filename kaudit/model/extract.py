@@ -513,8 +513,8 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
         code, where = thread_jumps(code)
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
-        wanted = {read for op in code if op.kind == "input" for read in op.args[2]}
-        wider = interesting | (wanted & written)
+        wanted = {read for op in code if op.kind == "input" for read in op.args[2]} | _state_read(code, slots)
+        wider = interesting | (wanted & written)  # what the protocol reads, the code that writes it must run
         more = _readers(code) - readers
         if wider <= interesting and not more:
             break
@@ -544,6 +544,13 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
                                       env_fn["line"] if env_fn else 0, "env", False,
                                       f"the environment sets and clears another reason through {api.function}"))
     return protocol
+
+
+def _state_read(code: list[Op], slots) -> set[str]:
+    """The field keys of the modelled state the code reads."""
+    read = {(loc.kind == "vm", loc.slot) for op in code for loc in op_reads(op) if loc.kind in ("vm", "cpu", "mine")}
+    return {key for key, slot in slots.vm.items() if (True, slot) in read} | \
+        {key for key, slot in slots.cpu.items() if (False, slot) in read}
 
 
 def _readers(code: list[Op]) -> frozenset[str]:
