@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kaudit import __version__
 from kaudit.errors import UsageError
+from kaudit.output import replace_with
 
 _KBUILD_ITEM = re.compile(r"^\s*(generic-y|mandatory-y|generated-y)\s*\+=\s*(\S+)", re.MULTILINE)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.h$")  # a plain file name: the tree names it
@@ -154,8 +155,8 @@ def synthesize(root: Path, cache: Path) -> Path:
             if not path.resolve().is_relative_to(gen.resolve()):
                 raise UsageError(f"{root}: generated header {rel!r} would leave the cache")
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        (gen / ".complete").write_text("")
+            replace_with(path, text.encode())  # never through a link or FIFO planted in the cache
+        replace_with(gen / ".complete", b"")
     return gen
 
 
