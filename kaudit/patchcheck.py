@@ -241,7 +241,7 @@ def check_series(root: Path, changes: Sequence[Change], how: Audit, scratch: Pat
         _apply(change, work, touched)
         previous = report
         result, report = audit()
-        scanned = {p.relative_to(work).as_posix() for p in find_sources(work, globs)}
+        scanned = {p.relative_to(work).as_posix() for p in find_sources(work, globs).files}
         not_analyzed = sorted(set(paths) & scanned - set(result.program.files))
         verdicts.append(Verdict(change, paths, already_applied, previous, report, not_analyzed))
     report["tree"]["root"] = str(root)
