@@ -36,6 +36,7 @@ from kaudit.output import STDOUT, check_cache_dir, check_target, write_target
 from kaudit.patchcheck import Audit, Change, check_series
 from kaudit.patches import read_patches
 from kaudit.progress import Progress
+from kaudit.reading import MAX_READ, bounded
 from kaudit.report.color import colorize, wanted
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.sarif import dumps_sarif
@@ -124,7 +125,7 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception:  # a bug in kaudit: say so, and exit apart from "findings"
-            click.echo(f"kaudit: internal error:\n{traceback.format_exc()}", err=True)
+            click.echo(f"kaudit: internal error:\n{traceback.format_exc(limit=-12)}", err=True)
             sys.exit(3)
 
 
@@ -343,8 +344,15 @@ def _series(inputs: tuple[Path, ...], git_rev: str | None, scratch: Path
     if not sources:
         raise UsageError("no patch given (a file, an mbox, - for stdin, or --git REV)")
     root = tree if tree is not None else sample_tree()
-    stdin = sys.stdin.buffer.read() if any(str(s) == "-" for s in sources) else None
+    stdin = _stdin() if any(str(s) == "-" for s in sources) else None
     return root, list(read_patches(sources, stdin, scratch)), None
+
+
+def _stdin() -> bytes:
+    try:
+        return bounded(sys.stdin.buffer, MAX_READ)
+    except OSError as err:
+        raise UsageError(f"- (stdin): cannot read patch: {err.strerror or err}") from err
 
 
 @main.command("check-patch")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaudit.cache import Store, digest_bytes, read_regular
+from kaudit.cache import Store, digest_bytes
 from kaudit.errors import UsageError
 from kaudit.factscache import FactsCache
 from kaudit.frontend.failed import failed_tu
@@ -24,6 +24,7 @@ from kaudit.includes import Inclusion, SearchPath, UnsafeHeaders, overlay, probe
 from kaudit.packed import PackedUnit
 from kaudit.pch import Pch, leading_directives, plan, quoted_resolver
 from kaudit.progress import Progress
+from kaudit.reading import read_regular
 from kaudit.treewalk import Found, escaped_headers, shown, walk
 from kaudit.workers import Failed, run_tasks
 
