@@ -343,6 +343,8 @@ def _series(inputs: tuple[Path, ...], git_rev: str | None, scratch: Path
         return root, list(series.changes), series.base
     if not sources:
         raise UsageError("no patch given (a file, an mbox, - for stdin, or --git REV)")
+    if sum(str(s) == "-" for s in sources) > 1:
+        raise UsageError("- (stdin) given twice")
     root = tree if tree is not None else sample_tree()
     stdin = _stdin() if any(str(s) == "-" for s in sources) else None
     return root, list(read_patches(sources, stdin, scratch)), None
