@@ -21,7 +21,7 @@ from kaudit.model.check import ModelSettings, apply_model
 from kaudit.program import Program
 from kaudit.progress import Progress
 from kaudit.rules import Rule, rule_sources
-from kaudit.scan import ParseJob, TreeReader, find_sources
+from kaudit.scan import ParseJob, TreeReader, find_sources, refused_jobs
 from kaudit.timings import Timings
 
 ENGINES = {"inhibit-balance": inhibit_balance.run, "counter-transition": counter_transition.run}
@@ -55,8 +55,16 @@ def parse_jobs(root: Path, cache_dir: Path, compdb: Path | None, globs: tuple[st
     """What to parse with which flags: from the compile database, or (a
     kernel tree without one) Kbuild's flags over synthesised generated
     headers, or (a small kernel-style tree such as the sample) plain
-    include paths. Which files: those the rules' `sources` globs cover."""
-    sources = find_sources(root, globs)
+    include paths. Which files: those the rules' `sources` globs cover;
+    each one that cannot be read is a job refused up front (a fatal parse error)."""
+    found = find_sources(root, globs)
+    return [*_readable_jobs(root, cache_dir, compdb, globs, objtree, found.files), *refused_jobs(found)]
+
+
+def _readable_jobs(root: Path, cache_dir: Path, compdb: Path | None, globs: tuple[str, ...], objtree: Path | None,
+                   sources: list[Path]) -> list[ParseJob]:
+    if not sources:
+        return []
     if compdb is not None:
         flags = load_compdb(compdb, root, sources, objtree)
         if not flags:

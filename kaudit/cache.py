@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sqlite3
 import stat
 import sys
@@ -43,25 +42,8 @@ SIZE_LIMIT = 512 << 20
 MAX_MANIFESTS = 16  # versions of one file kept under one key (trees, branches, work copies)
 _STORE = "store"
 _DB_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
-MAX_READ = 64 << 20
 
 T = TypeVar("T")
-
-
-def read_regular(path: Path | str, limit: int = MAX_READ) -> bytes:
-    """A regular file's bytes, or OSError: never blocks on a FIFO, never reads
-    a device, never more than `limit` bytes."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path}: not a regular file")
-        if info.st_size > limit:
-            raise OSError(f"{path}: larger than {limit >> 20} MiB")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return handle.read(limit + 1)[:limit]
-    finally:
-        os.close(fd)
 
 
 def digest_bytes(data: bytes) -> str:
@@ -77,9 +59,18 @@ def decode(blob: object) -> Any:
     if not isinstance(blob, bytes):
         raise ValueError("not a blob")
     try:
-        return json.loads(zlib.decompress(blob))
-    except (zlib.error, UnicodeDecodeError) as err:
+        return json.loads(inflate(blob))
+    except (zlib.error, UnicodeDecodeError, RecursionError) as err:
         raise ValueError(str(err)) from err
+
+
+def inflate(blob: bytes, limit: int = SIZE_LIMIT) -> bytes:
+    """zlib data, bounded: a planted entry cannot decompress into gigabytes."""
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(blob, limit)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"an entry inflates past {limit >> 20} MiB")
+    return data
 
 
 @dataclass(frozen=True)

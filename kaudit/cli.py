@@ -1,9 +1,10 @@
 """The `kaudit` command line (click).
 
-Exit status, as checkpatch-minded CI expects: 0 clean, 1 findings at or
-above --fail-on (or, with --strict, warnings and parse errors too), 2 bad
-usage or input, with a one-line message naming the problem, 3 an internal
-error of kaudit (never mistaken for findings).
+Exit status, as checkpatch-minded CI expects (docs/inputs.md): 0 clean, 1
+findings at or above --fail-on (--strict: warnings too), 2 bad usage or
+input, with a one-line message naming the problem, also after a report of
+a run that did not read or parse every file it found, 3 an internal error
+of kaudit (never mistaken for findings), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ import click
 from kaudit import __version__
 from kaudit.audit import audit_tree, parse_jobs
 from kaudit.cache import SIZE_LIMIT, Store
+from kaudit.entry import interrupted
 from kaudit.errors import UsageError
 from kaudit.gitchanges import range_changes, worktree_change
 from kaudit.model.check import ModelSettings, check_key, protocol_of
 from kaudit.model.extract import Unmodelled
+from kaudit.output import STDOUT, check_cache_dir, check_target, write_target
 from kaudit.patchcheck import Audit, Change, check_series
 from kaudit.patches import read_patches
 from kaudit.progress import Progress
+from kaudit.reading import MAX_READ, bounded
 from kaudit.report.color import colorize, wanted
 from kaudit.report.json_report import build_report, dumps
 from kaudit.report.sarif import dumps_sarif
@@ -44,6 +48,7 @@ from kaudit.suppress import Baseline, baseline_text
 from kaudit.timings import Timings
 
 _RANK = {"info": 0, "warning": 1, "error": 2}
+MAX_SIM_STEPS = 1_000_000  # ~70 s per violation on a laptop core: a bound, so a typo cannot run for months
 
 
 def _default_cache() -> Path:
@@ -51,20 +56,23 @@ def _default_cache() -> Path:
     return Path(base) / "kaudit"
 
 
-def _write(output: Path | None, text: str, color: bool = False) -> None:
-    """Write all or nothing: a report is never left half-written."""
-    if output is None:
+def _write(output: Path | None, text: str, color: bool = False, what: str = "report") -> None:
+    """Write all or nothing: a report is never left half-written (kaudit/output.py)."""
+    if output is None or str(output) == STDOUT:
         click.echo(text, nl=False, color=color)
         return
-    if not output.name or output.is_dir():
-        raise UsageError(f"{output}: not a file name for the report")
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(output)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"{output}: cannot write report: {err.strerror}") from err
+    write_target(output, text.encode(), what)
+
+
+def _targets(tree: Path, output: Path | None, cache_dir: Path | None, **others: Path | None) -> None:
+    """Refuse, before any work, outputs kaudit must not write: not a regular file, or inside the tree."""
+    if output is not None:
+        check_target(output, "report", tree)
+    for what, path in others.items():
+        if path is not None:
+            check_target(path, what)
+    if cache_dir is not None:
+        check_cache_dir(cache_dir, tree)
 
 
 def _failing(findings: list[dict[str, Any]], fail_on: str, strict: bool) -> list[dict[str, Any]]:
@@ -79,17 +87,45 @@ def _fails(findings: list[dict[str, Any]], parse_errors: int, fail_on: str, stri
     return bool(strict and parse_errors) or bool(_failing(findings, fail_on, strict))
 
 
+def _status(report: dict[str, Any], fail_on: str, strict: bool) -> int:
+    """2 when any file found was not read or parsed cleanly (--fail-on decides for findings, not for
+    missing input), else 1 for failing findings, else 0."""
+    tree = report["tree"]
+    if tree["parse_errors"]:
+        click.echo(f"kaudit: error: {tree['parse_errors']} of {tree['files_analyzed']} file(s) not read or parsed "
+                   "cleanly (see the report's parse errors): the audit is incomplete", err=True)
+        return 2
+    return 1 if _fails(report["findings"], 0, fail_on, strict) else 0
+
+
 class _Group(click.Group):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Usage errors in one line, exit 2; Ctrl-C exits 130 without a traceback (click's own: 1, "Aborted!")."""
+        try:
+            status = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else "kaudit"
+            click.echo(f"kaudit: error: {err.format_message()} (see {where} --help)", err=True)
+            sys.exit(2)
+        except click.ClickException as err:
+            click.echo(f"kaudit: error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            interrupted()
+        sys.exit(status if isinstance(status, int) else 0)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except UsageError as err:
             click.echo(f"kaudit: error: {err}", err=True)
             sys.exit(2)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
+        except KeyboardInterrupt:  # before click's own handler prints a blank line and "Aborted!"
+            interrupted()
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception:  # a bug in kaudit: say so, and exit apart from "findings"
-            click.echo(f"kaudit: internal error:\n{traceback.format_exc()}", err=True)
+            click.echo(f"kaudit: internal error:\n{traceback.format_exc(limit=-12)}", err=True)
             sys.exit(3)
 
 
@@ -176,7 +212,8 @@ def _emit(output: Path | None, fmt: str, color: str, report: dict[str, Any], rul
 
 
 _REPORT_FORMAT = _format("text", "json", "sarif")
-_OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report here, not stdout.")
+_OUTPUT = click.option("-o", "--output", type=click.Path(path_type=Path),
+                       help="Write the report to FILE, a regular file or a new name outside the tree (-: stdout).")
 _TERSE = click.option("--terse", is_flag=True, help="Text: one line per finding, no notes.")
 _COLOR = click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
                       help="Colour text output (auto: on a terminal, unless NO_COLOR is set).")
@@ -200,14 +237,15 @@ def main() -> None:
 @_REPORT_FORMAT
 @_OUTPUT
 @_fail_on("a finding")
-@click.option("--strict", is_flag=True, help="Fail on warnings and on parse errors too.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too (parse errors always fail: exit 2).")
 @_TERSE
 @_COLOR
 @_NO_MODEL
 @_run_options
 @click.option("--vcpus", type=click.IntRange(2, 4), default=3, show_default=True, help="vCPUs in the runtime model.")
-@click.option("--sim-steps", type=click.IntRange(0, 10_000_000), default=4_000, show_default=True,
-              help="Steps of the seeded 4-vCPU cost simulation of each confirmed violation (0: skip).")
+@click.option("--sim-steps", type=click.IntRange(0, MAX_SIM_STEPS), default=4_000, show_default=True,
+              help=f"Steps of the seeded 4-vCPU cost simulation of each confirmed violation (0: skip; at most "
+                   f"{MAX_SIM_STEPS:,}, about a minute).")
 @click.option("--baseline", "baseline_file", type=click.Path(path_type=Path),
               help="Accepted findings (matched by id): they are reported as suppressed and do not fail.")
 @click.option("--write-baseline", type=click.Path(path_type=Path),
@@ -218,6 +256,7 @@ def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path 
           write_baseline: Path | None) -> None:
     """Audit TREE (default: the bundled sample kernel tree)."""
     root = tree if tree is not None else sample_tree()
+    _targets(root, output, _cache(cache_dir, no_cache), baseline=write_baseline)
     baseline = Baseline.load(baseline_file) if baseline_file is not None else None
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
     rules = _rules(rules_dir)
@@ -227,12 +266,12 @@ def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path 
     with run.times.phase("report"):
         report = build_report(result, baseline)
         if write_baseline is not None:
-            _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)))
+            _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)), what="baseline")
             report = build_report(result, Baseline.load(write_baseline))
         shown = tree if tree is not None else PurePosixPath("sample_kernel_src")  # not site-packages/kaudit/_bundled
         _emit(output, fmt, color, report, rules, lambda: render_text(report, shown, terse=terse))
     run.finish()
-    sys.exit(1 if _fails(report["findings"], report["tree"]["parse_errors"], fail_on, strict) else 0)
+    sys.exit(_status(report, fail_on, strict))
 
 
 @main.command()
@@ -270,9 +309,10 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs:
     """Run the runtime model for one KEY of TREE and print its verdict and trace.
 
     Exit 1 when the model finds a violation."""
+    root = tree if tree is not None else sample_tree()
+    _targets(root, None, _cache(cache_dir, no_cache))
     rules = _rules(rules_dir)
-    result = audit_tree(tree if tree is not None else sample_tree(), rules, jobs=jobs,
-                        cache_dir=_cache(cache_dir, no_cache), compdb=compdb, objtree=objtree)
+    result = audit_tree(root, rules, jobs=jobs, cache_dir=_cache(cache_dir, no_cache), compdb=compdb, objtree=objtree)
     modelled = []
     for rule, analysis in zip(rules, result.analyses, strict=True):
         for known in sorted({j.site.key for j in analysis.sites}):
@@ -303,9 +343,18 @@ def _series(inputs: tuple[Path, ...], git_rev: str | None, scratch: Path
         return root, list(series.changes), series.base
     if not sources:
         raise UsageError("no patch given (a file, an mbox, - for stdin, or --git REV)")
+    if sum(str(s) == "-" for s in sources) > 1:
+        raise UsageError("- (stdin) given twice")
     root = tree if tree is not None else sample_tree()
-    stdin = sys.stdin.buffer.read() if any(str(s) == "-" for s in sources) else None
+    stdin = _stdin() if any(str(s) == "-" for s in sources) else None
     return root, list(read_patches(sources, stdin, scratch)), None
+
+
+def _stdin() -> bytes:
+    try:
+        return bounded(sys.stdin.buffer, MAX_READ)
+    except OSError as err:
+        raise UsageError(f"- (stdin): cannot read patch: {err.strerror or err}") from err
 
 
 @main.command("check-patch")
@@ -333,6 +382,7 @@ def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir
         root, changes, base = _series(inputs, git_rev, Path(scratch))
         if not root.is_dir():
             raise UsageError(f"{root}: no such directory")
+        _targets(root, output, _cache(cache_dir, no_cache))
         how = Audit(rules, jobs, _cache(cache_dir, no_cache), settings, compdb, objtree)
         report = check_series(root, changes, how, Path(scratch) / "series", base).report
     _emit(output, fmt, color, report, rules, lambda: render_patch_text(report, terse=terse))
@@ -396,7 +446,9 @@ def compdb_command(tree: Path | None, source_compdb: Path | None, rules_dir: Pat
     In no-build mode the generated headers it names live in the cache, so
     clangd and other tools see exactly what kaudit sees."""
     root = (tree if tree is not None else sample_tree()).resolve()
+    _targets(root, None, cache_dir or _default_cache(), **{"compile database": output})
     jobs = parse_jobs(root, cache_dir or _default_cache(), source_compdb, rule_sources(_rules(rules_dir)))
     entries = [{"directory": str(root), "file": str(job.path),
-                "arguments": ["clang", "--no-default-config", *job.args, "-c", str(job.path)]} for job in jobs]
-    _write(output, json.dumps(entries, indent=1) + "\n")
+                "arguments": ["clang", "--no-default-config", *job.args, "-c", str(job.path)]}
+               for job in jobs if job.refused is None]
+    _write(output, json.dumps(entries, indent=1) + "\n", what="compile database")

@@ -17,6 +17,7 @@ import shlex
 from pathlib import Path
 
 from kaudit.errors import UsageError
+from kaudit.reading import MAX_COMPDB, read_text_input
 
 # Allowlist: the flags that change how a TU parses (macros, language,
 # target). Everything else is dropped: gcc-only code-generation flags
@@ -59,14 +60,20 @@ def translate(argv: list[str], directory: Path, root: Path, objtree: Path | None
     return out
 
 
+def read_compdb(compdb: Path) -> object:
+    """The compile database's JSON; UsageError in one line for anything else."""
+    text = read_text_input(compdb, "compile database", MAX_COMPDB)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise UsageError(f"{compdb}: cannot read compile database: {str(err)[:200]}") from err
+
+
 def load(compdb: Path, root: Path, wanted: list[Path], objtree: Path | None = None) -> dict[Path, list[str]]:
     """Flags per wanted source file, from the compile database."""
     root = root.resolve()
     objtree = objtree.resolve() if objtree is not None else None
-    try:
-        entries = json.loads(compdb.read_text())
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{compdb}: cannot read compile database: {err}") from err
+    entries = read_compdb(compdb)
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise UsageError(f"{compdb}: a compile database is a JSON list of objects")
     want = {p.resolve() for p in wanted}

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kaudit.cache import MAX_MANIFESTS, Manifest, Store, digest_bytes, frontend_digest, read_regular, salt
+from kaudit.cache import MAX_MANIFESTS, Manifest, Store, digest_bytes, frontend_digest, salt
 from kaudit.frontend.clang_ops import clang_version
 from kaudit.packed import PackedUnit
+from kaudit.reading import read_regular
 
 if TYPE_CHECKING:
     from kaudit.scan import ParseJob

@@ -45,8 +45,12 @@ class _Repository:
         self.hash = _git_ok(root, ["rev-parse", "--show-object-format"]).decode().strip() or "sha1"
 
     def resolve(self, rev: str) -> str:
-        out = _git_ok(self.root, ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"])
-        return out.decode().strip()
+        """The commit rev names, or UsageError naming rev (--quiet: git itself says nothing)."""
+        proc = git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"], self.root)
+        commit = proc.stdout.decode(errors="replace").strip() if proc.returncode == 0 else ""
+        if not commit:
+            raise UsageError(f"{self.root}: --git {rev}: not a commit")
+        return commit
 
     def tree(self, commit: str) -> dict[str, tuple[str, str]]:
         """path -> (mode, object) of every file of a commit."""
@@ -125,8 +129,6 @@ def worktree_change(root: Path, rev: str) -> GitSeries:
     """The work tree's tracked files (staged and unstaged) against REV, as one change."""
     repo = _Repository(root)
     commit = repo.resolve(rev)
-    if not commit:
-        raise UsageError(f"{root}: --git {rev}: not a commit")
     state = repo.tree(commit)
     base = _differing(repo, state, set(state) | repo.index_paths())
     if not base:

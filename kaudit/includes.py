@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaudit.reading import tree_text
+
 MAX_HEADER = 64 << 20  # bytes; the largest kernel header is a few MB
 
 _DIRECTIVE = re.compile(r'\s*#\s*include(_next)?\s*([<"])([^>"]+)[>"]')
@@ -69,10 +71,7 @@ def probes(path: SearchPath, inclusions: Iterable[Inclusion]) -> list[str]:
     absent: set[str] = set()
     for inc in inclusions:
         if inc.includer not in lines:
-            try:
-                lines[inc.includer] = Path(inc.includer).read_text(errors="replace").splitlines()
-            except OSError:
-                lines[inc.includer] = []
+            lines[inc.includer] = (tree_text(inc.includer) or "").splitlines()
         text = lines[inc.includer]
         match = _DIRECTIVE.match(text[inc.line - 1]) if 0 < inc.line <= len(text) else None
         if match is None:

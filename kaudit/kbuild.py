@@ -20,6 +20,8 @@ from pathlib import Path
 
 from kaudit import __version__
 from kaudit.errors import UsageError
+from kaudit.output import replace_with
+from kaudit.reading import tree_text
 
 _KBUILD_ITEM = re.compile(r"^\s*(generic-y|mandatory-y|generated-y)\s*\+=\s*(\S+)", re.MULTILINE)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.h$")  # a plain file name: the tree names it
@@ -69,7 +71,7 @@ def _config_header(config: str) -> str:
 def _kbuild_items(path: Path, kind: str) -> list[str]:
     if not path.is_file():
         return []
-    names = [name for k, name in _KBUILD_ITEM.findall(path.read_text(errors="replace")) if k == kind]
+    names = [name for k, name in _KBUILD_ITEM.findall(tree_text(path) or "") if k == kind]
     return [name for name in names if _HEADER_NAME.match(name)]  # never a path that leaves the cache
 
 
@@ -93,7 +95,7 @@ def _wrappers(root: Path) -> dict[str, str]:
 def _syscall_table(path: Path) -> list[tuple[int, str, str]]:
     rows = []
     if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
+        for line in (tree_text(path) or "").splitlines():
             fields = line.split()
             if len(fields) >= 3 and re.fullmatch(r"[0-9]+", fields[0]):
                 rows.append((int(fields[0]), fields[1], fields[2]))
@@ -154,8 +156,8 @@ def synthesize(root: Path, cache: Path) -> Path:
             if not path.resolve().is_relative_to(gen.resolve()):
                 raise UsageError(f"{root}: generated header {rel!r} would leave the cache")
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        (gen / ".complete").write_text("")
+            replace_with(path, text.encode())  # never through a link or FIFO planted in the cache
+        replace_with(gen / ".complete", b"")
     return gen
 
 
@@ -164,7 +166,7 @@ _DATA = Path(__file__).parent / "data"
 
 def kernel_version(root: Path) -> tuple[int, int]:
     """VERSION.PATCHLEVEL from the top-level Makefile ((0, 0) if unknown)."""
-    text = (root / "Makefile").read_text(errors="replace") if (root / "Makefile").is_file() else ""
+    text = tree_text(root / "Makefile") or ""
     numbers = dict(re.findall(r"^(VERSION|PATCHLEVEL)\s*=\s*(\d+)", text, re.MULTILINE))
     return int(numbers.get("VERSION", 0)), int(numbers.get("PATCHLEVEL", 0))
 
@@ -192,7 +194,7 @@ def kernel_config(root: Path) -> KernelConfig:
     than the tree's (Kconfig symbols change type between versions)."""
     own = root / ".config"
     if own.is_file() and not own.is_symlink():
-        return KernelConfig(_config_lines(own.read_text(errors="replace")), "the tree's .config")
+        return KernelConfig(_config_lines(tree_text(own) or ""), "the tree's .config")
     configs = sorted(
         (tuple(int(n) for n in path.stem.rsplit("-", 1)[1].split(".")), path)
         for path in _DATA.glob("kvm-x86_64-*.config")
@@ -224,7 +226,7 @@ def configured_sources(root: Path, makefile: str = "arch/x86/kvm/Makefile") -> l
             return
         visited.add(path)
         active: list[tuple[bool, bool]] = []  # (branch taken, whether the condition was evaluated)
-        text = path.read_text(errors="replace").replace("\\\n", " ")
+        text = (tree_text(path) or "").replace("\\\n", " ")
         for raw in text.splitlines():
             line = raw.split("#", 1)[0].strip()
             words = line.split()

@@ -17,6 +17,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from kaudit.cache import inflate
+
 Facts = dict[str, Any]
 _UNIT_KEYS = ("file", "diagnostics", "warnings", "includes")
 
@@ -31,7 +33,7 @@ def pack_text(text: str) -> bytes:
 
 
 def unpack(packed: bytes) -> Facts:
-    return json.loads(zlib.decompress(packed))
+    return json.loads(inflate(packed))
 
 
 def calls_in_body(node: Any, out: list[Facts]) -> list[Facts]:
@@ -117,8 +119,8 @@ class PackedUnit:
                                                 bytes(body[start:end])))
                 start = end
             return cls(unit, functions)
-        except (ValueError, TypeError, KeyError, zlib.error, UnicodeDecodeError):
-            return None
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, zlib.error):
+            return None  # the cache is untrusted data: any entry not of the shape written is a miss
 
 
 def _is_unit(raw: object) -> bool:

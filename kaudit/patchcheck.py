@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kaudit.audit import AuditResult, audit_tree
+from kaudit.compdb import read_compdb
 from kaudit.errors import UsageError
 from kaudit.gitchanges import Snapshot
 from kaudit.gitrun import first_error_line, git
@@ -138,10 +139,7 @@ def _already_applied(changes: Sequence[Change], work: Path, touched: Sequence[st
 def _moved_compdb(compdb: Path, root: Path, work: Path, scratch: Path) -> Path:
     """The compile database with the tree's paths pointing at the work copy
     (whole path components only: /src/linux is not /src/linux-headers)."""
-    try:
-        entries = json.loads(compdb.read_text())
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{compdb}: cannot read compile database: {err}") from err
+    entries = read_compdb(compdb)
     roots = sorted({str(root), str(root.resolve())}, key=len, reverse=True)  # as given, and resolved
     pattern = re.compile(rf"(?:(?<![\w.-])|(?<=-I)|(?<=-include)|(?<=-isystem)|(?<=-iquote)|(?<=-imacros))"
                          rf"(?:{'|'.join(re.escape(r) for r in roots)})(?=/|$|\s|[\"'])")
@@ -241,7 +239,7 @@ def check_series(root: Path, changes: Sequence[Change], how: Audit, scratch: Pat
         _apply(change, work, touched)
         previous = report
         result, report = audit()
-        scanned = {p.relative_to(work).as_posix() for p in find_sources(work, globs)}
+        scanned = {p.relative_to(work).as_posix() for p in find_sources(work, globs).files}
         not_analyzed = sorted(set(paths) & scanned - set(result.program.files))
         verdicts.append(Verdict(change, paths, already_applied, previous, report, not_analyzed))
     report["tree"]["root"] = str(root)

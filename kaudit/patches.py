@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from kaudit.errors import UsageError
 from kaudit.gitrun import first_error_line, git
+from kaudit.reading import read_input
 
 VCS_DIRS = (".git", ".hg", ".svn")
 _MODE = re.compile(r"^(?:new file mode|new mode|old mode|deleted file mode)\s+([0-7]+)\s*$")
@@ -92,10 +93,7 @@ def read_patches(sources: list[Path], stdin: bytes | None, scratch: Path) -> lis
                 raise UsageError("- (stdin) given twice")
             text, stdin = stdin, None
         else:
-            try:
-                text = source.read_bytes()
-            except OSError as err:
-                raise UsageError(f"{source}: cannot read patch: {err.strerror}") from err
+            text = read_input(source, "patch", pipes=True)
         _check_text(text)
         found = _messages(str(source), text, scratch)
         if not found:

@@ -22,6 +22,7 @@ import jsonschema
 
 from kaudit import yamlmarks
 from kaudit.errors import UsageError
+from kaudit.reading import MAX_RULE, read_text_input
 
 DOC_SECTIONS = (
     ("what_it_does", "What it does"),
@@ -154,11 +155,7 @@ def load_rule(path: Path) -> Rule:
     """A rule file, checked against kaudit/data/rule.schema.json: any problem is a
     `file:line: message` usage error (exit 2), never a traceback or a silent default."""
     try:
-        doc = yamlmarks.load(path.read_text())
-    except OSError as err:
-        raise _fail(path, None, f"cannot read rule file: {err.strerror}") from err
-    except UnicodeDecodeError as err:
-        raise _fail(path, None, "not UTF-8 text") from err
+        doc = yamlmarks.load(read_text_input(path, "rule file", MAX_RULE))
     except yamlmarks.YamlError as err:
         raise _fail(path, err.line, str(err)) from err
     data = doc.data

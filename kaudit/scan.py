@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaudit.cache import Store, digest_bytes, read_regular
+from kaudit.cache import Store, digest_bytes
 from kaudit.errors import UsageError
 from kaudit.factscache import FactsCache
 from kaudit.frontend.failed import failed_tu
@@ -24,6 +24,8 @@ from kaudit.includes import Inclusion, SearchPath, UnsafeHeaders, overlay, probe
 from kaudit.packed import PackedUnit
 from kaudit.pch import Pch, leading_directives, plan, quoted_resolver
 from kaudit.progress import Progress
+from kaudit.reading import read_regular
+from kaudit.treewalk import Found, escaped_headers, shown, walk
 from kaudit.workers import Failed, run_tasks
 
 Facts = dict[str, Any]
@@ -33,6 +35,7 @@ Facts = dict[str, Any]
 class ParseJob:
     path: Path
     args: tuple[str, ...]
+    refused: str | None = None  # why the file is not parsed: then a fatal parse error of it
 
 
 @dataclass
@@ -48,14 +51,18 @@ class ParseStats:
     wall_seconds: float = 0.0
 
 
-def find_sources(root: Path, globs: Sequence[str]) -> list[Path]:
-    """The C files the rules' `sources` globs cover (rules.rule_sources)."""
+def find_sources(root: Path, globs: Sequence[str]) -> Found:
+    """The C files the rules' `sources` globs cover (rules.rule_sources), and those that cannot be read."""
     if not root.is_dir():
         raise UsageError(f"{root}: no such directory")
-    files = sorted({p for pattern in globs for p in root.glob(pattern) if p.is_file()})
-    if not files:
+    found = walk(root, globs)
+    if not found.files and not found.unread:
         raise UsageError(f"{root}: no C files under {' or '.join(globs)}")
-    return files
+    return found
+
+
+def refused_jobs(found: Found) -> list[ParseJob]:
+    return [ParseJob(u.path, (), f"kaudit: not read: {u.why}") for u in found.unread]
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ def _work(task: _Task | _PchTask) -> _Result | Pch | None:
     if isinstance(task, _PchTask):
         return build_pch(task.header, list(task.flags), task.header.with_suffix(".pch"))
     parsed = parse_tu(task.path, list(task.args), task.root, task.pch)
+    parsed.facts["diagnostics"] += escaped_headers(task.root, [found for _, _, found in parsed.inclusions])
     searched = SearchPath.of(task.args)
     absent = probes(searched, (Inclusion(*inc) for inc in parsed.inclusions if inc[0]))
     return _Result(PackedUnit.of(parsed.facts), absent, parsed.parse_seconds, parsed.walk_seconds, parsed.used_pch)
@@ -109,7 +117,7 @@ class TreeReader:
         self.stats = ParseStats()
         self.store = Store(cache_dir) if cache_dir is not None else None
         self.cache = FactsCache(self.store, root)
-        self.keys: list[str | None] = [self.cache.find(job) for job in jobs]
+        self.keys: list[str | None] = [None if job.refused else self.cache.find(job) for job in jobs]
 
     def cached_keys(self) -> list[str] | None:
         """Every TU's facts key, when the cache holds them all."""
@@ -144,6 +152,11 @@ class TreeReader:
         return bad
 
     def _parse(self, missing: list[int]) -> None:
+        for i in missing:
+            refused = self.jobs[i].refused
+            if refused is not None:
+                self._take(i, Failed(refused))
+        missing = [i for i in missing if self.jobs[i].refused is None]
         if not missing:
             return
         progress = self.progress or Progress(enabled=False)
@@ -166,7 +179,7 @@ class TreeReader:
         progress.close()
 
     def _take(self, i: int, outcome: _Result | Failed) -> None:
-        rel = str(self.jobs[i].path.relative_to(self.root))
+        rel = shown(str(self.jobs[i].path.relative_to(self.root)))
         if isinstance(outcome, Failed):
             unit = PackedUnit.of(failed_tu(rel, outcome.message))
             self.keys[i] = "facts:" + digest_bytes(unit.to_blob())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kaudit.errors import UsageError
+from kaudit.reading import read_text_input, tree_text
 
 BASELINE_VERSION = 1
 _IGNORE = re.compile(r"(?:/\*|//)\s*kaudit:\s*ignore\[([A-Za-z0-9_, ]+)\]\s*(.*?)\s*(?:\*/|$)")
@@ -32,9 +33,9 @@ class Baseline:
     @classmethod
     def load(cls, path: Path) -> Baseline:
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise UsageError(f"{path}: cannot read baseline: {getattr(err, 'strerror', None) or err}") from err
+            data = json.loads(read_text_input(path, "baseline"))
+        except (ValueError, RecursionError) as err:
+            raise UsageError(f"{path}: cannot read baseline: {str(err)[:200]}") from err
         entries = data.get("findings") if isinstance(data, dict) else None
         if (not isinstance(entries, list) or data.get("kaudit_baseline") != BASELINE_VERSION
                 or not all(isinstance(e, dict) and isinstance(e.get("id"), str) for e in entries)):
@@ -58,10 +59,7 @@ class _Sources:
 
     def line(self, rel: str, number: int) -> str:
         if rel not in self.files:
-            try:
-                self.files[rel] = (self.root / rel).read_text(errors="replace").splitlines()
-            except OSError:
-                self.files[rel] = []
+            self.files[rel] = (tree_text(self.root / rel) or "").splitlines()
         lines = self.files[rel]
         return lines[number - 1] if 0 < number <= len(lines) else ""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from kaudit.cache import Store, digest_bytes, salt
+from kaudit.cache import Store, digest_bytes, inflate, salt
 from kaudit.packed import pack_text
 from kaudit.program import Program
 
@@ -51,7 +51,7 @@ def load(store: Store, key: str) -> tuple[Program, nx.DiGraph] | None:
         return None
     try:
         size = int.from_bytes(blob[:8], "little")
-        raw = json.loads(zlib.decompress(blob[8:8 + size]))
+        raw = json.loads(inflate(blob[8:8 + size]))
         body, starts = memoryview(blob)[8 + size:], [0, *raw["ends"]]
         if starts[-1] != len(body):
             raise ValueError("truncated program entry")
@@ -61,7 +61,7 @@ def load(store: Store, key: str) -> tuple[Program, nx.DiGraph] | None:
         graph.add_nodes_from((n, {"name": name, "file": file, "line": line, "external": external})
                              for n, name, file, line, external in raw["graph"]["nodes"])
         graph.add_edges_from((u, v, {"kind": kind, "lines": lines}) for u, v, kind, lines in raw["graph"]["edges"])
-    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, zlib.error):
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError, zlib.error):
         store.discard(key)
         return None
     return program, graph

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 MAX_ALIASES = 8
+MAX_DEPTH = 32  # nesting of collections: a rule file needs four
 
 
 class YamlError(ValueError):
@@ -25,18 +26,27 @@ class YamlError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that counts aliases while composing."""
+    """SafeLoader that counts aliases and nesting while composing (PyYAML
+    composes recursively: deep nesting would end in RecursionError)."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.aliases = 0
+        self.depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        line = self.peek_event().start_mark.line + 1
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
-                raise YamlError(self.peek_event().start_mark.line + 1, f"more than {MAX_ALIASES} YAML aliases")
-        return super().compose_node(parent, index)
+                raise YamlError(line, f"more than {MAX_ALIASES} YAML aliases")
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise YamlError(line, f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _line(node: yaml.Node) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import variants
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from conftest import SAMPLE, copy_sample
 
 from kaudit.cli import main
@@ -19,7 +19,7 @@ from kaudit.report.color import wanted
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "report-v2.schema.json").read_text())
 
 
-def run(*args: str) -> tuple[int, str]:
+def invoke(*args: str) -> Result:
     """Invoke the CLI; audits skip the cost simulation (tested in test_model),
     and nothing reads or writes the user's cache unless a test says so."""
     argv = list(args)
@@ -27,7 +27,12 @@ def run(*args: str) -> tuple[int, str]:
         argv += ["--sim-steps", "0"]
     if argv[0] in ("audit", "model", "check-patch") and "--cache-dir" not in argv and "--no-cache" not in argv:
         argv.append("--no-cache")
-    result = CliRunner().invoke(main, argv)
+    return CliRunner().invoke(main, argv)
+
+
+def run(*args: str) -> tuple[int, str]:
+    """(exit status, stdout and stderr together)."""
+    result = invoke(*args)
     return result.exit_code, result.output
 
 

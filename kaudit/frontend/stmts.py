@@ -9,7 +9,6 @@ scoped-lock declarations and expression statements.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import clang.cindex as ci
@@ -17,6 +16,7 @@ import clang.cindex as ci
 from kaudit.frontend import capi
 from kaudit.frontend.capi import children, kind
 from kaudit.frontend.exprs import TOO_DEEP, ExprBuilder, Nesting, TypeInfo, expression_kinds
+from kaudit.reading import read_regular
 
 K = ci.CursorKind
 Stmt = dict[str, Any]
@@ -26,6 +26,14 @@ _LOOP_KEYWORDS = frozenset({"for", "while", "do"})
 _LOOPS = {K.FOR_STMT.value: "for", K.WHILE_STMT.value: "while", K.DO_STMT.value: "do"}
 _COMPOUND = K.COMPOUND_STMT.value
 
+
+
+def _read(name: str) -> bytes:
+    """A file clang read, for its macro spellings (empty if it is no longer a regular file)."""
+    try:
+        return read_regular(name)
+    except OSError:
+        return b""
 
 class StmtBuilder:
     """Builds statement trees for the functions of one TU."""
@@ -44,7 +52,7 @@ class StmtBuilder:
 
     def _source(self, name: str) -> bytes:
         if name not in self._sources:
-            self._sources[name] = Path(name).read_bytes()
+            self._sources[name] = _read(name)
         return self._sources[name]
 
     def _macro_at(self, cursor: ci.Cursor) -> str | None:

@@ -1,0 +1,1 @@
+int café(void) { return 0; }

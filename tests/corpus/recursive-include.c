@@ -1,0 +1,2 @@
+#include "recursive-include.c"
+int f(void) { return 0; }
