@@ -148,5 +148,5 @@ def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | N
     if model is not None:
         with timings.phase("model and cost simulation"):
             for rule, analysis in zip(rules, analyses, strict=True):
-                apply_model(analysis, rule, model)
+                apply_model(analysis, rule, model, loaded.store)
     return AuditResult(root, program, graph, rules, analyses, config_used(root, compdb), loaded.store)

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 from kaudit.analysis.discipline import UNSAFE, Verdict
 from kaudit.analysis.results import Analysis, Finding, JudgedSite
+from kaudit.cache import Store
 from kaudit.model.code import Protocol
 from kaudit.model.explore import Explorer, Outcome
 from kaudit.model.extract import Unmodelled, counter_protocol, inhibit_protocol
+from kaudit.model.judgement import Judgement, Proof, cached
 from kaudit.model.simulate import simulate
 from kaudit.rules import Rule
 
@@ -55,6 +57,19 @@ def check_key(analysis: Analysis, rule: Rule, key: str, settings: ModelSettings)
     """The model's verdict on one key."""
     protocol = protocol_of(analysis, rule, key)
     return protocol if isinstance(protocol, Unmodelled) else explore(protocol, settings)
+
+
+def judge(protocol: Protocol, settings: ModelSettings) -> Judgement:
+    """Explore; name the discipline of a verified inhibit protocol, cost a violated one."""
+    outcome = explore(protocol, settings)
+    counter = protocol.kind == "counter"
+    if outcome.status == "violation":
+        cost = simulate(protocol, settings.sim_vcpus, settings.sim_steps, settings.seed).to_json() \
+            if settings.sim_steps and not counter else None
+        return Judgement(outcome, None, cost)
+    if outcome.bound_hit or counter:
+        return Judgement(outcome, None, None)
+    return Judgement(outcome, Proof(*proof(protocol, settings)), None)
 
 
 def proof(protocol: Protocol, settings: ModelSettings) -> tuple[str, str, dict[str, bool]]:
@@ -124,11 +139,11 @@ def _how(outcome: Outcome, analysis: Analysis, at: JudgedSite, counter: bool) ->
     return f"{text}; the runtime model shows it with {outcome.vcpus} vCPUs in a {len(outcome.trace)}-step trace"
 
 
-def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings) -> None:
+def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings, store: Store | None = None) -> None:
     for key in sorted({j.site.key for j in analysis.sites}):
         sites = [j for j in analysis.sites if j.site.key == key]
         if rule.engine == "counter-transition":
-            _judge(analysis, rule, key, sites, counter_protocol(analysis, rule, key), settings)
+            _judge(analysis, rule, key, sites, counter_protocol(analysis, rule, key), settings, store)
             continue
         vcpu_sites = [j for j in sites if j.context == "per-vcpu" and j.verdict.discipline != "sticky"]
         for j in sites:
@@ -136,11 +151,11 @@ def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings) -> None
                 j.model = {"status": "not-modelled", "reason": NOT_PER_VCPU.get(j.verdict.discipline,
                                                                                  "not run from per-vCPU code")}
         if vcpu_sites:
-            _judge(analysis, rule, key, vcpu_sites, inhibit_protocol(analysis, rule, key), settings)
+            _judge(analysis, rule, key, vcpu_sites, inhibit_protocol(analysis, rule, key), settings, store)
 
 
 def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], protocol: Protocol | Unmodelled,
-           settings: ModelSettings) -> None:
+           settings: ModelSettings, store: Store | None) -> None:
     """The model's verdict on one key decides its findings."""
     static = [f for f in analysis.findings if f.key == key and f.kind != "sticky"]
     if isinstance(protocol, Unmodelled):
@@ -154,7 +169,8 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
                                                  kind.text(key=key, why=j.verdict.why, reason=protocol.reason), j))
         return
     counter = protocol.kind == "counter"
-    outcome = explore(protocol, settings)
+    judgement = cached(store, protocol, settings, lambda p: judge(p, settings))
+    outcome = judgement.outcome
     entry = {"rule": rule.id, "key": key, "status": outcome.status, "violation": outcome.violation,
              "vcpus": outcome.vcpus, "states": outcome.states, "bound_hit": outcome.bound_hit, "cost": None,
              "entries": [{"function": e.name, "assumption": e.why} for e in protocol.entries]}
@@ -172,8 +188,7 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
                                          model))
         for j in sites:
             j.model = {**model, "status": "violated"}
-        if settings.sim_steps and not counter:
-            entry["cost"] = simulate(protocol, settings.sim_vcpus, settings.sim_steps, settings.seed).to_json()
+        entry["cost"] = judgement.cost
         return
     if outcome.bound_hit:
         kind = rule.kind("inconclusive")
@@ -191,7 +206,7 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
             j.model = {**verified, "static_shape": j.verdict.discipline}
         name = ", ".join(sorted({j.verdict.discipline for j in sites}))
     else:
-        name, why, relied = proof(protocol, settings)
+        name, why, relied = judgement.proof.discipline, judgement.proof.why, judgement.proof.relied
         entry["relied_on"] = relied
         for j in sites:
             j.model = {**verified, "relied_on": relied, "static_shape": j.verdict.discipline}

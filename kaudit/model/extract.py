@@ -46,6 +46,7 @@ from kaudit.rules import Rule
 
 ENV_VALUE = Var("set", "local", CType("bool"))
 WIDENINGS = 6
+MAX_OPS = 2_000  # every inhibit protocol of 6.1 and 6.12 is under 500; vCPU create paths are 10,000+
 
 
 @dataclass(frozen=True)
@@ -513,6 +514,9 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
         code, where = thread_jumps(code)
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
+        if len(code) > MAX_OPS:
+            return Unmodelled(f"its protocol is too large to explore: {len(code)} ops after slicing (at most "
+                              f"{MAX_OPS}), from {len({op.function for op in code})} functions its entries reach")
         wanted = {read for op in code if op.kind == "input" for read in op.args[2]} | _state_read(code, slots)
         wider = interesting | (wanted & written)  # what the protocol reads, the code that writes it must run
         more = _readers(code) - readers

@@ -304,9 +304,17 @@ class Inliner:
                     or target == frame.fid:
                 continue
             if self.effects.writes_any(target, self.interesting) or self.effects.changes_locks(target) \
-                    or target in self.readers or self._fills_used_local(frame.fid, instr.call, target):
+                    or target in self.readers or self._fills_used_local(frame.fid, instr.call, target) \
+                    or self._determined(instr, target, frame):
                 out.append(target)
         return out
+
+    def _determined(self, instr: CallOp, target: str, frame: Frame) -> bool:
+        """A call whose value the code determines: every argument a constant, a callee that writes
+        nothing (`check_apicv_inhibit_reasons(APICV_INHIBIT_REASON_HYPERV)`). Its value is no input."""
+        args = [self.rename(a, frame) for a in instr.call.args]
+        return instr.result is not None and bool(args) and all(isinstance(a, Const) for a in args) \
+            and not self.effects.plain_writes(target)
 
     def _fills_used_local(self, fid: str, call: Call, target: str) -> bool:
         """Whether the callee writes, through a pointer argument, a local of
