@@ -40,9 +40,9 @@ def test_fix_is_verified_and_named_from_what_the_proof_needs(fixed_result: Audit
     settings = ModelSettings(vcpus=vcpus)
     found = check_key(fixed_result.analyses[0], RULE, IRQWIN, settings)
     assert found.status == "verified" and not found.bound_hit
-    discipline, _, relied = proof(protocol, settings)
-    assert discipline == "per-vcpu-flag-counter"
-    assert relied == {"flags": True, "counts": True, "lock": True}  # without any one of them it breaks
+    named = proof(protocol, settings)
+    assert named.discipline == "per-vcpu-flag-counter"
+    assert named.relied == {"flags": True, "counts": True, "lock": True}  # without any one of them it breaks
 
 
 def test_audit_marks_the_finding_confirmed_and_the_fixed_sites_verified(fixed_tree: Path) -> None:

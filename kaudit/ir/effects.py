@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kaudit.ir.flow import lock_moves
 from kaudit.ir.names import counted_key, deref, field_key, lock_key, subexprs
-from kaudit.ir.nodes import Assign, Call, CallOp, Cleanup, Expr, Field, Function, Var
+from kaudit.ir.nodes import Assign, Call, CallOp, Expr, Field, Function, Var
 from kaudit.kernel_api import (
     ATOMIC_READ,
     ATOMIC_SET,
@@ -50,7 +51,7 @@ def primitive_effects(call: Call, params: list[str]) -> tuple[set[str], set[str]
     if not args:
         return None
     if name in LOCK_ACQUIRE or name in LOCK_RELEASE:
-        return {f"lock:{_place(args[0], params) or lock_key(args[0])}"}, set()
+        return {f"lock:{_lock_place(args[0], params)}"}, set()
     if name in STATIC_KEY_UPDATE or name in STATIC_KEY_READ:
         key = counted_key(args[0])
         return ({key} if name in STATIC_KEY_UPDATE else set()) if key else set(), {key} if key else set()
@@ -197,24 +198,17 @@ class Effects:
         return LockEffect(takes or frozenset(), frozenset(drops))
 
     def _lock_moves(self, fid: str, instr, params: list[str]) -> list[tuple[str, bool]]:
-        """(lock, taken?) for each lock an instruction takes or drops, in the function's own terms."""
-        if isinstance(instr, Cleanup):
-            taken = self.lowered.guard_lock(instr.init)
-            return [(_lock_place(instr.init.args[0], params), False)] if taken is not None else []
-        if not isinstance(instr, CallOp):
-            return []
-        call = instr.call
-        name = call.callee or ""
-        if (name in LOCK_ACQUIRE or name in LOCK_RELEASE) and call.args:
-            return [(_lock_place(call.args[0], params), name in LOCK_ACQUIRE)]
-        if instr.result is not None and self.lowered.guard_lock(call) is not None:
-            return [(_lock_place(call.args[0], params), True)]
+        """(lock, taken?) for each lock an instruction takes or drops, itself or through a callee that
+        leaves them changed, in the function's own terms."""
+        own = lock_moves(instr, self.lowered.guard_lock)
+        if own or not isinstance(instr, CallOp):
+            return [(_lock_place(lock, params), taken) for lock, taken in own]
         moves = []
-        for target in self.lowered.targets(fid, call):
+        for target in self.lowered.targets(fid, instr.call):
             if target in self._direct:
                 effect = self.lock_effect(target)
-                moves += [(_bind_lock(k, call.args, params), True) for k in sorted(effect.takes)]
-                moves += [(_bind_lock(k, call.args, params), False) for k in sorted(effect.drops)]
+                moves += [(_bind_lock(k, instr.call.args, params), True) for k in sorted(effect.takes)]
+                moves += [(_bind_lock(k, instr.call.args, params), False) for k in sorted(effect.drops)]
         return moves
 
 

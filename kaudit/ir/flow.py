@@ -111,6 +111,21 @@ def block_guards(function: Function) -> list[tuple[Guard, ...]]:
     return [s or () for s in state]
 
 
+def lock_moves(instr: Instr, guard_lock: GuardLock) -> list[tuple[Expr, bool]]:
+    """(lock object, taken?) for what an instruction itself does to the locks held: a lock or unlock
+    call, a scoped guard's constructor, the end of its scope. The one reading of lock instructions."""
+    if isinstance(instr, CallOp):
+        call = instr.call
+        name = call.callee or ""
+        if (name in LOCK_ACQUIRE or name in LOCK_RELEASE) and call.args:
+            return [(call.args[0], name in LOCK_ACQUIRE)]
+        if instr.result is not None and instr.result.scope == "local" and guard_lock(call) is not None:
+            return [(call.args[0], True)]
+    elif isinstance(instr, Cleanup) and guard_lock(instr.init) is not None:
+        return [(instr.init.args[0], False)]
+    return []
+
+
 class LockTracker:
     """Which locks an instruction takes or drops."""
 
@@ -118,23 +133,11 @@ class LockTracker:
         self.guard_lock = guard_lock
 
     def apply(self, held: tuple[str, ...], instr: Instr) -> tuple[str, ...]:
-        if isinstance(instr, CallOp):
-            call = instr.call
-            name = call.callee or ""
-            if name in LOCK_ACQUIRE and call.args:
-                return _add(held, lock_key(call.args[0]))
-            if name in LOCK_RELEASE and call.args:
-                return tuple(x for x in held if x != lock_key(call.args[0]))
-            if instr.result is not None and instr.result.scope == "local":
-                taken = self.guard_lock(call)
-                if taken is not None:
-                    return _add(held, taken[0])
-        elif isinstance(instr, Cleanup):
-            taken = self.guard_lock(instr.init)
-            if taken is not None:
-                return tuple(x for x in held if x != taken[0])
-        elif isinstance(instr, LockAssert):
+        if isinstance(instr, LockAssert):
             return _add(held, lock_key(instr.lock))
+        for lock, taken in lock_moves(instr, self.guard_lock):
+            key = lock_key(lock)
+            held = _add(held, key) if taken else tuple(x for x in held if x != key)
         return held
 
 

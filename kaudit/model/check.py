@@ -69,11 +69,11 @@ def judge(protocol: Protocol, settings: ModelSettings) -> Judgement:
         return Judgement(outcome, None, cost)
     if outcome.bound_hit or counter:
         return Judgement(outcome, None, None)
-    return Judgement(outcome, Proof(*proof(protocol, settings)), None)
+    return Judgement(outcome, proof(protocol, settings), None)
 
 
-def proof(protocol: Protocol, settings: ModelSettings) -> tuple[str, str, dict[str, bool]]:
-    """(discipline, why, what the proof relied on) of a verified protocol."""
+def proof(protocol: Protocol, settings: ModelSettings) -> Proof:
+    """The discipline of a verified protocol, named by what its proof relied on."""
     relied: dict[str, bool] = {}
     named_by_shape = protocol.vm_demand or protocol.recompute  # their name needs only whether the lock matters
     parts = {"flags": bool(protocol.flags) and not named_by_shape,
@@ -86,17 +86,19 @@ def proof(protocol: Protocol, settings: ModelSettings) -> tuple[str, str, dict[s
     flags = ", ".join(protocol.cpu_names[s] if kind == "cpu" else protocol.vm_names[s] for kind, s in protocol.flags)
     counts = ", ".join(protocol.vm_names[s] for s in protocol.counts)
     if protocol.vm_demand:
-        return "vm-recompute", f"the bit follows VM-wide state, recomputed by whichever vCPU runs{lock}", relied
-    if protocol.recompute:
-        return "recompute-all-vcpus", f"the bit is recomputed from every vCPU's state{lock}", relied
-    if relied.get("flags") and relied.get("counts"):
-        return ("per-vcpu-flag-counter", f"per-vCPU flag {flags} makes each request idempotent; count {counts} "
-                f"sets and clears the bit on its 0<->1 transitions{lock}", relied)
-    if relied.get("counts"):
-        return "locked-counter", f"count {counts} of the vCPUs that need it decides the bit{lock}", relied
-    if relied.get("flags"):
-        return "per-vcpu-flag", f"per-vCPU flag {flags} makes each request idempotent{lock}", relied
-    return "self-contained", f"each vCPU's set and clear leave no other vCPU's demand exposed{lock}", relied
+        name, why = "vm-recompute", "the bit follows VM-wide state, recomputed by whichever vCPU runs"
+    elif protocol.recompute:
+        name, why = "recompute-all-vcpus", "the bit is recomputed from every vCPU's state"
+    elif relied.get("flags") and relied.get("counts"):
+        name, why = ("per-vcpu-flag-counter", f"per-vCPU flag {flags} makes each request idempotent; count {counts} "
+                     "sets and clears the bit on its 0<->1 transitions")
+    elif relied.get("counts"):
+        name, why = "locked-counter", f"count {counts} of the vCPUs that need it decides the bit"
+    elif relied.get("flags"):
+        name, why = "per-vcpu-flag", f"per-vCPU flag {flags} makes each request idempotent"
+    else:
+        name, why = "self-contained", "each vCPU's set and clear leave no other vCPU's demand exposed"
+    return Proof(name, why + lock, relied)
 
 
 def _model_json(outcome: Outcome, status: str, protocol: Protocol) -> dict:
@@ -206,11 +208,11 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
             j.model = {**verified, "static_shape": j.verdict.discipline}
         name = ", ".join(sorted({j.verdict.discipline for j in sites}))
     else:
-        name, why, relied = judgement.proof.discipline, judgement.proof.why, judgement.proof.relied
+        name, relied = judgement.proof.discipline, judgement.proof.relied
         entry["relied_on"] = relied
         for j in sites:
             j.model = {**verified, "relied_on": relied, "static_shape": j.verdict.discipline}
-            j.verdict = Verdict(name, why, j.verdict.flag, j.verdict.counter)
+            j.verdict = Verdict(name, judgement.proof.why, j.verdict.flag, j.verdict.counter)
     if shapes:
         kind = rule.kind("inconclusive")
         how = (f"its static shape ({', '.join(shapes)}) predicts a violation, but the runtime model finds none in "

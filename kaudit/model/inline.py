@@ -30,7 +30,6 @@ from kaudit.ir.nodes import (
     Function,
     Index,
     Jump,
-    LockAssert,
     Opaque,
     Return,
     Select,
@@ -91,7 +90,6 @@ class Draft:
     labels: dict[int, int] = field(default_factory=dict)  # label -> op index
     nlabels: int = 0
     points: list[Point] = field(default_factory=list)
-    lock_asserts: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # entry fid -> (lock, mode)
 
     def label(self) -> int:
         self.nlabels += 1
@@ -172,9 +170,6 @@ class Inliner:
         self.draft.place(end)
         fn = self.lowered.program.functions[fid]
         self.emit("end", (), frame, fn["end_line"], f"returns from {fn['name']}")
-        self.draft.lock_asserts[fid] = [(lock_key(self.rename(i.lock, frame)), i.mode)
-                                         for _, i in self.lowered.function(fid).instructions()
-                                         if isinstance(i, LockAssert)]
         return start
 
     def synthetic(self, api: ApiEntry, args: tuple[Expr, ...], fid: str, choice: Var) -> int:
@@ -265,7 +260,7 @@ class Inliner:
     def _call(self, instr: CallOp, args: tuple[Expr, ...], dst: Var | None, frame: Frame, text: str) -> None:
         call = instr.call
         name = call.callee or ""
-        targets = self._inlinable(frame, instr)
+        targets = self._inlinable(frame, instr, args)
         if name in self.api:
             targets = [t for t in self.lowered.targets(frame.fid, call) if t in self.lowered.program.functions]
             if not targets:
@@ -293,7 +288,7 @@ class Inliner:
             self.draft.place(nxt)
         self.draft.place(after)
 
-    def _inlinable(self, frame: Frame, instr: CallOp) -> list[str]:
+    def _inlinable(self, frame: Frame, instr: CallOp, args: tuple[Expr, ...]) -> list[str]:
         """The callee bodies worth compiling: they write interesting state, change the locks held, or
         compute a value a decision reads from interesting state. A callee that only reads is an input
         (any value) naming itself, compiled once the slice shows that value matters: a static key is
@@ -305,14 +300,13 @@ class Inliner:
                 continue
             if self.effects.writes_any(target, self.interesting) or self.effects.changes_locks(target) \
                     or target in self.readers or self._fills_used_local(frame.fid, instr.call, target) \
-                    or self._determined(instr, target, frame):
+                    or self._determined(instr, args, target):
                 out.append(target)
         return out
 
-    def _determined(self, instr: CallOp, target: str, frame: Frame) -> bool:
+    def _determined(self, instr: CallOp, args: tuple[Expr, ...], target: str) -> bool:
         """A call whose value the code determines: every argument a constant, a callee that writes
         nothing (`check_apicv_inhibit_reasons(APICV_INHIBIT_REASON_HYPERV)`). Its value is no input."""
-        args = [self.rename(a, frame) for a in instr.call.args]
         return instr.result is not None and bool(args) and all(isinstance(a, Const) for a in args) \
             and not self.effects.plain_writes(target)
 
