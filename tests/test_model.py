@@ -11,9 +11,12 @@ import pytest
 from conftest import SAMPLE
 
 from kaudit.audit import AuditResult, audit_tree
+from kaudit.model import extract
 from kaudit.model.check import ModelSettings, check_key, proof, protocol_of
+from kaudit.model.explore import Explorer
 from kaudit.model.extract import Unmodelled
 from kaudit.model.simulate import simulate
+from kaudit.report.json_report import build_report, dumps
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules
 
@@ -69,3 +72,25 @@ def test_cost_simulation_shows_the_churn_the_fix_removes(sample_result: AuditRes
     assert cost(sample_result) == buggy  # seeded: the same numbers every run
     reported = audit_tree(SAMPLE, [RULE], model=ModelSettings(sim_steps=20_000)).analyses[0].model[IRQWIN]["cost"]
     assert reported == buggy  # the report's cost of a confirmed violation is this simulation
+
+
+def test_a_warm_run_reuses_the_judgements_and_reports_the_same(tmp_path: Path, monkeypatch) -> None:
+    rules = load_rules(default_rules_dir())
+    first = dumps(build_report(audit_tree(SAMPLE, rules, cache_dir=tmp_path, model=ModelSettings(sim_steps=500))))
+
+    def refuse(self):
+        raise AssertionError("explored again although the protocol did not change")
+
+    monkeypatch.setattr(Explorer, "run", refuse)
+    again = dumps(build_report(audit_tree(SAMPLE, rules, cache_dir=tmp_path, model=ModelSettings(sim_steps=500))))
+    assert again == first
+
+
+def test_a_protocol_too_large_to_explore_is_unmodelled_and_keeps_its_static_finding(monkeypatch) -> None:
+    monkeypatch.setattr(extract, "MAX_OPS", 10)
+    result = audit_tree(SAMPLE, [RULE], model=ModelSettings(sim_steps=0))
+    irqwin = [j for j in result.analyses[0].sites if j.site.key == IRQWIN]
+    assert irqwin and all(j.model["status"] == "not-modelled" for j in irqwin)
+    assert all("too large to explore" in j.model["reason"] for j in irqwin)
+    (error,) = [f for f in result.analyses[0].findings if f.severity == "error"]
+    assert error.key == IRQWIN and error.model == {"status": "not-run"}  # the static finding, not confirmed
