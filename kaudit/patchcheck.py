@@ -192,6 +192,7 @@ class Verdict:
 class SeriesCheck:
     final: AuditResult
     report: dict[str, Any]  # the report of the tree after the whole series, with a "patches" section
+    states: list[dict[str, Any]]  # the report of the work copy after each change, in turn
 
 
 @dataclass(frozen=True)
@@ -244,4 +245,4 @@ def check_series(root: Path, changes: Sequence[Change], how: Audit, scratch: Pat
         verdicts.append(Verdict(change, paths, already_applied, previous, report, not_analyzed))
     report["tree"]["root"] = str(root)
     report["patches"] = [v.to_json() for v in verdicts]
-    return SeriesCheck(result, report)
+    return SeriesCheck(result, report, [v.after for v in verdicts])

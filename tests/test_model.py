@@ -5,6 +5,7 @@ Code shapes beyond the sample are annotated C under tests/fixtures/ (test_fixtur
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,19 @@ def test_a_protocol_too_large_to_explore_is_unmodelled_and_keeps_its_static_find
     assert all("too large to explore" in j.model["reason"] for j in irqwin)
     (error,) = [f for f in result.analyses[0].findings if f.severity == "error"]
     assert error.key == IRQWIN and error.model == {"status": "not-run"}  # the static finding, not confirmed
+
+
+def test_a_long_call_chain_that_moves_nothing_of_the_protocol_is_summarised(tmp_path: Path) -> None:
+    """The release behind nine helpers (the x86 emulator behind svm_update_soft_interrupt_rip()): their value
+    and what they write are any value, not compiled code, and the fix is still verified."""
+    tree = tmp_path / "tree"
+    fixtures = Path(__file__).parent / "fixtures"
+    shutil.copytree(fixtures / "include", tree / "include")
+    (tree / "arch/x86/kvm").mkdir(parents=True)
+    shutil.copy(fixtures / "KVM001/fix-after-a-long-call-chain.c", tree / "arch/x86/kvm")
+    result = audit_tree(tree, [RULE], model=None, cache_dir=None)
+    protocol = protocol_of(result.analyses[0], RULE, IRQWIN)
+    assert not isinstance(protocol, Unmodelled)
+    assert not {op.function for op in protocol.code if op.function.startswith("emulate_step")}
+    assert [op.text for op in protocol.code if "summarised" in op.text] == ["emulate_step1(vcpu, soft) (summarised)"]
+    assert check_key(result.analyses[0], RULE, IRQWIN, ModelSettings(vcpus=3)).status == "verified"

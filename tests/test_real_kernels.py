@@ -212,6 +212,26 @@ def test_check_patch_on_a_real_tree_keeps_the_error_and_the_tree(tmp_path: Path)
     assert error["id"] in patch["unchanged"] and error["location"]["line"] == clear_line + 1
 
 
+def test_the_upstream_fix_is_verified_and_needs_its_rebuild(tmp_path: Path) -> None:
+    """kvm-x86's fix (7b402ec851cb, 6563ddadd169, 5617dddcfa30, fa78a514d632) ported to 6.12 is a
+    per-vCPU flag and count, verified, fixing the known error; dropping the line that rebuilds the
+    IRQWIN bit from the count brings the premature clear back, with a trace."""
+    tree = kernel(kernels.source_tree, "6.12")
+    data = Path(__file__).parent / "data"
+    series = [data / "upstream-irqwin-fix-6.12.patch", data / "upstream-irqwin-fix-6.12-without-rebuild.patch"]
+    how = Audit(load_rules(default_rules_dir()), 2, kernels.CACHE / "kaudit-cache", ModelSettings(sim_steps=0), None)
+    result = check_series(tree, read_patches(series, None, tmp_path), how, tmp_path / "work")
+    fix, unfix = result.report["patches"]
+    assert fix["introduced"] == [] and [f["key"] for f in fix["fixed"]] == ["APICV_INHIBIT_REASON_IRQWIN"]
+    irqwin = [s for s in result.states[0]["sites"] if s["key"] == "APICV_INHIBIT_REASON_IRQWIN"]
+    assert {s["location"]["function"] for s in irqwin} == {"svm_enable_irq_window", "svm_inject_irq"}
+    assert {(s["discipline"], s["model"]["status"]) for s in irqwin} == {("per-vcpu-flag-counter", "verified")}
+    (error,) = unfix["introduced"]
+    assert (error["key"], error["severity"], error["model"]["status"], error["model"]["violation"]) == (
+        "APICV_INHIBIT_REASON_IRQWIN", "error", "confirmed", "premature-clear")
+    assert error["model"]["trace"]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_the_6_12_report_is_valid_sarif(mode: str) -> None:
     report, _ = audited("6.12", mode)

@@ -179,6 +179,8 @@ class ExprBuilder:
         if k in (_UNEXPOSED, K.StmtExpr.value) and kids and kind(kids[0]) == _COMPOUND:
             return {"k": "block", "body": self.block(kids[0])}
         name = K.from_id(k).name.lower()
+        if k == _SIZEOF and (value := evaluate_int(cursor)) is not None:  # `sizeof(x) == sizeof(long)`
+            return {"k": "int", "v": value}  # in READ_ONCE() is a constant, not a choice
         if k in _OPAQUE:
             return {"k": "other", "what": name}
         return {"k": "other", "what": name, "sub": [self.build(ch) for ch in kids if kind(ch) in self._expr_kinds]}
@@ -298,6 +300,7 @@ _LEAVES: dict[int, Any] = {
     K.DECL_REF_EXPR.value: ExprBuilder._decl_ref,
 }
 _OPAQUE = frozenset({K.CXX_UNARY_EXPR.value, K.TYPE_REF.value, K.STRING_LITERAL.value})
+_SIZEOF = K.CXX_UNARY_EXPR.value  # sizeof, alignof
 _ENUM_CONSTANT = K.ENUM_CONSTANT_DECL.value
 _FUNCTION = K.FUNCTION_DECL.value
 _PARM = K.PARM_DECL.value

@@ -145,6 +145,11 @@ class Effects:
             reads |= _bind(self.reads.get(target, ()), call.args, params)
         return writes, reads
 
+    def callees(self, fid: str) -> list[str]:
+        """The functions a function may call directly (through tables too)."""
+        return sorted({t for targets, _ in self._direct[fid].calls for t in targets} & self._direct.keys()) \
+            if fid in self._direct else []
+
     def plain_reads(self, fid: str) -> set[str]:
         """The storage a function reads, with what it calls (no parameters, no locks)."""
         return _plain(self.reads.get(fid, ()))

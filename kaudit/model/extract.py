@@ -40,7 +40,7 @@ from kaudit.model.bookkeeping import (
 from kaudit.model.code import Action, Entry, Loc, Op, Protocol
 from kaudit.model.domains import domains
 from kaudit.model.flat import link, post_dominators, reachable, reaching, rebuild, successors
-from kaudit.model.inline import RESULT, Inliner
+from kaudit.model.inline import RESULT, Core, Inliner
 from kaudit.model.resolve import SELF, VMOBJ, Resolver
 from kaudit.rules import Rule
 
@@ -125,9 +125,10 @@ class Extractor:
     def env_api(self):
         return next((a for a in self.rule.api if a.value_arg is not None and a.takes_lock), None)
 
-    def compile(self, fids: list[str], interesting: set[str], readers: frozenset[str], env: bool) -> _Compiled:
+    def compile(self, fids: list[str], interesting: set[str], readers: frozenset[str], env: bool,
+                core: Core) -> _Compiled:
         inliner = Inliner(self.lowered, self.effects, self.api, interesting, self.rule.update_lock, self.rule.word,
-                          readers)
+                          readers, core)
         labels = [inliner.entry(fid, self.entry_subst(fid)) for fid in fids]
         env_label = -1
         api = self.env_api() if env else None
@@ -481,8 +482,12 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     target = rule.word if kind == "inhibit" else key
     written = set().union(*map(extractor.effects.plain_writes, fids))  # what an unmodelled read could see change
     readers: frozenset[str] = frozenset()
+    sites = {j.site.function for j in extractor.analysis.sites if j.site.key == key}
+    graph = extractor.analysis.graph
+    leads = set(sites).union(*(nx.ancestors(graph, f) for f in sites if f in graph))
+    core = Core(frozenset(leads), frozenset(interesting - {rule.word, rule.update_lock}))
     for widening in range(WIDENINGS):
-        compiled = extractor.compile(fids, interesting, readers, env=kind == "inhibit")
+        compiled = extractor.compile(fids, interesting, readers, kind == "inhibit", core)
         slots = compiled.resolver.slots
         if target not in slots.vm:
             return Unmodelled(f"no code the model runs writes {target}")

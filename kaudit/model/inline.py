@@ -55,7 +55,17 @@ from kaudit.model.code import Op
 from kaudit.rules import ApiEntry
 
 MAX_DEPTH = 12
+SUMMARY_BUDGET = 8  # functions: a callee that would compile more, moving none of the core state, is summarised
 RESULT = Var("%result", "local")  # an entry's return value
+
+
+@dataclass(frozen=True)
+class Core:
+    """What makes a callee part of the protocol itself: it leads to a set or clear of the key, or
+    writes this state (the flags and counts the bookkeeping may use)."""
+
+    leads_to_key: frozenset[str]
+    state: frozenset[str]
 
 
 @dataclass
@@ -111,11 +121,14 @@ def simplify(expr: Expr) -> Expr:
 
 class Inliner:
     def __init__(self, lowered: LoweredProgram, effects: Effects, api: dict[str, ApiEntry], interesting: set[str],
-                 update_lock: str, word: str, readers: frozenset[str] = frozenset()) -> None:
+                 update_lock: str, word: str, readers: frozenset[str] = frozenset(),
+                 core: Core | None = None) -> None:
         self.lowered = lowered
         self.effects = effects
         self.api = api
         self.interesting = interesting
+        self.core = core  # what a callee must move to be compiled in full, whatever its size
+        self._weights: dict[str, int] = {}
         self.readers = readers  # callees that only read interesting state, compiled because a decision reads them
         self.update_lock = update_lock
         self.word = word
@@ -261,16 +274,22 @@ class Inliner:
         call = instr.call
         name = call.callee or ""
         targets = self._inlinable(frame, instr, args)
+        summarised = bool(targets) and name not in self.api and \
+            all(self._summarised(frame, instr, args, t) for t in targets)
+        if summarised:
+            self._havoc(frame, instr, text)
+            targets = []
         if name in self.api:
             targets = [t for t in self.lowered.targets(frame.fid, call) if t in self.lowered.program.functions]
             if not targets:
                 self._api_primitive(self.api[name], args, frame, instr.line, text)
                 return
         if not targets or len(frame.stack) >= MAX_DEPTH:
-            if dst is not None:
-                readers = tuple(f"call:{t}" for t in self.lowered.targets(frame.fid, call)
-                                if self.effects.reads_any(t, self.interesting))
-                self.emit("input", (dst, None, readers, False), frame, instr.line, f"{text} (not modelled)")
+            if dst is not None:  # a summarised value is any value by choice: no reader to compile later
+                readers = () if summarised else tuple(f"call:{t}" for t in self.lowered.targets(frame.fid, call)
+                                                      if self.effects.reads_any(t, self.interesting))
+                self.emit("input", (dst, None, readers, False), frame, instr.line,
+                          f"{text} ({'summarised' if summarised else 'not modelled'})")
             return
         if len(targets) == 1:
             self.inline(targets[0], instr, args, dst, frame)
@@ -303,6 +322,39 @@ class Inliner:
                     or self._determined(instr, args, target):
                 out.append(target)
         return out
+
+    def _summarised(self, frame: Frame, instr: CallOp, args: tuple[Expr, ...], target: str) -> bool:
+        """A callee far from the protocol: compiled only because it writes state the protocol reads (or
+        a decision reads its value), it reaches no set or clear of the key, moves no flag or count and
+        no lock, and would compile more than SUMMARY_BUDGET functions (the x86 emulator behind a
+        skipped instruction). Its summary is havoc: its value and what it may write take any value, a
+        sound over-approximation that costs one op per piece of state. Other reasons it may set or
+        clear are the environment's."""
+        return self.core is not None and target not in self.core.leads_to_key \
+            and not self.effects.writes_any(target, self.core.state) and not self.effects.changes_locks(target) \
+            and not self._fills_used_local(frame.fid, instr.call, target) \
+            and not self._determined(instr, args, target) and self._weight(target) > SUMMARY_BUDGET
+
+    def _weight(self, target: str) -> int:
+        """How many functions touching interesting state compiling `target` would reach (up to the budget)."""
+        if target not in self._weights:
+            seen, todo = set(), [target]
+            while todo and len(seen) <= SUMMARY_BUDGET:
+                fid = todo.pop()
+                if fid in seen or not (self.effects.writes_any(fid, self.interesting)
+                                       or self.effects.reads_any(fid, self.interesting)):
+                    continue
+                seen.add(fid)
+                todo.extend(self.effects.callees(fid))
+            self._weights[target] = len(seen)
+        return self._weights[target]
+
+    def _havoc(self, frame: Frame, instr: CallOp, text: str) -> None:
+        """The summary of a summarised call: each interesting piece of state it may write, any value."""
+        written = _plain_keys(self.effects.of_call(frame.fid, instr.call)[0]) & self.interesting - {self.word}
+        for key in sorted(written):
+            self.emit("input", (_storage(key), None, (), False), frame, instr.line,
+                      f"{text} (summarised: may change {key})")
 
     def _determined(self, instr: CallOp, args: tuple[Expr, ...], target: str) -> bool:
         """A call whose value the code determines: every argument a constant, a callee that writes
@@ -399,6 +451,22 @@ class Inliner:
         else:
             return False
         return True
+
+
+def _plain_keys(places: set[str]) -> set[str]:
+    return {p for p in places if not p.startswith(("lock:", "param:"))}
+
+
+def _storage(key: str) -> Expr:
+    """An expression naming the storage of a field key (`kvm_vcpu.arch.hflags`) in this vCPU's or the
+    VM's object, or a global."""
+    parts = key.split(".")
+    if len(parts) == 1:
+        return Var(key, "global")
+    expr: Expr = Field(Var("%summary", "local"), parts[1], True, parts[0])
+    for part in parts[2:]:
+        expr = Field(expr, part, False, "")
+    return expr
 
 
 def _is_stable(expr: Expr) -> bool:

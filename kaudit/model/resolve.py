@@ -218,8 +218,14 @@ class Resolver:
             return replace(op, args=(target, self.value(args[1]), self.value(args[2])))
         if kind == "input":
             target = self.place(args[0])
-            if isinstance(args[0], Var):
+            if isinstance(args[0], Var) and args[0].scope == "local":
                 self.slots.input_types[target.slot] = args[0].ctype
+            elif target is None:  # a summarised write of state nothing here models: its reads are inputs anyway
+                return None
+            elif target.kind != "local":  # a summarised write: any value
+                slot = self.slots.local(f"%in{len(self.slots.locals)}")
+                self.pending.append(replace(op, args=(Loc("local", slot), None, (), False)))
+                return replace(op, kind="set", args=(target, Loc("local", slot)))
             return replace(op, args=(target, args[1], args[2], False))
         if kind == "branch":
             return replace(op, args=(self.value(args[0]), args[1], args[2]))
