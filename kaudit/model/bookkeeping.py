@@ -256,3 +256,32 @@ def actions_of(flow: Dataflow, books: Bookkeeping, points: list[tuple]) -> list[
             actions.append(Action(len(actions), pc, "count", direction, (), op.args[2] if op.kind == "atomic"
                                   else op.args[1], (op.function, op.file, op.line), op.text))
     return actions
+
+
+def reaching_local_defs(code: list[Op]) -> list[int]:
+    """Per op, the definitions of locals that reach it, as a bit set over op indices: a local's value
+    at a read comes only from these writes (the slicer follows no other)."""
+    writes = [{loc.slot for loc in op_writes(op) if loc.kind == "local"} for op in code]
+    of_slot: dict[int, int] = {}
+    for pc, slots in enumerate(writes):
+        for slot in slots:
+            of_slot[slot] = of_slot.get(slot, 0) | (1 << pc)
+    kill = [0] * len(code)
+    for pc, slots in enumerate(writes):
+        for slot in slots:
+            kill[pc] |= of_slot[slot]
+    gen = [(1 << pc) if slots else 0 for pc, slots in enumerate(writes)]
+    into = [0] * (len(code) + 1)
+    work = list(range(len(code)))
+    queued = set(work)
+    while work:
+        pc = work.pop()
+        queued.discard(pc)
+        out = gen[pc] | (into[pc] & ~kill[pc])
+        for nxt in successors(code, pc):
+            if nxt < len(code) and out & ~into[nxt]:
+                into[nxt] |= out
+                if nxt not in queued:
+                    queued.add(nxt)
+                    work.append(nxt)
+    return into[:len(code)]

@@ -34,6 +34,7 @@ from kaudit.model.bookkeeping import (
     loop_values,
     op_reads,
     op_writes,
+    reaching_local_defs,
     reads,
     state_of,
 )
@@ -284,6 +285,7 @@ class Slicer:
                 name = ("local", loc.slot) if loc.kind == "local" else state_of(loc)
                 if name is not None:
                     defs.setdefault(name, []).append(pc)
+        reach = reaching_local_defs(code)  # a local's read depends on the writes that reach it; state on all
         ipdom = post_dominators(code)
         regions = {pc: _region(code, pc, ipdom[pc]) for pc, op in enumerate(code) if op.kind in ("branch", "each")}
         toward = reaching(code, self.goals)
@@ -295,9 +297,10 @@ class Slicer:
             changed = False
             stack = list(keep)
             while stack:
-                for name in self.reads(stack.pop()):
+                pc = stack.pop()
+                for name in self.reads(pc):
                     for d in defs.get(name, ()):
-                        if d not in keep:
+                        if d not in keep and (name[0] != "local" or reach[pc] >> d & 1):
                             keep.add(d)
                             stack.append(d)
             for pc, region in regions.items():
