@@ -270,6 +270,11 @@ class Function:
             return (term.body, term.exit)
         return ()
 
+    @property
+    def size(self) -> int:
+        """Instructions and terminators: what compiling the body costs."""
+        return sum(len(block.instrs) + 1 for block in self.blocks)
+
     def instructions(self):
         """Every instruction with its block, in block order."""
         for block in self.blocks:

@@ -192,12 +192,14 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
             j.model = {**model, "status": "violated"}
         entry["cost"] = judgement.cost
         return
-    if outcome.bound_hit:
-        kind = rule.kind("inconclusive")
-        how = (f"the runtime model stopped at {outcome.states} states with {outcome.vcpus} vCPUs before covering "
-               f"every interleaving; the static shape is {sites[0].verdict.discipline}")
-        analysis.findings.append(Finding(rule, kind.severity, kind.name, key, kind.text(key=key, how=how),
-                                         sites[0], model=_model_json(outcome, "inconclusive", protocol)))
+    if outcome.bound_hit:  # like a key the model cannot run: a warning only where the shape is unsafe
+        unsafe = [j for j in sites if j.verdict.discipline in UNSAFE]
+        if unsafe:
+            kind = rule.kind("inconclusive")
+            how = (f"the runtime model stopped at {outcome.states} states with {outcome.vcpus} vCPUs before "
+                   f"covering every interleaving; the static shape is {unsafe[0].verdict.discipline}")
+            analysis.findings.append(Finding(rule, kind.severity, kind.name, key, kind.text(key=key, how=how),
+                                             unsafe[0], model=_model_json(outcome, "inconclusive", protocol)))
         for j in sites:
             j.model = _model_json(outcome, "inconclusive", protocol)
         return

@@ -145,9 +145,12 @@ class Extractor:
         resolver = Resolver(inliner.draft, self.scopes, lambda key: key in self.effects.vcpu_written)
         ops, labelled = resolver.run()
         code = link(ops, labelled)
+        entry_pcs = [labelled[s] for s in labels] + ([labelled[env_label]] if env_label in labelled else [])
+        code, where, live = fold_constant_branches(code, entry_pcs)
+        labelled = {label: where[pc] for label, pc in labelled.items()}
         points = []
         for point in inliner.draft.points:
-            if point.key != self.key:
+            if point.key != self.key or labelled[point.label] not in live:
                 continue
             fixed = None if point.value is not None else ("request" if point.api.action == "set" else "release")
             value = resolver.pure(point.value) if point.value is not None else None
@@ -158,6 +161,20 @@ class Extractor:
                            text))
         return _Compiled(code, [labelled[s] for s in labels], labelled.get(env_label, -1), resolver, points,
                          key_value, other)
+
+
+def fold_constant_branches(code: list[Op], starts: list[int]) -> tuple[list[Op], list[int], set[int]]:
+    """A branch on locals assigned once with a constant (`msr.index = MSR_IA32_TSC` before the MSR
+    switch of kvm_set_msr_common()) goes one way; code no entry reaches any more is dropped.
+    Returns the code, where each old pc starts now, and the new pcs still reached."""
+    flow = Dataflow(code)
+    folded = list(code)
+    for pc, op in enumerate(code):
+        if op.kind == "branch" and (value := flow.fold(op.args[0])) is not None:
+            folded[pc] = replace(op, kind="jump", args=(op.args[1] if value else op.args[2],))
+    live = reachable(folded, starts)
+    out, where = rebuild(folded, {}, [pc in live for pc in range(len(folded))])
+    return out, where, {where[pc] for pc in live}
 
 
 def insert_decisions(code: list[Op], flow: Dataflow, books: Bookkeeping, actions: list[Action]
@@ -515,6 +532,11 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         else:
             books, actions = Bookkeeping(word, {word}), []
             code, where = compiled.code, list(range(len(compiled.code) + 1))
+            guards = _guard_state(code, flow, word, slots)
+            if not guards <= core.state and widening < WIDENINGS - 1:  # what moves the count: never summarised
+                core = Core(core.leads_to_key, core.state | guards)
+                interesting = interesting | guards
+                continue
         starts = [where[s] for s in compiled.starts]
         env_start = where[compiled.env] if compiled.env >= 0 else -1
         result_slot = slots.local(RESULT.name)
@@ -556,6 +578,19 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
                                       env_fn["line"] if env_fn else 0, "env", False,
                                       f"the environment sets and clears another reason through {api.function}"))
     return protocol
+
+
+def _guard_state(code: list[Op], flow: Dataflow, count: tuple[str, int], slots) -> frozenset[str]:
+    """The field keys read by the branches that decide whether the count moves (`vp_index != vcpu_idx`
+    before atomic_inc()): a summary that changed them at will would break the invariant the count keeps."""
+    ipdom = post_dominators(code)
+    moves = {pc for pc, op in enumerate(code) if count in {state_of(loc) for loc in op_writes(op)}}
+    names = {("vm", s): k for k, s in slots.vm.items()} | {("cpu", s): k for k, s in slots.cpu.items()}
+    out = set()
+    for pc, op in enumerate(code):
+        if op.kind == "branch" and _region(code, pc, ipdom[pc]) & moves:
+            out |= {names[s] for s in flow.state_read(reads(op.args[0])) if s in names and s != count}
+    return frozenset(out)
 
 
 def _state_read(code: list[Op], slots) -> set[str]:

@@ -56,6 +56,7 @@ from kaudit.rules import ApiEntry
 
 MAX_DEPTH = 12
 SUMMARY_BUDGET = 8  # functions: a callee that would compile more, moving none of the core state, is summarised
+SUMMARY_INSTRUCTIONS = 100  # ... or more of their instructions than this (kvm_pmu_set_msr() behind an MSR write)
 RESULT = Var("%result", "local")  # an entry's return value
 
 
@@ -128,7 +129,7 @@ class Inliner:
         self.api = api
         self.interesting = interesting
         self.core = core  # what a callee must move to be compiled in full, whatever its size
-        self._weights: dict[str, int] = {}
+        self._heavies: dict[str, bool] = {}
         self.readers = readers  # callees that only read interesting state, compiled because a decision reads them
         self.update_lock = update_lock
         self.word = word
@@ -326,28 +327,30 @@ class Inliner:
     def _summarised(self, frame: Frame, instr: CallOp, args: tuple[Expr, ...], target: str) -> bool:
         """A callee far from the protocol: compiled only because it writes state the protocol reads (or
         a decision reads its value), it reaches no set or clear of the key, moves no flag or count and
-        no lock, and would compile more than SUMMARY_BUDGET functions (the x86 emulator behind a
-        skipped instruction). Its summary is havoc: its value and what it may write take any value, a
-        sound over-approximation that costs one op per piece of state. Other reasons it may set or
-        clear are the environment's."""
+        no lock, and would compile more than SUMMARY_BUDGET functions or SUMMARY_INSTRUCTIONS
+        instructions (the x86 emulator behind a skipped instruction). Its summary is havoc: its value
+        and what it may write take any value, a sound over-approximation that costs one op per piece
+        of state. Other reasons it may set or clear are the environment's."""
         return self.core is not None and target not in self.core.leads_to_key \
             and not self.effects.writes_any(target, self.core.state) and not self.effects.changes_locks(target) \
             and not self._fills_used_local(frame.fid, instr.call, target) \
-            and not self._determined(instr, args, target) and self._weight(target) > SUMMARY_BUDGET
+            and not self._determined(instr, args, target) and self._heavy(target)
 
-    def _weight(self, target: str) -> int:
-        """How many functions touching interesting state compiling `target` would reach (up to the budget)."""
-        if target not in self._weights:
-            seen, todo = set(), [target]
-            while todo and len(seen) <= SUMMARY_BUDGET:
+    def _heavy(self, target: str) -> bool:
+        """Whether compiling `target` would reach more than SUMMARY_BUDGET functions touching interesting
+        state, or more than SUMMARY_INSTRUCTIONS of their instructions."""
+        if target not in self._heavies:
+            seen, todo, size = set(), [target], 0
+            while todo and len(seen) <= SUMMARY_BUDGET and size <= SUMMARY_INSTRUCTIONS:
                 fid = todo.pop()
                 if fid in seen or not (self.effects.writes_any(fid, self.interesting)
                                        or self.effects.reads_any(fid, self.interesting)):
                     continue
                 seen.add(fid)
+                size += self.lowered.function(fid).size
                 todo.extend(self.effects.callees(fid))
-            self._weights[target] = len(seen)
-        return self._weights[target]
+            self._heavies[target] = len(seen) > SUMMARY_BUDGET or size > SUMMARY_INSTRUCTIONS
+        return self._heavies[target]
 
     def _havoc(self, frame: Frame, instr: CallOp, text: str) -> None:
         """The summary of a summarised call: each interesting piece of state it may write, any value."""

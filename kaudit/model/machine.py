@@ -625,6 +625,8 @@ class Machine:
             run.phase = CREATED if result in (None, 0) else FAILED
         elif kind == "destroy":
             run.phase = EARLY if run.phase == CREATED else GONE
+        if run.phase in (FAILED, EARLY, GONE) and not self.shared_cpu:  # no code reads a dead vCPU's fields:
+            run.fields = [0] * len(run.fields)  # how its life ended makes no two states differ
         if run.demand == PENDING:
             run.demand = ACTIVE
         if isinstance(run.vm_demand, tuple) and run.vm_demand[1] == run.me:

@@ -49,6 +49,21 @@ def root(expr: Expr) -> Expr:
             return expr
 
 
+def local_field(expr: Expr) -> str | None:
+    """`msr.index`, `(&msr)->index`: a field of a struct that is itself a local, named as a local."""
+    if not isinstance(expr, Field):
+        return None
+    base = expr.base
+    if expr.arrow:
+        if not (isinstance(base, Unary) and base.op == "&"):
+            return None
+        base = base.arg
+    if isinstance(base, Var) and base.scope == "local" and not base.ctype.ptr:
+        return f"{base.name}.{expr.name}"
+    inner = local_field(base)
+    return f"{inner}.{expr.name}" if inner else None
+
+
 def _written(op: Op) -> Expr | None:
     if op.kind == "set":
         return op.args[0]
@@ -64,11 +79,16 @@ class Resolver:
         self.vcpu_writes = vcpu_writes  # does some per-vCPU function of the program write this key?
         self.slots = Slots()
         self.modelled: set[str] = set()
+        self.local_fields: set[str] = set()  # fields of local structs the code assigns: locals of their own
         for op in draft.ops:
             target = _written(op)
-            key = field_key(target) if target is not None and not isinstance(target, Loc) else None
+            if target is None or isinstance(target, Loc):
+                continue
+            key = field_key(target)
             if key and self._scope(target) is not None:
                 self.modelled.add(key)
+            elif (name := local_field(target)) is not None and op.kind == "set":
+                self.local_fields.add(name)
         self.refs = self._vcpu_refs()
         self.pending: list[Op] = []
         self.current: Op | None = None
@@ -114,6 +134,8 @@ class Resolver:
             return None
         if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
             return None
+        if (name := local_field(expr)) in self.local_fields:
+            return Loc("local", self.slots.local(name), name=name)
         key = field_key(expr)
         if key is None:
             return None
