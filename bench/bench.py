@@ -38,6 +38,7 @@ import clang.cindex as ci
 
 from kaudit.audit import audit_tree, parse_jobs
 from kaudit.model.check import ModelSettings, check_key
+from kaudit.model.extract import Unmodelled
 from kaudit.resources import default_rules_dir, sample_tree
 from kaudit.rules import load_rules, rule_sources
 from kaudit.scan import ParseJob
@@ -235,8 +236,9 @@ def _model_times(root: Path, options: argparse.Namespace) -> None:
         for key in sorted({j.site.key for j in analysis.sites}):
             for vcpus in options.model_vcpus:
                 start = time.perf_counter()
-                outcome = check_key(analysis, rule, key, vcpus)
-                if outcome is None:
+                outcome = check_key(analysis, rule, key, ModelSettings(vcpus=vcpus))
+                if isinstance(outcome, Unmodelled):
+                    print(f"model {key}: not modelled ({outcome.reason})")
                     break
                 bound = " (bound hit)" if outcome.bound_hit else ""
                 print(f"model {key}, {vcpus} vCPUs: {outcome.status} {outcome.violation} "

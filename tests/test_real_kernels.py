@@ -148,7 +148,8 @@ def test_every_other_inhibit_reason_has_its_sound_discipline(version: str, mode:
 @pytest.mark.parametrize("version", kernels.VERSIONS)
 def test_counts_of_vcpus_are_transition_guarded(version: str, mode: str) -> None:
     """Every count a running vCPU moves is moved on its own transitions; the counts vCPU creation and
-    destruction move are lifecycle sites. The model runs what it can and says why not the rest."""
+    destruction move are lifecycle sites. The model runs what it can, finds no violation, and says why
+    not the rest (too large to explore, or its state bound reached first)."""
     report, _ = audited(version, mode)
     counters = sites_of(report, "KVM002")
     moving = [s for s in counters if s["discipline"] != "lifecycle"]
@@ -159,8 +160,9 @@ def test_counts_of_vcpus_are_transition_guarded(version: str, mode: str) -> None
     lifecycle = {(s["key"], s["location"]["function"]) for s in counters if s["discipline"] == "lifecycle"}
     assert lifecycle == LIFECYCLE[version]
     assert all(s["why"] for s in counters)
-    assert {s["model"]["status"] for s in counters} <= {"verified", "not-modelled"}
+    assert {s["model"]["status"] for s in counters} <= {"verified", "not-modelled", "inconclusive"}
     assert all(s["model"].get("reason") for s in counters if s["model"]["status"] == "not-modelled")
+    assert all(s["model"]["bound_hit"] for s in counters if s["model"]["status"] == "inconclusive")
 
 
 @pytest.mark.parametrize("version", kernels.VERSIONS)
