@@ -38,6 +38,8 @@ _PATH_FLAGS = ("-I", "-isystem", "-iquote", "-idirafter", "-include", "-imacros"
 
 
 def _inside(path: Path, *roots: Path | None) -> bool:
+    if "\0" in str(path):  # names no file (and os.path.realpath refuses it)
+        return False
     return any(root is not None and path.resolve().is_relative_to(root) for root in roots)
 
 

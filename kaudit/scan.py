@@ -26,7 +26,9 @@ from kaudit.pch import Pch, leading_directives, plan, quoted_resolver
 from kaudit.progress import Progress
 from kaudit.reading import read_regular
 from kaudit.treewalk import Found, escaped_headers, shown, walk
-from kaudit.workers import Failed, run_tasks
+from kaudit.workers import Failed, Limits, run_tasks
+
+PARSE_LIMITS = Limits()  # per TU: a hang or a runaway include is named, not waited for
 
 Facts = dict[str, Any]
 
@@ -164,7 +166,7 @@ class TreeReader:
         with tempfile.TemporaryDirectory(prefix="kaudit-parse-") as scratch:
             plan = _Plan(self, missing, Path(scratch))
             for phase in plan.phases():
-                for n, outcome in run_tasks(_work, phase, self.workers):
+                for n, outcome in run_tasks(_work, phase, self.workers, PARSE_LIMITS):
                     task = phase[n]
                     if isinstance(task, _PchTask):
                         plan.built(task, outcome if isinstance(outcome, Pch) else None)

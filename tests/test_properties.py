@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kaudit.cache import Manifest, decode, inflate
@@ -75,6 +75,7 @@ VALUES = ["include", "../include", "/etc", "/src/linux/include", "/build/linux/i
 @MANY
 @given(argv=st.lists(st.sampled_from(FLAGS) | st.sampled_from(VALUES) | st.text(max_size=6), max_size=12),
        objtree=st.booleans())
+@example(argv=["-I", "-I", "-I", "\x00"], objtree=False)  # a NUL in a path once crashed the translation
 def test_translated_flags_are_allowlisted_and_stay_in_the_trees(argv: list[str], objtree: bool) -> None:
     out = translate(["gcc", *argv], ROOT / "arch/x86/kvm", ROOT, OBJ if objtree else None)
     assert translate(["gcc", *argv], ROOT / "arch/x86/kvm", ROOT, OBJ if objtree else None) == out

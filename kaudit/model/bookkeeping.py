@@ -258,30 +258,47 @@ def actions_of(flow: Dataflow, books: Bookkeeping, points: list[tuple]) -> list[
     return actions
 
 
-def reaching_local_defs(code: list[Op]) -> list[int]:
-    """Per op, the definitions of locals that reach it, as a bit set over op indices: a local's value
-    at a read comes only from these writes (the slicer follows no other)."""
+@dataclass
+class ReachingDefs:
+    """Which writes of locals reach each op, for the locals written at more than one place (a local
+    written once depends on that write wherever it is read)."""
+
+    index: dict[int, int]  # pc of a write of a many-written local -> its bit
+    into: list[int]  # per op, the bits of the writes that reach it
+
+    def reaches(self, write: int, pc: int) -> bool:
+        bit = self.index.get(write)
+        return bit is None or bool(self.into[pc] >> bit & 1)
+
+
+def reaching_local_defs(code: list[Op]) -> ReachingDefs:
+    """A local's value at a read comes only from the writes that reach it (the slicer follows no
+    other). Forward passes over bit sets of the many-written locals' writes, until nothing changes."""
     writes = [{loc.slot for loc in op_writes(op) if loc.kind == "local"} for op in code]
+    count: dict[int, int] = {}
+    for slots in writes:
+        for slot in slots:
+            count[slot] = count.get(slot, 0) + 1
+    index: dict[int, int] = {}
     of_slot: dict[int, int] = {}
     for pc, slots in enumerate(writes):
         for slot in slots:
-            of_slot[slot] = of_slot.get(slot, 0) | (1 << pc)
+            if count[slot] > 1:
+                index.setdefault(pc, len(index))
+                of_slot[slot] = of_slot.get(slot, 0) | (1 << index[pc])
+    gen = [1 << index[pc] if pc in index else 0 for pc in range(len(code))]
     kill = [0] * len(code)
     for pc, slots in enumerate(writes):
         for slot in slots:
-            kill[pc] |= of_slot[slot]
-    gen = [(1 << pc) if slots else 0 for pc, slots in enumerate(writes)]
+            kill[pc] |= of_slot.get(slot, 0)
     into = [0] * (len(code) + 1)
-    work = list(range(len(code)))
-    queued = set(work)
-    while work:
-        pc = work.pop()
-        queued.discard(pc)
-        out = gen[pc] | (into[pc] & ~kill[pc])
-        for nxt in successors(code, pc):
-            if nxt < len(code) and out & ~into[nxt]:
-                into[nxt] |= out
-                if nxt not in queued:
-                    queued.add(nxt)
-                    work.append(nxt)
-    return into[:len(code)]
+    changed = True
+    while changed:
+        changed = False
+        for pc in range(len(code)):
+            out = gen[pc] | (into[pc] & ~kill[pc])
+            for nxt in successors(code, pc):
+                if out & ~into[nxt]:
+                    into[nxt] |= out
+                    changed = True
+    return ReachingDefs(index, into)

@@ -48,6 +48,7 @@ from kaudit.rules import Rule
 ENV_VALUE = Var("set", "local", CType("bool"))
 WIDENINGS = 6
 MAX_OPS = 2_000  # every inhibit protocol of 6.1 and 6.12 is under 500; vCPU create paths are 10,000+
+MAX_COMPILED = 4 * MAX_OPS  # slicing keeps 0.4-0.7 of real kernels' code: beyond this it cannot fit
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,7 @@ class Slicer:
                 pc = stack.pop()
                 for name in self.reads(pc):
                     for d in defs.get(name, ()):
-                        if d not in keep and (name[0] != "local" or reach[pc] >> d & 1):
+                        if d not in keep and (name[0] != "local" or reach.reaches(d, pc)):
                             keep.add(d)
                             stack.append(d)
             for pc, region in regions.items():
@@ -508,6 +509,10 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     core = Core(frozenset(leads), frozenset(interesting - {rule.word, rule.update_lock}))
     for widening in range(WIDENINGS):
         compiled = extractor.compile(fids, interesting, readers, kind == "inhibit", core)
+        if len(compiled.code) > MAX_COMPILED:
+            return Unmodelled(f"its protocol is too large to explore: {len(compiled.code)} ops before slicing (at "
+                              f"most {MAX_COMPILED}), from {len({op.function for op in compiled.code})} functions "
+                              f"its entries reach")
         slots = compiled.resolver.slots
         if target not in slots.vm:
             return Unmodelled(f"no code the model runs writes {target}")
