@@ -145,6 +145,10 @@ class Effects:
             reads |= _bind(self.reads.get(target, ()), call.args, params)
         return writes, reads
 
+    def data_writes(self, caller: str, call: Call) -> set[str]:
+        """The storage (no lock, no parameter) one call writes, in its caller's terms."""
+        return {p for p in self.of_call(caller, call)[0] if not p.startswith(("lock:", "param:"))}
+
     def callees(self, fid: str) -> list[str]:
         """The functions a function may call directly (through tables too)."""
         return sorted({t for targets, _ in self._direct[fid].calls for t in targets} & self._direct.keys()) \

@@ -130,7 +130,7 @@ class Extractor:
     def compile(self, fids: list[str], interesting: set[str], readers: frozenset[str], env: bool,
                 core: Core) -> _Compiled:
         inliner = Inliner(self.lowered, self.effects, self.api, interesting, self.rule.update_lock, self.rule.word,
-                          readers, core)
+                          core, readers)
         labels = [inliner.entry(fid, self.entry_subst(fid)) for fid in fids]
         env_label = -1
         api = self.env_api() if env else None

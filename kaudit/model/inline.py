@@ -122,8 +122,7 @@ def simplify(expr: Expr) -> Expr:
 
 class Inliner:
     def __init__(self, lowered: LoweredProgram, effects: Effects, api: dict[str, ApiEntry], interesting: set[str],
-                 update_lock: str, word: str, readers: frozenset[str] = frozenset(),
-                 core: Core | None = None) -> None:
+                 update_lock: str, word: str, core: Core, readers: frozenset[str] = frozenset()) -> None:
         self.lowered = lowered
         self.effects = effects
         self.api = api
@@ -331,7 +330,7 @@ class Inliner:
         instructions (the x86 emulator behind a skipped instruction). Its summary is havoc: its value
         and what it may write take any value, a sound over-approximation that costs one op per piece
         of state. Other reasons it may set or clear are the environment's."""
-        return self.core is not None and target not in self.core.leads_to_key \
+        return target not in self.core.leads_to_key \
             and not self.effects.writes_any(target, self.core.state) and not self.effects.changes_locks(target) \
             and not self._fills_used_local(frame.fid, instr.call, target) \
             and not self._determined(instr, args, target) and self._heavy(target)
@@ -354,7 +353,7 @@ class Inliner:
 
     def _havoc(self, frame: Frame, instr: CallOp, text: str) -> None:
         """The summary of a summarised call: each interesting piece of state it may write, any value."""
-        written = _plain_keys(self.effects.of_call(frame.fid, instr.call)[0]) & self.interesting - {self.word}
+        written = self.effects.data_writes(frame.fid, instr.call) & self.interesting - {self.word}
         for key in sorted(written):
             self.emit("input", (_storage(key), None, (), False), frame, instr.line,
                       f"{text} (summarised: may change {key})")
@@ -454,10 +453,6 @@ class Inliner:
         else:
             return False
         return True
-
-
-def _plain_keys(places: set[str]) -> set[str]:
-    return {p for p in places if not p.startswith(("lock:", "param:"))}
 
 
 def _storage(key: str) -> Expr:
