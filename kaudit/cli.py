@@ -20,32 +20,34 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kaudit import __version__
-from kaudit.audit import audit_tree, parse_jobs
 from kaudit.cache import SIZE_LIMIT, Store
 from kaudit.entry import interrupted
 from kaudit.errors import UsageError
 from kaudit.gitchanges import range_changes, worktree_change
-from kaudit.model.check import ModelSettings, check_key, protocol_of
-from kaudit.model.extract import Unmodelled
+from kaudit.model.settings import ModelSettings
 from kaudit.output import STDOUT, check_cache_dir, check_target, write_target
-from kaudit.patchcheck import Audit, Change, check_series
 from kaudit.patches import read_patches
 from kaudit.progress import Progress
 from kaudit.reading import MAX_READ, bounded
 from kaudit.report.color import colorize, wanted
-from kaudit.report.json_report import build_report, dumps
+from kaudit.report.json_report import dumps, suppressed
 from kaudit.report.sarif import dumps_sarif
 from kaudit.report.text import model_lines as _model_lines
 from kaudit.report.text import render_patch_text, render_text
+from kaudit.report_cache import audit_report
 from kaudit.resources import default_rules_dir, report_schema, sample_tree
 from kaudit.rules import RULE_SCHEMA, Rule, load_rules, rule_sources
 from kaudit.suppress import Baseline, baseline_text
 from kaudit.timings import Timings
+from kaudit.tree import parse_jobs
+
+if TYPE_CHECKING:
+    from kaudit.patchcheck import Change
 
 _RANK = {"info": 0, "warning": 1, "error": 2}
 MAX_SIM_STEPS = 1_000_000  # ~70 s per violation on a laptop core: a bound, so a typo cannot run for months
@@ -261,13 +263,13 @@ def audit(tree: Path | None, rules_dir: Path | None, jobs: int, cache_dir: Path 
     settings = None if no_model else ModelSettings(vcpus=vcpus, sim_steps=sim_steps)
     rules = _rules(rules_dir)
     run = _run()
-    result = audit_tree(root, rules, jobs=jobs, cache_dir=_cache(cache_dir, no_cache), model=settings,
-                        compdb=compdb, objtree=objtree, progress=run.progress, timings=run.times, pch=run.pch)
+    plain = audit_report(root, rules, jobs, _cache(cache_dir, no_cache), settings, compdb, objtree, run.progress,
+                         run.times, run.pch)
     with run.times.phase("report"):
-        report = build_report(result, baseline)
+        report = suppressed(plain, root.resolve(), baseline)
         if write_baseline is not None:
             _write(write_baseline, baseline_text(_failing(report["findings"], fail_on, strict)), what="baseline")
-            report = build_report(result, Baseline.load(write_baseline))
+            report = suppressed(plain, root.resolve(), Baseline.load(write_baseline))
         shown = tree if tree is not None else PurePosixPath("sample_kernel_src")  # not site-packages/kaudit/_bundled
         _emit(output, fmt, color, report, rules, lambda: render_text(report, shown, terse=terse))
     run.finish()
@@ -309,6 +311,10 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs:
     """Run the runtime model for one KEY of TREE and print its verdict and trace.
 
     Exit 1 when the model finds a violation."""
+    from kaudit.audit import audit_tree  # the commands that need the analysis load it (a warm audit need not)
+    from kaudit.model.check import check_key, protocol_of
+    from kaudit.model.extract import Unmodelled
+
     root = tree if tree is not None else sample_tree()
     _targets(root, None, _cache(cache_dir, no_cache))
     rules = _rules(rules_dir)
@@ -376,6 +382,8 @@ def check_patch_command(inputs: tuple[Path, ...], git_rev: str | None, rules_dir
     work copy of TREE, or take the changes from git, and report what each introduces and fixes.
     TREE defaults to the bundled sample (with --git, the current directory). Exit 1 when any
     change introduces a finding at --fail-on or breaks parsing."""
+    from kaudit.patchcheck import Audit, check_series
+
     rules = _rules(rules_dir)
     settings = None if no_model else ModelSettings(sim_steps=0)
     with tempfile.TemporaryDirectory(prefix="kaudit-patch-") as scratch:

@@ -13,12 +13,14 @@ import itertools
 import json
 import zlib
 from pathlib import Path
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from kaudit.cache import Store, digest_bytes, inflate, salt
 from kaudit.packed import pack_text
 from kaudit.program import Program
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 _CODE = ("program.py", "callgraph.py")
 
@@ -56,6 +58,8 @@ def load(store: Store, key: str) -> tuple[Program, nx.DiGraph] | None:
         if starts[-1] != len(body):
             raise ValueError("truncated program entry")
         packed = [bytes(body[a:b]) for a, b in itertools.pairwise(starts)]
+        import networkx as nx  # only here: a warm run answered by its cached report never loads it
+
         program = Program.from_json(raw["program"], packed)
         graph = nx.DiGraph()
         graph.add_nodes_from((n, {"name": name, "file": file, "line": line, "external": external})

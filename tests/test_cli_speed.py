@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from conftest import SAMPLE
 
-from kaudit.audit import parse_jobs
+from kaudit.tree import parse_jobs
 from kaudit.cli import main
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules, rule_sources
@@ -31,7 +31,19 @@ def test_timings_name_every_phase_on_stderr(tmp_path: Path) -> None:
                   "merge", "call graph", "cache store", "rules", "model and cost simulation", "report"):
         assert phase in names
     warm = invoke("audit", *cache, "--timings", "--sim-steps", "0", "--terse")[2]
-    assert "parse+walk" not in warm and "cache lookup" in warm  # nothing parsed, the program loaded whole
+    assert "report cache lookup" in warm and "rules" not in warm  # the same inputs: the report read back whole
+    other = invoke("audit", *cache, "--timings", "--sim-steps", "0", "--terse", "--vcpus", "2")[2]
+    assert "parse+walk" not in other and "rules" in other  # other settings: nothing parsed, the program loaded whole
+
+
+def test_a_report_read_back_whole_is_the_report_and_takes_the_baseline_afresh(tmp_path: Path) -> None:
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    cold = invoke("audit", *cache, "--format", "json", "--sim-steps", "0")
+    assert invoke("audit", *cache, "--format", "json", "--sim-steps", "0") == cold
+    baseline = tmp_path / "baseline"
+    assert invoke("audit", *cache, "--sim-steps", "0", "--write-baseline", str(baseline))[0] == 0
+    code, out, _ = invoke("audit", *cache, "--format", "json", "--sim-steps", "0", "--baseline", str(baseline))
+    assert code == 0 and json.loads(out)["summary"]["suppressed"]["baseline"] == 1
 
 
 def test_no_progress_line_off_a_terminal() -> None:

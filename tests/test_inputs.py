@@ -248,17 +248,17 @@ def test_unreadable_directory_is_a_parse_error(tmp_path: Path, monkeypatch: pyte
 
 
 def test_a_file_that_vanishes_mid_run_is_a_parse_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kaudit import audit as audit_module
+    from kaudit import tree as tree_module
 
     tree = copy_sample(tmp_path / "tree")
-    found = audit_module.find_sources
+    found = tree_module.find_sources
 
     def then_delete(root: Path, globs: tuple[str, ...]) -> object:
         result = found(root, globs)
         (tree / "arch/x86/kvm/hyperv.c").unlink()  # after the scan, before its parse
         return result
 
-    monkeypatch.setattr(audit_module, "find_sources", then_delete)
+    monkeypatch.setattr(tree_module, "find_sources", then_delete)
     result = invoke("audit", str(tree), "--no-model", "--format", "json")
     assert result.exit_code == 2
     (diagnostic,) = json.loads(result.stdout)["tree"]["diagnostics"]

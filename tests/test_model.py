@@ -111,3 +111,19 @@ def test_a_long_call_chain_that_moves_nothing_of_the_protocol_is_summarised(tmp_
     assert not {op.function for op in protocol.code if op.function.startswith("emulate_step")}
     assert [op.text for op in protocol.code if "summarised" in op.text] == ["emulate_step1(vcpu, soft) (summarised)"]
     assert check_key(result.analyses[0], RULE, IRQWIN, ModelSettings(vcpus=3)).status == "verified"
+
+
+def test_a_trace_through_memory_the_model_cannot_name_is_inconclusive(tmp_path: Path) -> None:
+    """vapics_in_nmi_mode on 6.12: create counts the vCPU by a register it reads back from the APIC page.
+    The model's leak trace needs a value of that read it made up: the site is inconclusive and says so,
+    and no finding is reported."""
+    tree = tmp_path / "tree"
+    shutil.copytree(Path(__file__).parent / "fixtures/include", tree / "include")
+    (tree / "arch/x86/kvm").mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "data/model/count-from-a-register-page.c", tree / "arch/x86/kvm")
+    rule = load_rules(default_rules_dir())[1]
+    result = audit_tree(tree, [rule], model=ModelSettings(sim_steps=0), cache_dir=None)
+    (analysis,) = result.analyses
+    assert not [f for f in analysis.findings if f.severity in ("error", "warning")]
+    statuses = {(j.model["status"], tuple(j.model["assumes"])) for j in analysis.sites}
+    assert statuses == {("inconclusive", ("*(vcpu->arch.regs + 848)",))}

@@ -171,7 +171,7 @@ def test_internal_error_exits_3_not_1(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("kaudit.cli.audit_tree", broken)
+    monkeypatch.setattr("kaudit.cli.audit_report", broken)
     code, out = run("audit", "--no-cache")
     assert code == 3 and "internal error" in out and "simulated bug" in out
 

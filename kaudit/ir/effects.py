@@ -116,22 +116,35 @@ class Effects:
         self._direct = {fid: _direct(lowered, fid, fn) for fid, fn in functions.items()}
         self.writes = {fid: set(s.writes) for fid, s in self._direct.items()}
         self.reads = {fid: set(s.reads) for fid, s in self._direct.items()}
-        changed = True
-        while changed:
-            changed = False
-            for fid, summary in self._direct.items():
-                params = [p.name for p in functions[fid].params]
-                for targets, args in summary.calls:
-                    for target in targets:
-                        for mine, theirs in ((self.writes[fid], self.writes.get(target, ())),
-                                             (self.reads[fid], self.reads.get(target, ()))):
-                            for place in _bind(theirs, args, params):
-                                if place not in mine:
-                                    mine.add(place)
-                                    changed = True
-
+        self._propagate({fid: [p.name for p in fn.params] for fid, fn in functions.items()})
         self._locks: dict[str, LockEffect] = {}
         self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
+
+    def _propagate(self, params: dict[str, list[str]]) -> None:
+        """Close the summaries over the calls, semi-naively: only what a callee newly gained is bound
+        into its callers, so each place crosses each call once."""
+        callers: dict[str, list[tuple[str, tuple[Expr, ...]]]] = {}
+        for fid, summary in self._direct.items():
+            for targets, args in summary.calls:
+                for target in targets:
+                    if target in self._direct:
+                        callers.setdefault(target, []).append((fid, args))
+        new = {fid: (set(self.writes[fid]), set(self.reads[fid])) for fid in self._direct}
+        work = sorted(new)
+        while work:
+            target = work.pop()
+            gained = new.pop(target, None)
+            if gained is None:
+                continue
+            for fid, args in callers.get(target, ()):
+                for mine, theirs, index in ((self.writes[fid], gained[0], 0), (self.reads[fid], gained[1], 1)):
+                    added = _bind(theirs, args, params[fid]) - mine
+                    if added:
+                        mine |= added
+                        if fid not in new:
+                            new[fid] = (set(), set())
+                            work.append(fid)
+                        new[fid][index].update(added)
 
     def of_call(self, caller: str, call: Call) -> tuple[set[str], set[str]]:
         """(writes, reads) of one call, in its caller's terms."""
@@ -153,6 +166,18 @@ class Effects:
         """The functions a function may call directly (through tables too)."""
         return sorted({t for targets, _ in self._direct[fid].calls for t in targets} & self._direct.keys()) \
             if fid in self._direct else []
+
+    def writes_besides(self, fid: str, callee: str) -> set[str]:
+        """What a function writes itself or through calls of anything but `callee` (no parameters, no locks)."""
+        if fid not in self._direct:
+            return set()
+        direct = self._direct[fid]
+        out = _plain(direct.writes)
+        for targets, _ in direct.calls:
+            for target in targets:
+                if target != callee:
+                    out |= self.plain_writes(target)
+        return out
 
     def plain_reads(self, fid: str) -> set[str]:
         """The storage a function reads, with what it calls (no parameters, no locks)."""
@@ -271,12 +296,12 @@ def _bind(places, args: tuple[Expr, ...], params: list[str]) -> set[str]:
     """A callee's places in the caller's terms (`param:i` -> what argument i points at)."""
     out = set()
     for place in places:
+        if "param:" not in place:
+            out.add(place)
+            continue
         prefix = "lock:" if place.startswith("lock:") else ""
         bare = place[len(prefix):]
-        if bare.startswith("param:"):
-            index = int(bare[6:])
-            if index < len(args) and (bound := _place(args[index], params)):
-                out.add(prefix + bound)
-        else:
-            out.add(place)
+        index = int(bare[6:])
+        if index < len(args) and (bound := _place(args[index], params)):
+            out.add(prefix + bound)
     return out

@@ -122,7 +122,8 @@ def render(expr: Expr | None, temps: dict[str, Call] | None = None) -> str:
     if isinstance(expr, Field):
         return f"{render(expr.base, temps)}{'->' if expr.arrow else '.'}{expr.name}"
     if isinstance(expr, Unary):
-        return f"{expr.op}{render(expr.arg, temps)}"
+        inner = render(expr.arg, temps)
+        return f"{expr.op}({inner})" if isinstance(expr.arg, (Binary, Select)) else f"{expr.op}{inner}"
     if isinstance(expr, Binary):
         return f"{render(expr.left, temps)} {expr.op} {render(expr.right, temps)}"
     if isinstance(expr, Select):

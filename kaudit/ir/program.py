@@ -12,8 +12,8 @@ from functools import cached_property
 from kaudit.ir.effects import Effects
 from kaudit.ir.flow import Event, LockTracker, events
 from kaudit.ir.lower import lower_function
-from kaudit.ir.names import lock_key
-from kaudit.ir.nodes import Assign, Call, CallOp, Function, Var
+from kaudit.ir.names import lock_key, subexprs
+from kaudit.ir.nodes import Assign, Call, CallOp, FuncRef, Function, Var
 from kaudit.kernel_api import LOCK_ACQUIRE
 from kaudit.program import Program
 
@@ -65,6 +65,23 @@ class LoweredProgram:
         finally:
             if paused:
                 gc.enable()
+
+    @cached_property
+    def address_taken(self) -> frozenset[str]:
+        """Names of functions used as values (a callback, a table entry): callable from anywhere."""
+        names = {entry["function"] for table in self.program.tables for entry in table["entries"]}
+        for fid in self.program.functions:
+            function = self.function(fid)
+            exprs = [e for call in function.temps.values() for e in call.args]
+            for block in function.blocks:
+                for instr in block.instrs:
+                    if isinstance(instr, Assign):
+                        exprs += (instr.target, instr.value)
+                    elif isinstance(instr, CallOp):
+                        exprs += instr.call.args
+                exprs += [e for e in (getattr(block.term, "cond", None), getattr(block.term, "value", None)) if e]
+            names |= {e.name for expr in exprs for e in subexprs(expr) if isinstance(e, FuncRef)}
+        return frozenset(names)
 
     def guard_lock(self, call: Call) -> tuple[str, str] | None:
         """(lock, mode) a scoped guard takes: `guard(x)(&lock)` declares a

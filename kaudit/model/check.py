@@ -13,8 +13,6 @@ finding saying the model could not check it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from kaudit.analysis.discipline import UNSAFE, Verdict
 from kaudit.analysis.results import Analysis, Finding, JudgedSite
 from kaudit.cache import Store
@@ -22,6 +20,7 @@ from kaudit.model.code import Protocol
 from kaudit.model.explore import Explorer, Outcome
 from kaudit.model.extract import Unmodelled, counter_protocol, inhibit_protocol
 from kaudit.model.judgement import Judgement, Proof, cached
+from kaudit.model.settings import ModelSettings
 from kaudit.model.simulate import simulate
 from kaudit.rules import Rule
 
@@ -29,17 +28,6 @@ NOT_PER_VCPU = {
     "vm-scope": "changed only from VM-scope code: no vCPU demands it, nothing per-vCPU to check",
     "sticky": "set and never cleared: no clear can be premature",
 }
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    vcpus: int = 3
-    calls: int = 0  # entry calls per vCPU (0: as many as the state space allows)
-    env_calls: int = 0
-    max_states: int = 1_000_000
-    sim_vcpus: int = 4
-    sim_steps: int = 4_000
-    seed: int = 0
 
 
 def explore(protocol: Protocol, settings: ModelSettings, ablate: frozenset[str] = frozenset()) -> Outcome:
@@ -65,7 +53,7 @@ def judge(protocol: Protocol, settings: ModelSettings) -> Judgement:
     counter = protocol.kind == "counter"
     if outcome.status == "violation":
         cost = simulate(protocol, settings.sim_vcpus, settings.sim_steps, settings.seed).to_json() \
-            if settings.sim_steps and not counter else None
+            if settings.sim_steps and not counter and not outcome.assumes else None
         return Judgement(outcome, None, cost)
     if outcome.bound_hit or counter:
         return Judgement(outcome, None, None)
@@ -179,7 +167,7 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
     analysis.model[key] = entry
     for f in static:
         analysis.findings.remove(f)
-    if outcome.status == "violation":
+    if outcome.status == "violation" and not outcome.assumes:
         at = _site_for(analysis, outcome, sites)
         kind = rule.kind(outcome.violation)
         related = [j for j in sites if j is not at and j.site.action != at.site.action] or \
@@ -192,12 +180,15 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
             j.model = {**model, "status": "violated"}
         entry["cost"] = judgement.cost
         return
-    if outcome.bound_hit:  # like a key the model cannot run: a warning only where the shape is unsafe
+    if outcome.bound_hit or outcome.assumes:  # like a key the model cannot run: warns only where the shape is unsafe
         unsafe = [j for j in sites if j.verdict.discipline in UNSAFE]
         if unsafe:
             kind = rule.kind("inconclusive")
-            how = (f"the runtime model stopped at {outcome.states} states with {outcome.vcpus} vCPUs before "
-                   f"covering every interleaving; the static shape is {unsafe[0].verdict.discipline}")
+            why = (f"the runtime model's only trace of a {outcome.violation} relies on the value of "
+                   f"{', '.join(outcome.assumes)}, which it did not compute" if outcome.assumes else
+                   f"the runtime model stopped at {outcome.states} states with {outcome.vcpus} vCPUs before "
+                   f"covering every interleaving")
+            how = f"{why}; the static shape is {unsafe[0].verdict.discipline}"
             analysis.findings.append(Finding(rule, kind.severity, kind.name, key, kind.text(key=key, how=how),
                                              unsafe[0], model=_model_json(outcome, "inconclusive", protocol)))
         for j in sites:

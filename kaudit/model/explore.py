@@ -27,10 +27,12 @@ from typing import Any
 
 from kaudit.model.code import Op, Protocol
 from kaudit.model.machine import ACTIVE, CREATED, EARLY, FAILED, GONE, IDLE, LIVE, Machine, State, Step
+from kaudit.model.reliance import Reliance
 
 VIOLATIONS = ("premature-clear", "leak", "underflow", "drift")
 PHASES = ("new", "created", "live", "failed", "destroyed early", "destroyed")
 GROWTH_BOUND = 4
+MAX_GUESSED = 8  # counterexamples relying on guesses looked at before settling for the first
 
 
 @dataclass
@@ -43,10 +45,11 @@ class Outcome:
     trace: list[dict[str, Any]] = field(default_factory=list)
     culprit: Op | None = None  # the op that made the violation happen
     culprit_entry: str = ""
+    assumes: list[str] = field(default_factory=list)  # the guessed values the trace relies on (kaudit.model.reliance)
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "violation": self.violation, "vcpus": self.vcpus, "states": self.states,
-                "bound_hit": self.bound_hit, "trace": self.trace}
+                "bound_hit": self.bound_hit, "trace": self.trace, "assumes": self.assumes}
 
 
 def _key(thread: tuple) -> tuple:
@@ -151,6 +154,7 @@ class Explorer:
                 parents[canon] = None
                 queue.append(canon)
         bound = False
+        guessed: list[Outcome] = []
         while queue:
             state = queue.popleft()
             for me in range(len(state[1])):
@@ -161,15 +165,21 @@ class Explorer:
                     parents[canon] = (state, me, k)
                     found = self.violation(canon)
                     if found:
-                        return self.counterexample(found, canon, parents)
+                        outcome = self.counterexample(found, canon, parents)
+                        if not outcome.assumes:
+                            return outcome
+                        guessed.append(outcome)  # what may happen: look on for what does
+                        if len(guessed) >= MAX_GUESSED:
+                            return guessed[0]
+                        continue
                     if any(abs(canon[0][s]) > GROWTH_BOUND * self.n for s in self.p.stepped):
                         bound = True  # grows without end: not followed
                         continue
                     if len(parents) >= self.max_states:
                         queue.clear()
-                        return Outcome("verified", "", self.n, len(parents), True)
+                        return guessed[0] if guessed else Outcome("verified", "", self.n, len(parents), True)
                     queue.append(canon)
-        return Outcome("verified", "", self.n, len(parents), bound)
+        return guessed[0] if guessed else Outcome("verified", "", self.n, len(parents), bound)
 
     def counterexample(self, found: str, last: State, parents: dict) -> Outcome:
         path = []
@@ -182,11 +192,16 @@ class Explorer:
         display = list(range(len(state[1])))  # canonical index -> the vCPU number the trace shows
         trace: list[dict[str, Any]] = []
         steps_done: list[tuple[Step, str]] = []
+        reliance = Reliance({a.id: a.value for a in self.p.actions}, self.p.result_slot)
         self.machine.tracing = True
         for parent, me, k in path:
             steps, nxt, _ = self.machine.moves(parent, me)[k]
             entry = parent[1][me][0]
             for step in steps:
+                if step.op is None:
+                    reliance.call(display[me])
+                else:
+                    reliance.step(display[me], step.op)
                 if shown(step):
                     trace.append(self.step_json(step, display, me))
                 steps_done.append((step, self._entry_name(entry, nxt, me)))
@@ -194,7 +209,7 @@ class Explorer:
             display = [display[i] for i in order]
         self.machine.tracing = False
         culprit, entry = self.culprit(found, steps_done)
-        return Outcome("violation", found, self.n, len(parents), False, trace, culprit, entry)
+        return Outcome("violation", found, self.n, len(parents), False, trace, culprit, entry, reliance.relied)
 
     def _entry_name(self, before: int, state: State, me: int) -> str:
         index = before if before >= 0 else state[1][me][0]

@@ -348,8 +348,8 @@ class Slicer:
         return rebuild(code, before, flags)
 
 
-def thread_jumps(code: list[Op]) -> tuple[list[Op], list[int]]:
-    """Jumps to jumps go straight on; jumps to the next op go."""
+def thread_jumps(code: list[Op], starts: list[int]) -> tuple[list[Op], list[int]]:
+    """Jumps to jumps go straight on; jumps to the next op, and what no start reaches any more, go."""
     def final(target: int) -> int:
         seen = set()
         while target < len(code) and code[target].kind == "jump" and target not in seen:
@@ -364,7 +364,8 @@ def thread_jumps(code: list[Op]) -> tuple[list[Op], list[int]]:
         elif op.kind in ("branch", "each"):
             op = replace(op, args=(op.args[0], final(op.args[1]), final(op.args[2])))
         threaded.append(op)
-    keep = [not (op.kind == "jump" and op.args[0] == pc + 1) for pc, op in enumerate(threaded)]
+    live = reachable(threaded, starts)
+    keep = [pc in live and not (op.kind == "jump" and op.args[0] == pc + 1) for pc, op in enumerate(threaded)]
     return rebuild(threaded, {}, keep)
 
 
@@ -455,7 +456,29 @@ def liveness(code: list[Op], result_slot: int, actions: list[Action]) -> list[fr
 
 def _per_vcpu_entries(analysis: Analysis, sites: list[JudgedSite]) -> list[str]:
     vcpu_fns = {fid for fid in analysis.program.functions if vcpu_param(analysis.program, fid, analysis.scopes)}
-    return sorted(set().union(*(nearest_vcpu_functions(analysis.graph, vcpu_fns, j.site.function) for j in sites)))
+    nearest = set().union(*(nearest_vcpu_functions(analysis.graph, vcpu_fns, j.site.function) for j in sites))
+    return sorted({_entered_from(analysis, vcpu_fns, fid) for fid in nearest})
+
+
+def _entered_from(analysis: Analysis, vcpu_fns: set[str], fid: str) -> str:
+    """Where a per-vCPU function is entered from. A static function whose address is never taken and
+    that one function calls is part of that caller: when the caller runs on a vCPU and writes state the
+    helper reads, it is the entry instead, so what it establishes first holds (kvm_hv_set_msr_common()
+    creates the Hyper-V vCPU, vp_index equal to vcpu_idx, before its helper kvm_hv_set_msr() compares
+    the two). A caller that establishes nothing the helper reads adds only its own inputs."""
+    graph, lowered, effects = analysis.graph, analysis.lowered, analysis.lowered.effects
+    seen = {fid}
+    while True:
+        function = lowered.function(fid)
+        callers = list(graph.predecessors(fid)) if fid in graph else []
+        if not (function.static and function.name not in lowered.address_taken and len(callers) == 1):
+            return fid
+        caller = callers[0]
+        if caller in seen or caller not in vcpu_fns or graph[caller][fid]["kind"] != "direct" \
+                or not effects.writes_besides(caller, fid) & effects.plain_reads(fid):
+            return fid
+        seen.add(caller)
+        fid = caller
 
 
 def inhibit_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unmodelled:
@@ -539,7 +562,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
             code, where = compiled.code, list(range(len(compiled.code) + 1))
             guards = _guard_state(code, flow, word, slots)
             if not guards <= core.state and widening < WIDENINGS - 1:  # what moves the count: never summarised
-                core = Core(core.leads_to_key, core.state | guards)
+                core = replace(core, state=core.state | guards)
                 interesting = interesting | guards
                 continue
         starts = [where[s] for s in compiled.starts]
@@ -547,7 +570,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         result_slot = slots.local(RESULT.name)
         code, where = Slicer(code, books, actions, result_slot).run(starts + ([env_start] if env_start >= 0 else []))
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
-        code, where = thread_jumps(code)
+        code, where = thread_jumps(code, starts + ([env_start] if env_start >= 0 else []))
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
         if len(code) > MAX_OPS:
             return Unmodelled(f"its protocol is too large to explore: {len(code)} ops after slicing (at most "

@@ -56,6 +56,7 @@ from kaudit.rules import ApiEntry
 
 MAX_DEPTH = 12
 SUMMARY_BUDGET = 8  # functions: a callee that would compile more, moving none of the core state, is summarised
+TINY_INSTRUCTIONS = 8  # a helper this small, with its callees, is compiled whenever its value is used
 SUMMARY_INSTRUCTIONS = 100  # ... or more of their instructions than this (kvm_pmu_set_msr() behind an MSR write)
 RESULT = Var("%result", "local")  # an entry's return value
 
@@ -176,8 +177,8 @@ class Inliner:
         function = self.lowered.function(fid)
         for param in function.params:
             if param.name not in subst:
-                self.emit("input", (self.rename(Var(param.name, "local", param.ctype), frame), None, (), False), frame,
-                          function.line,
+                value = self.rename(Var(param.name, "local", param.ctype), frame)
+                self.emit("input", (value, None, (), False, ""), frame, function.line,
                           f"{function.name}: {param.name} is any value")
         self.body(function, frame)
         self.draft.place(end)
@@ -191,7 +192,7 @@ class Inliner:
         start, end = self.draft.label(), self.draft.label()
         frame = Frame(fid, "env:", {}, True, (), None, end)
         self.draft.place(start)
-        self.emit("input", (self.rename(choice, frame), (0, 1), (), False), frame,
+        self.emit("input", (self.rename(choice, frame), (0, 1), (), False, ""), frame,
                   self.lowered.program.functions[fid]["line"],
                   f"the environment {'sets or clears'} another reason")
         call = Call(api.function, None, args, self.lowered.program.functions[fid]["line"], 0)
@@ -288,14 +289,15 @@ class Inliner:
             if dst is not None:  # a summarised value is any value by choice: no reader to compile later
                 readers = () if summarised else tuple(f"call:{t}" for t in self.lowered.targets(frame.fid, call)
                                                       if self.effects.reads_any(t, self.interesting))
-                self.emit("input", (dst, None, readers, False), frame, instr.line,
+                guess = f"{text} (summarised)" if summarised else ""
+                self.emit("input", (dst, None, readers, False, guess), frame, instr.line,
                           f"{text} ({'summarised' if summarised else 'not modelled'})")
             return
         if len(targets) == 1:
             self.inline(targets[0], instr, args, dst, frame)
             return
         choice = Var(f"{frame.prefix}%choice{instr.line}:{instr.call.col}", "local")
-        self.emit("input", (choice, tuple(range(len(targets))), (), False), frame, instr.line,
+        self.emit("input", (choice, tuple(range(len(targets))), (), False, ""), frame, instr.line,
                   f"{text}: one of {', '.join(t.split('@')[0] for t in targets)}")
         after = self.draft.label()
         for index, target in enumerate(targets):
@@ -319,6 +321,7 @@ class Inliner:
                 continue
             if self.effects.writes_any(target, self.interesting) or self.effects.changes_locks(target) \
                     or target in self.readers or self._fills_used_local(frame.fid, instr.call, target) \
+                    or self._tiny(instr, target) \
                     or self._determined(instr, args, target):
                 out.append(target)
         return out
@@ -355,8 +358,22 @@ class Inliner:
         """The summary of a summarised call: each interesting piece of state it may write, any value."""
         written = self.effects.data_writes(frame.fid, instr.call) & self.interesting - {self.word}
         for key in sorted(written):
-            self.emit("input", (_storage(key), None, (), False), frame, instr.line,
+            self.emit("input", (_storage(key), None, (), False, f"{text} (summarised)"), frame, instr.line,
                       f"{text} (summarised: may change {key})")
+
+    def _tiny(self, instr: CallOp, target: str) -> bool:
+        """A helper small enough to be an accessor (`to_hv_vcpu()`, `apic_lvt_nmi_mode()`), whose value
+        the caller uses: compiled, its value is what it reads, not an input independent of the state."""
+        if instr.result is None:
+            return False
+        seen, todo, size = set(), [target], 0
+        while todo and size <= TINY_INSTRUCTIONS:
+            fid = todo.pop()
+            if fid not in seen:
+                seen.add(fid)
+                size += self.lowered.function(fid).size if fid in self.lowered.program.functions else 0
+                todo.extend(self.effects.callees(fid))
+        return size <= TINY_INSTRUCTIONS
 
     def _determined(self, instr: CallOp, args: tuple[Expr, ...], target: str) -> bool:
         """A call whose value the code determines: every argument a constant, a callee that writes

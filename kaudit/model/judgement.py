@@ -47,7 +47,8 @@ class Judgement:
             o = raw["outcome"]
             culprit = protocol.code[o["culprit"]] if o["culprit"] is not None else None
             outcome = Outcome(str(o["status"]), str(o["violation"]), int(o["vcpus"]), int(o["states"]),
-                              bool(o["bound_hit"]), list(o["trace"]), culprit, str(o["culprit_entry"]))
+                              bool(o["bound_hit"]), list(o["trace"]), culprit, str(o["culprit_entry"]),
+                              [str(a) for a in o["assumes"]])
             proof = raw["proof"]
             return Judgement(outcome, None if proof is None else Proof(str(proof[0]), str(proof[1]),
                                                                        {str(k): bool(v) for k, v in proof[2].items()}),

@@ -11,6 +11,7 @@ are per-vCPU constants chosen when the vCPU starts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -210,7 +211,8 @@ class Resolver:
         self.slots.input_types[slot] = getattr(expr, "ctype", CType())
         op = self.current
         reads = (field_key(expr),) if field_key(expr) else ()
-        self.pending.append(Op("input", (Loc("local", slot), None, reads, True), op.function,
+        guess = "" if reads else re.sub(r"\b\d+:", "", render(expr))  # memory it cannot name: `*(apic->regs + 848)`
+        self.pending.append(Op("input", (Loc("local", slot), None, reads, True, guess), op.function,
                                op.file, op.line, f"reads {render(expr)} (not modelled)", op.api, op.origin))
         return Loc("local", slot)
 
@@ -231,7 +233,7 @@ class Resolver:
             target = self.place(loc)
             dst_loc = self.place(dst) if dst is not None else None
             if target is None:
-                return replace(op, kind="input", args=(dst_loc, None, (), False)) if dst_loc is not None else None
+                return replace(op, kind="input", args=(dst_loc, None, (), False, "")) if dst_loc is not None else None
             return replace(op, args=(dst_loc, target, self.value(amount), returns))
         if kind == "bit":
             target = self.place(args[0])
@@ -246,9 +248,9 @@ class Resolver:
                 return None
             elif target.kind != "local":  # a summarised write: any value
                 slot = self.slots.local(f"%in{len(self.slots.locals)}")
-                self.pending.append(replace(op, args=(Loc("local", slot), None, (), False)))
+                self.pending.append(replace(op, args=(Loc("local", slot), None, (), False, args[4])))
                 return replace(op, kind="set", args=(target, Loc("local", slot)))
-            return replace(op, args=(target, args[1], args[2], False))
+            return replace(op, args=(target, args[1], args[2], False, args[4]))
         if kind == "branch":
             return replace(op, args=(self.value(args[0]), args[1], args[2]))
         if kind == "each":

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kaudit import __version__
-from kaudit.analysis.results import Finding, JudgedSite
-from kaudit.audit import AuditResult
 from kaudit.ir.names import callee_name, render
-from kaudit.program import Program
 from kaudit.suppress import Baseline, mark_suppressed
+
+if TYPE_CHECKING:  # a warm run reads its report without loading what made it
+    from kaudit.analysis.results import Finding, JudgedSite
+    from kaudit.audit import AuditResult
+    from kaudit.program import Program
 
 SCHEMA_VERSION = 2
 
@@ -94,13 +97,10 @@ def build_report(result: AuditResult, baseline: Baseline | None = None) -> dict[
     program = result.program
     findings = _distinct_ids(sorted((finding_json(program, f) for a in result.analyses for f in a.findings),
                                     key=_order))
-    mark_suppressed(findings, result.root, baseline)
     sites = sorted((site_json(program, rule.id, s) for rule, a in zip(result.rules, result.analyses, strict=True)
                     for s in a.sites), key=_order)
     diagnostics = sorted(program.diagnostics, key=lambda d: (d["tu"] or "", d["file"], d["line"], d["column"]))
-    severities = Counter(f["severity"] for f in findings if "suppressed" not in f)
-    suppressed = Counter(f["suppressed"]["by"] for f in findings if "suppressed" in f)
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "kaudit", "version": __version__},
         "tree": {
@@ -114,15 +114,26 @@ def build_report(result: AuditResult, baseline: Baseline | None = None) -> dict[
         "findings": findings,
         "sites": sites,
         "model": [m for a in result.analyses for _, m in sorted(a.model.items())],
-        "summary": {
-            "errors": severities["error"],
-            "warnings": severities["warning"],
-            "infos": severities["info"],
-            "suppressed": {"baseline": suppressed["baseline"], "inline": suppressed["inline"]},
-            "sites": len(sites),
-            "disciplines": dict(sorted(Counter(s["discipline"] for s in sites).items())),
-        },
     }
+    return suppressed(report, result.root, baseline)
+
+
+def suppressed(report: dict[str, Any], root: Path, baseline: Baseline | None) -> dict[str, Any]:
+    """The report with the findings an inline comment in root's sources or the baseline accepts marked
+    `suppressed` (marks made before are dropped), and the summary that follows."""
+    findings = [{k: v for k, v in f.items() if k != "suppressed"} for f in report["findings"]]
+    mark_suppressed(findings, root, baseline)
+    sites = report["sites"]
+    severities = Counter(f["severity"] for f in findings if "suppressed" not in f)
+    by = Counter(f["suppressed"]["by"] for f in findings if "suppressed" in f)
+    return {**report, "findings": findings, "summary": {
+        "errors": severities["error"],
+        "warnings": severities["warning"],
+        "infos": severities["info"],
+        "suppressed": {"baseline": by["baseline"], "inline": by["inline"]},
+        "sites": len(sites),
+        "disciplines": dict(sorted(Counter(s["discipline"] for s in sites).items())),
+    }}
 
 
 def dumps(report: dict[str, Any]) -> str:

@@ -1,0 +1,72 @@
+"""Warm re-runs: the whole report, cached.
+
+`kaudit audit` run again on a tree whose every TU's facts are cached, with
+the same rules, model settings and kaudit code, makes the same report: it is
+read back in one lookup, without loading the program, lowering it or
+running the model. The key names all the report depends on: the facts of
+every TU in order (warm.program_key), the rules as loaded, the settings,
+the tree's root and configuration, and kaudit's own source. Suppressions
+are applied afresh on every run (json_report.suppressed): a baseline is an
+input of its own, and inline comments are in sources the facts key covers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kaudit import warm
+from kaudit.cache import digest_bytes, salt
+from kaudit.progress import Progress
+from kaudit.report.json_report import SCHEMA_VERSION, build_report
+from kaudit.rules import Rule, rule_sources
+from kaudit.timings import Timings
+from kaudit.tree import check_inputs, config_used, open_tree
+
+if TYPE_CHECKING:
+    from kaudit.model.check import ModelSettings
+
+
+def _code_digest() -> str:
+    package = Path(__file__).parent
+    sources = sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in (".py", ".json", ".config"))
+    return digest_bytes(b"".join(p.relative_to(package).as_posix().encode() + p.read_bytes() for p in sources))
+
+
+def report_key(program_key: str, rules: list[Rule], model: ModelSettings | None, root: Path, config: str) -> str:
+    parts = [salt(_code_digest()), program_key, repr(rules), repr(model), str(root), config]
+    return "report:" + digest_bytes("\0".join(parts).encode())
+
+
+def _valid(raw: Any) -> bool:
+    return isinstance(raw, dict) and raw.get("schema_version") == SCHEMA_VERSION and "findings" in raw
+
+
+def audit_report(root: Path, rules: list[Rule], jobs: int, cache_dir: Path | None, model: ModelSettings | None,
+                 compdb: Path | None = None, objtree: Path | None = None, progress: Progress | None = None,
+                 timings: Timings | None = None, pch: bool = True) -> dict[str, Any]:
+    """The report of auditing a tree, before suppressions (json_report.suppressed applies them); from the
+    cache when nothing it depends on changed."""
+    from kaudit.audit import audit_tree  # the analysis, loaded only when the cache cannot answer
+
+    timings = timings if timings is not None else Timings()
+    root = root.resolve()
+    check_inputs(rules, compdb, objtree)
+    if cache_dir is None:
+        return build_report(audit_tree(root, rules, jobs, None, model, compdb, objtree, progress, timings, pch))
+    with timings.phase("report cache lookup"):
+        reader = open_tree(root, rule_sources(rules), jobs, cache_dir, compdb, objtree, progress, pch)
+        keys = reader.cached_keys()
+        key = report_key(warm.program_key(keys), rules, model, root, config_used(root, compdb)) \
+            if keys and reader.store is not None else None
+        raw = reader.store.get(key) if key is not None and reader.store is not None else None
+    if _valid(raw):
+        return raw
+    report = build_report(audit_tree(root, rules, jobs, cache_dir, model, compdb, objtree, progress, timings, pch,
+                                     reader))
+    if reader.store is not None:
+        keys = [k for k in reader.keys if k]
+        if len(keys) == len(reader.jobs):  # every TU read cleanly: the same tree gives this report again
+            reader.store.put(report_key(warm.program_key(keys), rules, model, root, config_used(root, compdb)),
+                             report)
+    return report
