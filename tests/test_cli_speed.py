@@ -8,10 +8,10 @@ from pathlib import Path
 from click.testing import CliRunner
 from conftest import SAMPLE
 
-from kaudit.tree import parse_jobs
 from kaudit.cli import main
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules, rule_sources
+from kaudit.tree import parse_jobs
 
 GLOBS = rule_sources(load_rules(default_rules_dir()))
 
