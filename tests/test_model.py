@@ -12,10 +12,13 @@ import pytest
 from conftest import SAMPLE
 
 from kaudit.audit import AuditResult, audit_tree
+from kaudit.ir.nodes import Binary, Const
 from kaudit.model import extract
 from kaudit.model.check import ModelSettings, check_key, proof, protocol_of
+from kaudit.model.code import Generations, Loc, Op
 from kaudit.model.explore import Explorer
 from kaudit.model.extract import Unmodelled
+from kaudit.model.generations import generations
 from kaudit.model.simulate import simulate
 from kaudit.report.json_report import build_report, dumps
 from kaudit.resources import default_rules_dir
@@ -127,3 +130,18 @@ def test_a_trace_through_memory_the_model_cannot_name_is_inconclusive(tmp_path: 
     assert not [f for f in analysis.findings if f.severity in ("error", "warning")]
     statuses = {(j.model["status"], tuple(j.model["assumes"])) for j in analysis.sites}
     assert statuses == {("inconclusive", ("*(vcpu->arch.regs + 848)",))}
+
+
+def test_only_a_generation_compared_for_equality_is_held_as_a_rank() -> None:
+    """`cur_gen++`, copied into the vCPU and compared with `!=`: its numbers do not matter. Compared with a
+    number (`cur_gen > 5`), they do, and it stays a number."""
+    gen, mine = Loc("vm", 0), Loc("mine", 0)
+
+    def op(kind: str, *args: object) -> Op:
+        return Op(kind, args, "f", "f.c", 1, "")
+
+    code = [op("set", gen, Binary("+", gen, Const(1))), op("set", mine, gen),
+            op("branch", Binary("!=", mine, gen), 0, 0)]
+    assert generations(code, [], set()) == Generations(frozenset({0}), frozenset({0}), frozenset())
+    assert not generations(code, [], {0})  # a count the checks read as a number
+    assert not generations([*code, op("branch", Binary(">", gen, Const(5)), 0, 0)], [], set())

@@ -61,6 +61,11 @@ SOUND = {
         "APICV_INHIBIT_REASON_ABSENT": {"vm-scope"},
     },
 }
+# Leaks of counts of vCPUs the trees really have: 6.1 raises the host-wide kvm_has_noapic_vcpu key in
+# kvm_arch_vcpu_create() (no in-kernel APIC) before the vendor's vcpu_create(), and that call's failure
+# path never lowers it; 6.12 raises and lowers it in kvm_create_lapic() and kvm_free_lapic(), which the
+# failure path calls.
+COUNT_BUGS = {"6.12": set(), "6.1": {("kvm_has_noapic_vcpu", "leak", "kvm_arch_vcpu_create")}}
 # VM-wide (or host-wide) counts of vCPUs and the function that moves them
 COUNTERS = {
     "kvm.arch.vapics_in_nmi_mode": "apic_manage_nmi_watchdog",
@@ -121,6 +126,10 @@ def test_exactly_the_irq_window_error_and_no_warning(version: str, mode: str) ->
     report, _ = audited(version, mode)
     errors = [f for f in report["findings"] if f["severity"] == "error"]
     assert [f for f in report["findings"] if f["severity"] == "warning"] == []
+    counts = [f for f in errors if f["rule"] == "KVM002"]
+    assert {(f["key"], f["kind"], f["location"]["function"]) for f in counts} == COUNT_BUGS[version]
+    assert all(f["model"]["status"] == "confirmed" and not f["model"]["assumes"] for f in counts)
+    errors = [f for f in errors if f["rule"] == "KVM001"]
     assert len(errors) == 1, [(f["key"], f["location"]) for f in errors]
     (error,) = errors
     clear_line, set_line = IRQWIN_LINES[version]
@@ -148,8 +157,9 @@ def test_every_other_inhibit_reason_has_its_sound_discipline(version: str, mode:
 @pytest.mark.parametrize("version", kernels.VERSIONS)
 def test_counts_of_vcpus_are_transition_guarded(version: str, mode: str) -> None:
     """Every count a running vCPU moves is moved on its own transitions; the counts vCPU creation and
-    destruction move are lifecycle sites. The model runs what it can, finds no violation, and says why
-    not the rest (too large to explore, or its state bound reached first)."""
+    destruction move are lifecycle sites. The model runs what it can, finds no violation but the real
+    leaks (COUNT_BUGS), and says why not the rest (too large to explore, its state bound reached first,
+    or its only trace resting on a guess)."""
     report, _ = audited(version, mode)
     counters = sites_of(report, "KVM002")
     moving = [s for s in counters if s["discipline"] != "lifecycle"]
@@ -160,7 +170,10 @@ def test_counts_of_vcpus_are_transition_guarded(version: str, mode: str) -> None
     lifecycle = {(s["key"], s["location"]["function"]) for s in counters if s["discipline"] == "lifecycle"}
     assert lifecycle == LIFECYCLE[version]
     assert all(s["why"] for s in counters)
-    assert {s["model"]["status"] for s in counters} <= {"verified", "not-modelled", "inconclusive"}
+    bugs = {key for key, _, _ in COUNT_BUGS[version]}
+    assert {s["model"]["status"] for s in counters if s["key"] in bugs} <= {"violated"}
+    assert {s["model"]["status"] for s in counters if s["key"] not in bugs} <= {"verified", "not-modelled",
+                                                                                 "inconclusive"}
     assert all(s["model"].get("reason") for s in counters if s["model"]["status"] == "not-modelled")
     assert all(s["model"]["bound_hit"] or s["model"]["assumes"] for s in counters
                if s["model"]["status"] == "inconclusive")

@@ -235,8 +235,8 @@ class Effects:
         """(lock, taken?) for each lock an instruction takes or drops, itself or through a callee that
         leaves them changed, in the function's own terms."""
         own = lock_moves(instr, self.lowered.guard_lock)
-        if own or not isinstance(instr, CallOp):
-            return [(_lock_place(lock, params), taken) for lock, taken in own]
+        if own or not isinstance(instr, CallOp):  # a lock only a local points at is none the caller can name
+            return [(_lock_place(lock, params), taken) for lock, taken in own if not _local_lock(lock)]
         moves = []
         for target in self.lowered.targets(fid, instr.call):
             if target in self._direct:
@@ -276,6 +276,12 @@ def _held(function: Function, moves: list[list[tuple[str, bool]]], meet) -> list
                 entry[nxt] = new
                 work.append(nxt)
     return entry
+
+
+def _local_lock(expr: Expr) -> bool:
+    """`spin_unlock(ptl)` after `follow_pte(..., &ptl)`: the lock a local pointer holds."""
+    inner = deref(expr)
+    return isinstance(inner, Var) and inner.scope == "local"
 
 
 def _lock_place(expr: Expr, params: list[str]) -> str:

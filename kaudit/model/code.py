@@ -25,14 +25,28 @@ class Loc(Expr):
     name: str = ""
 
 
+@dataclass(frozen=True)
+class Generations:
+    """The slots of generation counters and their copies, held as ranks (kaudit.model.generations)."""
+
+    vm: frozenset[int] = frozenset()
+    cpu: frozenset[int] = frozenset()
+    local: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.vm)
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """One step. `kind` says what it does with `args`:
 
     set (dst, expr)            write a location
-    input (dst, domain, reads, repeated)  an unmodelled value: one of `domain`
-                               (None: any), chosen; `reads` is the state it
-                               depends on (widening may model it)
+    input (dst, domain, reads, repeated, guess)  an unmodelled value: one of
+                               `domain` (None: any), chosen; `reads` is the state
+                               it depends on (widening may model it); `guess`
+                               names a value made up for code in the tree
+                               (kaudit.model.reliance), "" for the environment's
     atomic (dst|None, loc, delta, returns)   read-modify-write in one step
     bit (loc, bit, value)      set (value true) or clear bit `bit` of loc
     acquire (lock, mode) / release (lock)
@@ -110,3 +124,4 @@ class Protocol:
     forced: dict[int, int] = field(default_factory=dict)  # bookkeeping test pc -> where a dry run goes
     domains: dict[int, tuple] = field(default_factory=dict)  # input op pc -> the values it may take
     result_slot: int = 0
+    generations: Generations = field(default_factory=Generations)  # slots held as ranks (model/generations.py)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaudit.model.code import Op, Protocol
+from kaudit.model.generations import ranked
 from kaudit.model.machine import ACTIVE, CREATED, EARLY, FAILED, GONE, IDLE, LIVE, Machine, State, Step
 from kaudit.model.reliance import Reliance
 
@@ -110,6 +111,9 @@ class Explorer:
         self.machine = Machine(protocol, vcpus, calls, env_calls, ablate)
         self.max_states = max_states
 
+    def ranks(self, state: State) -> State:
+        return ranked(state, self.p.generations) if self.p.generations else state
+
     def violation(self, state: State) -> str:
         if self.p.kind == "counter":
             return self.count_violation(state)
@@ -149,7 +153,7 @@ class Explorer:
         parents: dict[State, tuple[State, int, int] | None] = {}
         queue: deque[State] = deque()
         for state in self.machine.initial_states():
-            canon, _ = canonical(state, self.n)
+            canon, _ = canonical(self.ranks(state), self.n)
             if canon not in parents:
                 parents[canon] = None
                 queue.append(canon)
@@ -159,7 +163,7 @@ class Explorer:
             state = queue.popleft()
             for me in range(len(state[1])):
                 for k, (_, nxt, _) in enumerate(self.machine.moves(state, me)):
-                    canon = canonical_state(nxt, self.n)
+                    canon = canonical_state(self.ranks(nxt), self.n)
                     if canon in parents:
                         continue
                     parents[canon] = (state, me, k)
@@ -205,7 +209,7 @@ class Explorer:
                 if shown(step):
                     trace.append(self.step_json(step, display, me))
                 steps_done.append((step, self._entry_name(entry, nxt, me)))
-            _, order = canonical(nxt, self.n)
+            _, order = canonical(self.ranks(nxt), self.n)
             display = [display[i] for i in order]
         self.machine.tracing = False
         culprit, entry = self.culprit(found, steps_done)

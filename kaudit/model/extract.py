@@ -41,6 +41,7 @@ from kaudit.model.bookkeeping import (
 from kaudit.model.code import Action, Entry, Loc, Op, Protocol
 from kaudit.model.domains import domains
 from kaudit.model.flat import link, post_dominators, reachable, reaching, rebuild, successors
+from kaudit.model.generations import generations
 from kaudit.model.inline import RESULT, Core, Inliner
 from kaudit.model.resolve import SELF, VMOBJ, Resolver
 from kaudit.rules import Rule
@@ -454,10 +455,12 @@ def liveness(code: list[Op], result_slot: int, actions: list[Action]) -> list[fr
     return live
 
 
-def _per_vcpu_entries(analysis: Analysis, sites: list[JudgedSite]) -> list[str]:
+def _per_vcpu_entries(analysis: Analysis, sites: list[JudgedSite], lift: bool = False) -> list[str]:
+    """The nearest per-vCPU functions that reach the sites; with `lift`, each entered from where
+    its precondition is set up (_entered_from)."""
     vcpu_fns = {fid for fid in analysis.program.functions if vcpu_param(analysis.program, fid, analysis.scopes)}
     nearest = set().union(*(nearest_vcpu_functions(analysis.graph, vcpu_fns, j.site.function) for j in sites))
-    return sorted({_entered_from(analysis, vcpu_fns, fid) for fid in nearest})
+    return sorted({_entered_from(analysis, vcpu_fns, fid) for fid in nearest} if lift else nearest)
 
 
 def _entered_from(analysis: Analysis, vcpu_fns: set[str], fid: str) -> str:
@@ -465,7 +468,9 @@ def _entered_from(analysis: Analysis, vcpu_fns: set[str], fid: str) -> str:
     that one function calls is part of that caller: when the caller runs on a vCPU and writes state the
     helper reads, it is the entry instead, so what it establishes first holds (kvm_hv_set_msr_common()
     creates the Hyper-V vCPU, vp_index equal to vcpu_idx, before its helper kvm_hv_set_msr() compares
-    the two). A caller that establishes nothing the helper reads adds only its own inputs."""
+    the two). A caller that establishes nothing the helper reads adds only its own inputs. Counts of vCPUs
+    are entered so (their invariant ties per-vCPU state to the count); an inhibit's demand is decided at
+    its site, whose nearest per-vCPU function is entry enough."""
     graph, lowered, effects = analysis.graph, analysis.lowered, analysis.lowered.effects
     seen = {fid}
     while True:
@@ -511,7 +516,7 @@ def counter_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     lifecycle = {fid: kind for kind, names in (("create", rule.lifecycle.create), ("destroy", rule.lifecycle.destroy))
                  for name in names for fid in program.functions_named(name)}
     moving = [j for j in sites if j.verdict.discipline != "lifecycle"]
-    entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, moving) if fid not in lifecycle]
+    entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, moving, lift=True) if fid not in lifecycle]
     entries += sorted(lifecycle.items())
     if not entries:
         return Unmodelled("no per-vCPU function moves it")
@@ -592,6 +597,8 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     protocol.stepped = sorted({loc.slot for op in code if op.kind in ("atomic", "set") and flow.step(op)
                                for loc in op_writes(op)[-1:] if loc.kind == "vm"})
     protocol.forced = forced_successors(code, flow, books)
+    numbers = {word[1], *(s for _, s in books.counts), *(s for k, s in books.flags if k == "vm")}
+    protocol.generations = generations(code, [a.value for a in actions if a.value is not None], numbers)
     protocol.live = liveness(code, result_slot, actions)
     protocol.result_slot = result_slot
     protocol.domains, protocol.cpu_init = domains(code, slots, extractor.scopes)
