@@ -329,10 +329,12 @@ def model(tree: Path | None, key: str, vcpus: int, rules_dir: Path | None, jobs:
                 continue
             if isinstance(outcome, Unmodelled):
                 raise UsageError(f"{key}: not modelled: {outcome.reason}")
-            data = {**outcome.to_json(), "status": "confirmed" if outcome.status == "violation" else outcome.status}
+            confirmed = outcome.status == "violation" and not outcome.assumes  # else it rests on a guess
+            status = "confirmed" if confirmed else "inconclusive" if outcome.assumes else outcome.status
+            data = {**outcome.to_json(), "status": status}
             text = json.dumps(data, indent=2, sort_keys=True) if fmt == "json" else "\n".join(_model_lines(data))
             click.echo(text)
-            sys.exit(1 if outcome.status == "violation" else 0)
+            sys.exit(1 if confirmed else 0)
     raise UsageError(f"{key}: no protocol to model (keys that have one: {', '.join(modelled) or 'none'})")
 
 

@@ -45,8 +45,8 @@ def _valid(raw: Any) -> bool:
 def audit_report(root: Path, rules: list[Rule], jobs: int, cache_dir: Path | None, model: ModelSettings | None,
                  compdb: Path | None = None, objtree: Path | None = None, progress: Progress | None = None,
                  timings: Timings | None = None, pch: bool = True) -> dict[str, Any]:
-    """The report of auditing a tree, before suppressions (json_report.suppressed applies them); from the
-    cache when nothing it depends on changed."""
+    """The report of auditing a tree, with no baseline (json_report.suppressed applies one, and the inline
+    suppressions afresh); from the cache when nothing it depends on changed."""
     from kaudit.audit import audit_tree  # the analysis, loaded only when the cache cannot answer
 
     timings = timings if timings is not None else Timings()
@@ -64,9 +64,7 @@ def audit_report(root: Path, rules: list[Rule], jobs: int, cache_dir: Path | Non
         return raw
     report = build_report(audit_tree(root, rules, jobs, cache_dir, model, compdb, objtree, progress, timings, pch,
                                      reader))
-    if reader.store is not None:
-        keys = [k for k in reader.keys if k]
-        if len(keys) == len(reader.jobs):  # every TU read cleanly: the same tree gives this report again
-            reader.store.put(report_key(warm.program_key(keys), rules, model, root, config_used(root, compdb)),
-                             report)
+    keys = reader.cached_keys()
+    if reader.store is not None and keys:  # every TU's facts are stored: the same tree finds this report again
+        reader.store.put(report_key(warm.program_key(keys), rules, model, root, config_used(root, compdb)), report)
     return report

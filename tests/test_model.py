@@ -19,6 +19,7 @@ from kaudit.model.code import Generations, Loc, Op
 from kaudit.model.explore import Explorer
 from kaudit.model.extract import Unmodelled
 from kaudit.model.generations import generations
+from kaudit.model.reliance import Reliance
 from kaudit.model.simulate import simulate
 from kaudit.report.json_report import build_report, dumps
 from kaudit.resources import default_rules_dir
@@ -145,3 +146,14 @@ def test_only_a_generation_compared_for_equality_is_held_as_a_rank() -> None:
     assert generations(code, [], set()) == Generations(frozenset({0}), frozenset({0}), frozenset())
     assert not generations(code, [], {0})  # a count the checks read as a number
     assert not generations([*code, op("branch", Binary(">", gen, Const(5)), 0, 0)], [], set())
+    assert not generations([*code, op("set", gen, mine)], [], set())  # set back to a copy: not the largest
+    assert not generations([*code, op("set", Loc("vm", 1), gen)], [], {1})  # copied into a count
+
+
+def test_a_guess_another_vcpu_wrote_is_relied_on_where_it_is_read() -> None:
+    mine, theirs, value = Loc("mine", 3), Loc("cpu", 3, 7), Loc("local", 1)
+    reliance = Reliance({}, 0)
+    reliance.step(1, Op("input", (value, None, (), False, "summarised()"), "f", "f.c", 1, ""))
+    reliance.step(1, Op("set", (mine, value), "f", "f.c", 2, ""))
+    reliance.step(0, Op("branch", (theirs, 0, 0), "f", "f.c", 3, ""))
+    assert reliance.relied == ["summarised()"]

@@ -172,11 +172,12 @@ class Effects:
         if fid not in self._direct:
             return set()
         direct = self._direct[fid]
+        params = [p.name for p in self.lowered.function(fid).params]
         out = _plain(direct.writes)
-        for targets, _ in direct.calls:
+        for targets, args in direct.calls:
             for target in targets:
                 if target != callee:
-                    out |= self.plain_writes(target)
+                    out |= _plain(_bind(self.writes.get(target, ()), args, params))
         return out
 
     def plain_reads(self, fid: str) -> set[str]:

@@ -161,7 +161,9 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
     counter = protocol.kind == "counter"
     judgement = cached(store, protocol, settings, lambda p: judge(p, settings))
     outcome = judgement.outcome
-    entry = {"rule": rule.id, "key": key, "status": outcome.status, "violation": outcome.violation,
+    status = "inconclusive" if outcome.assumes else outcome.status
+    entry = {"rule": rule.id, "key": key, "status": status, "violation": outcome.violation,
+             "assumes": outcome.assumes,
              "vcpus": outcome.vcpus, "states": outcome.states, "bound_hit": outcome.bound_hit, "cost": None,
              "entries": [{"function": e.name, "assumption": e.why} for e in protocol.entries]}
     analysis.model[key] = entry
@@ -184,7 +186,7 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
         unsafe = [j for j in sites if j.verdict.discipline in UNSAFE]
         if unsafe:
             kind = rule.kind("inconclusive")
-            why = (f"the runtime model's only trace of a {outcome.violation} relies on the value of "
+            why = (f"every trace of a {outcome.violation} the runtime model found relies on the value of "
                    f"{', '.join(outcome.assumes)}, which it did not compute" if outcome.assumes else
                    f"the runtime model stopped at {outcome.states} states with {outcome.vcpus} vCPUs before "
                    f"covering every interleaving")

@@ -45,8 +45,9 @@ class Op:
     input (dst, domain, reads, repeated, guess)  an unmodelled value: one of
                                `domain` (None: any), chosen; `reads` is the state
                                it depends on (widening may model it); `guess`
-                               names a value made up for code in the tree
-                               (kaudit.model.reliance), "" for the environment's
+                               names a value made up about code in the tree (a
+                               summarised call, memory it cannot name:
+                               kaudit.model.reliance), "" for any other
     atomic (dst|None, loc, delta, returns)   read-modify-write in one step
     bit (loc, bit, value)      set (value true) or clear bit `bit` of loc
     acquire (lock, mode) / release (lock)

@@ -22,7 +22,7 @@ Checked, from the rule's meaning:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kaudit.model.code import Op, Protocol
@@ -174,16 +174,23 @@ class Explorer:
                             return outcome
                         guessed.append(outcome)  # what may happen: look on for what does
                         if len(guessed) >= MAX_GUESSED:
-                            return guessed[0]
+                            return self.settled(guessed[0], len(parents), True)
                         continue
                     if any(abs(canon[0][s]) > GROWTH_BOUND * self.n for s in self.p.stepped):
                         bound = True  # grows without end: not followed
                         continue
                     if len(parents) >= self.max_states:
                         queue.clear()
-                        return guessed[0] if guessed else Outcome("verified", "", self.n, len(parents), True)
+                        return self.settled(guessed[0], len(parents), True) if guessed else \
+                            Outcome("verified", "", self.n, len(parents), True)
                     queue.append(canon)
-        return guessed[0] if guessed else Outcome("verified", "", self.n, len(parents), bound)
+        return self.settled(guessed[0], len(parents), bound) if guessed else \
+            Outcome("verified", "", self.n, len(parents), bound)
+
+    def settled(self, outcome: Outcome, states: int, cut: bool) -> Outcome:
+        """A counterexample that relies on guesses, after the search for one that does not: how far it
+        went, and whether it stopped short (bound_hit) of every interleaving."""
+        return replace(outcome, states=states, bound_hit=cut)
 
     def counterexample(self, found: str, last: State, parents: dict) -> Outcome:
         path = []
@@ -205,7 +212,9 @@ class Explorer:
                 if step.op is None:
                     reliance.call(display[me])
                 else:
-                    reliance.step(display[me], step.op)
+                    index = entry if entry >= 0 else nxt[1][me][0]
+                    creating = 0 <= index < len(self.p.entries) and self.p.entries[index].kind == "create"
+                    reliance.step(display[me], step.op, creating)
                 if shown(step):
                     trace.append(self.step_json(step, display, me))
                 steps_done.append((step, self._entry_name(entry, nxt, me)))

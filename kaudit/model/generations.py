@@ -55,7 +55,8 @@ def generations(code: list[Op], extra: list[Expr], kept: set[int]) -> Generation
                         and isinstance(op.args[0], Loc) and _slot(op.args[0]) not in members:
                     members.add(_slot(op.args[0]))
                     changed = True
-        if _only_identified(code, members, {counter}, extra):
+        if not any(kind == "vm" and slot in kept for kind, slot in members) \
+                and _only_identified(code, members, {counter}, extra):
             found |= members
     return Generations(*(frozenset(s for kind, s in found if kind == want) for want in ("vm", "cpu", "local")))
 
@@ -67,7 +68,7 @@ def _only_identified(code: list[Op], members: set[Slot], counters: set[Slot], ex
     for op in code:
         writes = [loc for loc in op_writes(op) if _slot(loc) in members]
         if writes:
-            copy = op.kind == "set" and member(op.args[1])
+            copy = op.kind == "set" and member(op.args[1]) and _slot(op.args[0]) not in counters  # none back
             if not (copy or (op.kind == "set" and _increment(op) and _slot(op.args[0]) in counters)):
                 return False
         allowed: set[int] = set()  # ids of member reads in an allowed place

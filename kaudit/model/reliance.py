@@ -1,10 +1,11 @@
 """What a counterexample relies on: the guesses on its way.
 
-The model makes up the value of a few calls it does not run (Inliner.guess:
-a small helper computing from state the entries write, or from a value it is
-passed). A trace whose path turns on such a value (a branch, a decision, the
-result of a create reads it, through locals and state) shows what may
-happen, not what does: the verdict is inconclusive, not a confirmation.
+Some values the model makes up are guesses about code in the tree rather
+than the environment's choice: what a summarised call returns or writes,
+and memory it cannot name (`*(apic->regs + 848)`); their input ops name
+them. A trace whose path turns on one (a branch, a decision, the result of
+a create reads it, through locals and state) shows what may happen, not
+what does: the verdict is inconclusive, not a confirmation.
 """
 
 from __future__ import annotations
@@ -39,21 +40,25 @@ class Reliance:
         out: set[str] = set()
         for loc in locs:
             cell = _cell(loc, thread)
-            out |= self.taint.get(cell, frozenset())
-            if cell[0] == "cpu":
-                out |= self.taint.get(("cpu", None, loc.slot), frozenset())
+            if cell[0] == "cpu" and cell[1] is None:  # another vCPU's field: any vCPU's write of it
+                out |= {g for c, t in self.taint.items() if c[0] == "cpu" and c[2] == loc.slot for g in t}
+            else:
+                out |= self.taint.get(cell, frozenset())
+                if cell[0] == "cpu":
+                    out |= self.taint.get(("cpu", None, loc.slot), frozenset())
         return frozenset(out)
 
     def call(self, thread: int) -> None:
         """An entry starts: its locals are fresh."""
         self.taint = {c: t for c, t in self.taint.items() if not (c[0] == "local" and c[1] == thread)}
 
-    def step(self, thread: int, op: Op) -> None:
+    def step(self, thread: int, op: Op, creating: bool = False) -> None:
+        """One op run by `thread`; `creating`: in a create entry, whose result decides its failure."""
         if op.kind in ("branch", "decide", "end"):
             locs = op_reads(op)
             if op.kind == "decide":
                 locs = locs + reads(self.decided.get(op.args[0]))
-            elif op.kind == "end":
+            elif op.kind == "end" and creating:
                 locs = [*locs, Loc("local", self.result_slot)]
             self.relied += [g for g in sorted(self._read(thread, locs)) if g not in self.relied]
             return

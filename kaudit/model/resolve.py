@@ -233,7 +233,9 @@ class Resolver:
             target = self.place(loc)
             dst_loc = self.place(dst) if dst is not None else None
             if target is None:
-                return replace(op, kind="input", args=(dst_loc, None, (), False, "")) if dst_loc is not None else None
+                guess = "" if field_key(loc) else re.sub(r"\b\d+:", "", render(loc))  # memory it cannot name
+                return replace(op, kind="input", args=(dst_loc, None, (), False, guess)) if dst_loc is not None \
+                    else None
             return replace(op, args=(dst_loc, target, self.value(amount), returns))
         if kind == "bit":
             target = self.place(args[0])
