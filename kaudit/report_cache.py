@@ -54,17 +54,17 @@ def audit_report(root: Path, rules: list[Rule], jobs: int, cache_dir: Path | Non
     check_inputs(rules, compdb, objtree)
     if cache_dir is None:
         return build_report(audit_tree(root, rules, jobs, None, model, compdb, objtree, progress, timings, pch))
+    config = config_used(root, compdb)
     with timings.phase("report cache lookup"):
         reader = open_tree(root, rule_sources(rules), jobs, cache_dir, compdb, objtree, progress, pch)
-        keys = reader.cached_keys()
-        key = report_key(warm.program_key(keys), rules, model, root, config_used(root, compdb)) \
-            if keys and reader.store is not None else None
-        raw = reader.store.get(key) if key is not None and reader.store is not None else None
+        store, keys = reader.store, reader.cached_keys()
+        raw = store.get(report_key(warm.program_key(keys), rules, model, root, config)) \
+            if store is not None and keys else None
     if _valid(raw):
         return raw
     report = build_report(audit_tree(root, rules, jobs, cache_dir, model, compdb, objtree, progress, timings, pch,
                                      reader))
-    keys = reader.cached_keys()
-    if reader.store is not None and keys:  # every TU's facts are stored: the same tree finds this report again
-        reader.store.put(report_key(warm.program_key(keys), rules, model, root, config_used(root, compdb)), report)
+    keys = reader.cached_keys()  # filled by the parse: every TU's facts are stored, the same tree finds it again
+    if store is not None and keys:
+        store.put(report_key(warm.program_key(keys), rules, model, root, config), report)
     return report

@@ -32,6 +32,8 @@ def _increment(op: Op) -> bool:
 
 
 def _read_exprs(op: Op) -> list[Expr]:
+    """Every expression an op holds but a set's target: wider than extract._read_exprs on purpose, so a
+    member met anywhere else (an atomic's target, an input's destination) disqualifies its class."""
     if op.kind == "set":
         return [op.args[1]]
     return [a for a in op.args if isinstance(a, Expr)]
