@@ -25,28 +25,26 @@ class YamlError(ValueError):
         self.line = line
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that counts aliases and nesting while composing (PyYAML
-    composes recursively: deep nesting would end in RecursionError)."""
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML was built with it
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.aliases = 0
-        self.depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
-        line = self.peek_event().start_mark.line + 1
-        if self.check_event(yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > MAX_ALIASES:
+def _check_shape(text: str) -> None:
+    """Refuse alias bombs and deep nesting from the event stream, before a
+    node tree is composed (PyYAML composes recursively: deep nesting would
+    end in RecursionError)."""
+    aliases = depth = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
                 raise YamlError(line, f"more than {MAX_ALIASES} YAML aliases")
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
                 raise YamlError(line, f"nested deeper than {MAX_DEPTH} levels")
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _line(node: yaml.Node) -> int:
@@ -108,8 +106,9 @@ class Document:
 
 def load(text: str) -> Document:
     """One YAML document, with its node tree; YamlError names the line of any problem."""
-    loader = _Loader(text)
+    loader = _LOADER(text)
     try:
+        _check_shape(text)
         root = loader.get_single_node()
         if root is None:
             raise YamlError(1, "empty document")
@@ -117,7 +116,10 @@ def load(text: str) -> Document:
         return Document(loader.construct_document(root), root)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        raise YamlError(mark.line + 1 if mark else 1, err.problem or err.context or "invalid YAML") from err
+        problem = err.problem or err.context or "invalid YAML"
+        if "maximum nesting depth" in problem:  # libyaml's own bound (1000), met before any event past ours
+            problem = f"nested deeper than {MAX_DEPTH} levels"
+        raise YamlError(mark.line + 1 if mark else 1, problem) from err
     except yaml.YAMLError as err:
         raise YamlError(1, str(err)) from err
     finally:

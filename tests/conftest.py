@@ -16,6 +16,14 @@ SAMPLE = sample_tree()
 FIX_PATCH = next((SAMPLE / "patches").glob("0001-*.patch"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real-kernel tests share the trees they build and time the machine: one worker runs them all,
+    in order, while the others take the quick tests."""
+    for item in items:
+        if item.get_closest_marker("realkernel"):
+            item.add_marker(pytest.mark.xdist_group("realkernel"))
+
+
 def copy_sample(dest: Path) -> Path:
     shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("patches"))
     return dest

@@ -25,7 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kaudit.model.code import Op, Protocol
+from kaudit.ir.names import subexprs
+from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.generations import ranked
 from kaudit.model.machine import ACTIVE, CREATED, EARLY, FAILED, GONE, IDLE, LIVE, Machine, State, Step
 from kaudit.model.reliance import Reliance
@@ -72,35 +73,63 @@ def _ref(value: tuple, new: dict[int, int]) -> tuple:
     return ("cpu", new[value[1]], tuple(sorted(new[i] for i in value[2])))
 
 
-def canonical(state: State, vcpus: int) -> tuple[State, list[int]]:
-    """The state with its vCPUs sorted (they run the same code), references
-    to vCPUs renumbered to match; and which old vCPU each new one was."""
-    vm, threads, vm_demand = state
-    refs = isinstance(vm_demand, tuple) or any(type(v) is tuple for t in threads for _, v in t[2])
-    head = threads[:vcpus]
-    if not refs:
-        try:
-            order = sorted(range(vcpus), key=head.__getitem__)
-        except TypeError:  # a pointer where another vCPU has an int
-            order = sorted(range(vcpus), key=lambda i: repr(head[i]))
-        return (vm, tuple(head[i] for i in order) + threads[vcpus:], vm_demand), order + list(
-            range(vcpus, len(threads)))
-    keys = [_key(t) for t in head]
+def _holds_ref(thread: tuple) -> bool:
+    return any(type(v) is tuple for _, v in thread[2])
+
+
+def _sorted_order(keys: list) -> list[int]:
     try:
-        order = sorted(range(vcpus), key=keys.__getitem__)
+        return sorted(range(len(keys)), key=keys.__getitem__)
     except TypeError:  # a pointer where another vCPU has an int
-        order = sorted(range(vcpus), key=lambda i: repr(keys[i]))
+        return sorted(range(len(keys)), key=lambda i: repr(keys[i]))
+
+
+def reference_pcs(protocol: Protocol) -> frozenset[int]:
+    """Where a thread may hold a reference to a vCPU: a pc at which a local
+    that a loop over every vCPU writes, or one copied from it, is live."""
+    slots = {op.args[0].slot for op in protocol.code if op.kind == "each"}
+    copies = [(op.args[0].slot, {e.slot for e in subexprs(op.args[1]) if isinstance(e, Loc) and e.kind == "local"})
+              for op in protocol.code if op.kind == "set" and op.args[0].kind == "local"]
+    grown = True
+    while grown:
+        before = len(slots)
+        slots |= {target for target, read in copies if read & slots}
+        grown = len(slots) > before
+    return frozenset(pc for pc, live in enumerate(protocol.live) if slots & set(live))
+
+
+def canonical(state: State, vcpus: int, refs_at: frozenset[int] | None = None) -> tuple[State, list[int]]:
+    """The state with its vCPUs sorted (they run the same code), references
+    to vCPUs renumbered to match; and which old vCPU each new one was.
+    Only a thread that holds a reference (it can only at `refs_at`, when
+    known) is rebuilt; a state already in order is returned as it is."""
+    vm, threads, vm_demand = state
+    holders = [i for i, t in enumerate(threads)
+               if t[2] and (refs_at is None or t[1] in refs_at) and _holds_ref(t)]  # t[2]: its live locals
+    head = threads[:vcpus]
+    if holders:
+        keys = list(head)
+        for i in holders:
+            if i < vcpus:
+                keys[i] = _key(head[i])
+        order = _sorted_order(keys)
+    else:
+        order = _sorted_order(list(head))
+    order += range(vcpus, len(threads))
+    if order == list(range(len(threads))):
+        return state, order
+    if not holders and not isinstance(vm_demand, tuple):
+        return (vm, tuple(threads[i] for i in order), vm_demand), order
     new = {old: index for index, old in enumerate(order)}
-    for extra in range(vcpus, len(threads)):
-        new[extra] = extra
-    renumbered = tuple(_renumber(threads[i], new) for i in order + list(range(vcpus, len(threads))))
+    held = set(holders)
+    renumbered = tuple(_renumber(threads[i], new) if i in held else threads[i] for i in order)
     if isinstance(vm_demand, tuple):
         vm_demand = (vm_demand[0], new[vm_demand[1]])
-    return (vm, renumbered, vm_demand), order + list(range(vcpus, len(threads)))
+    return (vm, renumbered, vm_demand), order
 
 
-def canonical_state(state: State, vcpus: int) -> State:
-    return canonical(state, vcpus)[0]
+def canonical_state(state: State, vcpus: int, refs_at: frozenset[int] | None = None) -> State:
+    return canonical(state, vcpus, refs_at)[0]
 
 
 class Explorer:
@@ -110,6 +139,7 @@ class Explorer:
         self.n = vcpus
         self.machine = Machine(protocol, vcpus, calls, env_calls, ablate)
         self.max_states = max_states
+        self.refs_at = reference_pcs(protocol)
 
     def ranks(self, state: State) -> State:
         return ranked(state, self.p.generations) if self.p.generations else state
@@ -153,7 +183,7 @@ class Explorer:
         parents: dict[State, tuple[State, int, int] | None] = {}
         queue: deque[State] = deque()
         for state in self.machine.initial_states():
-            canon, _ = canonical(self.ranks(state), self.n)
+            canon, _ = canonical(self.ranks(state), self.n, self.refs_at)
             if canon not in parents:
                 parents[canon] = None
                 queue.append(canon)
@@ -163,7 +193,7 @@ class Explorer:
             state = queue.popleft()
             for me in range(len(state[1])):
                 for k, (_, nxt, _) in enumerate(self.machine.moves(state, me)):
-                    canon = canonical_state(self.ranks(nxt), self.n)
+                    canon = canonical_state(self.ranks(nxt), self.n, self.refs_at)
                     if canon in parents:
                         continue
                     parents[canon] = (state, me, k)
@@ -218,7 +248,7 @@ class Explorer:
                 if shown(step):
                     trace.append(self.step_json(step, display, me))
                 steps_done.append((step, self._entry_name(entry, nxt, me)))
-            _, order = canonical(self.ranks(nxt), self.n)
+            _, order = canonical(self.ranks(nxt), self.n, self.refs_at)
             display = [display[i] for i in order]
         self.machine.tracing = False
         culprit, entry = self.culprit(found, steps_done)

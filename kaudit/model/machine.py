@@ -322,8 +322,8 @@ class Machine:
         vm, threads, vm_demand = state
         if self.tracing:
             return [(run.steps, self.freeze(run, state), run.acquired) for run in self._moves(state, me)]
-        others = tuple(t[4] for i, t in enumerate(threads) if i != me)
-        key = (me, threads[me], vm, vm_demand, others, tuple(t[3] for t in threads) if self.shared_cpu else ())
+        held = tuple([t[4] for t in threads])  # what the others hold (and, harmlessly, what it holds itself)
+        key = (me, threads[me], vm, vm_demand, held, tuple([t[3] for t in threads]) if self.shared_cpu else ())
         found = self.memo.get(key)
         if found is None:
             found = self.memo[key] = [self.shrink(run) for run in self._moves(state, me)]
