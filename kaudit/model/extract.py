@@ -40,7 +40,7 @@ from kaudit.model.bookkeeping import (
 )
 from kaudit.model.code import Action, Entry, Loc, Op, Protocol
 from kaudit.model.domains import domains
-from kaudit.model.flat import link, post_dominators, reachable, reaching, rebuild, successors
+from kaudit.model.flat import decided_by, deciders, link, post_dominators, reachable, reaching, rebuild, successors
 from kaudit.model.generations import generations
 from kaudit.model.inline import RESULT, Core, Inliner
 from kaudit.model.resolve import SELF, VMOBJ, Resolver
@@ -227,19 +227,6 @@ DECISION_TEXT = {
 }
 
 
-def _region(code: list[Op], pc: int, stop: int) -> set[int]:
-    """Ops reachable from a branch before its paths join again."""
-    seen: set[int] = set()
-    stack = list(successors(code, pc))
-    while stack:
-        node = stack.pop()
-        if node == stop or node in seen or node >= len(code):
-            continue
-        seen.add(node)
-        stack.extend(successors(code, node))
-    return seen
-
-
 def _may_hold(code: list[Op], starts: list[int]) -> list[set[str]]:
     held: list[set[str] | None] = [None] * len(code)
     stack = [s for s in starts if 0 <= s < len(code)]
@@ -305,27 +292,20 @@ class Slicer:
                 if name is not None:
                     defs.setdefault(name, []).append(pc)
         reach = reaching_local_defs(code)  # a local's read depends on the writes that reach it; state on all
-        ipdom = post_dominators(code)
-        regions = {pc: _region(code, pc, ipdom[pc]) for pc, op in enumerate(code) if op.kind in ("branch", "each")}
+        controls = deciders(code, post_dominators(code))  # a kept op keeps what decides whether it runs
         toward = reaching(code, self.goals)
         dry_paths = {pc for pc, op in enumerate(code) if op.kind == "dry"
                      for pc in reachable(code, [op.args[0]]) & toward if code[pc].kind == "branch"}
         keep |= dry_paths
-        changed = True
-        while changed:
-            changed = False
-            stack = list(keep)
-            while stack:
-                pc = stack.pop()
-                for name in self.reads(pc):
-                    for d in defs.get(name, ()):
-                        if d not in keep and (name[0] != "local" or reach.reaches(d, pc)):
-                            keep.add(d)
-                            stack.append(d)
-            for pc, region in regions.items():
-                if pc not in keep and region & keep:
-                    keep.add(pc)
-                    changed = True
+        stack = list(keep)
+        while stack:
+            pc = stack.pop()
+            needed = [d for name in self.reads(pc) for d in defs.get(name, ())
+                      if name[0] != "local" or reach.reaches(d, pc)]
+            for d in (*needed, *controls.get(pc, ())):
+                if d not in keep:
+                    keep.add(d)
+                    stack.append(d)
         return keep
 
     def run(self, starts: list[int]) -> tuple[list[Op], list[int]]:
@@ -618,13 +598,12 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
 def _guard_state(code: list[Op], flow: Dataflow, count: tuple[str, int], slots) -> frozenset[str]:
     """The field keys read by the branches that decide whether the count moves (`vp_index != vcpu_idx`
     before atomic_inc()): a summary that changed them at will would break the invariant the count keeps."""
-    ipdom = post_dominators(code)
     moves = {pc for pc, op in enumerate(code) if count in {state_of(loc) for loc in op_writes(op)}}
     names = {("vm", s): k for k, s in slots.vm.items()} | {("cpu", s): k for k, s in slots.cpu.items()}
     out = set()
-    for pc, op in enumerate(code):
-        if op.kind == "branch" and _region(code, pc, ipdom[pc]) & moves:
-            out |= {names[s] for s in flow.state_read(reads(op.args[0])) if s in names and s != count}
+    for pc in decided_by(moves, deciders(code, post_dominators(code))):
+        if code[pc].kind == "branch":
+            out |= {names[s] for s in flow.state_read(reads(code[pc].args[0])) if s in names and s != count}
     return frozenset(out)
 
 

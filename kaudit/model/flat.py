@@ -158,6 +158,32 @@ def post_dominators(code: list[Op]) -> list[int]:
     return [idom.get(pc, exit_) for pc in range(n)]
 
 
+def deciders(code: list[Op], ipdom: list[int]) -> dict[int, set[int]]:
+    """For each pc, the branches and vCPU loops that decide whether it runs
+    (control dependence, Ferrante, Ottenstein and Warren): for each edge
+    B -> S, S and the post-dominators of S short of B's own."""
+    out: dict[int, set[int]] = {}
+    for pc, op in enumerate(code):
+        if op.kind in ("branch", "each"):
+            for runner in successors(code, pc):
+                while runner != ipdom[pc] and runner < len(code):
+                    out.setdefault(runner, set()).add(pc)
+                    runner = ipdom[runner]
+    return out
+
+
+def decided_by(pcs: Iterable[int], deciders: dict[int, set[int]]) -> set[int]:
+    """The branches and loops that decide, directly or through others, whether any of pcs runs."""
+    found: set[int] = set()
+    stack = list(pcs)
+    while stack:
+        for decider in deciders.get(stack.pop(), ()):
+            if decider not in found:
+                found.add(decider)
+                stack.append(decider)
+    return found
+
+
 def local_reads(expr: Expr | None) -> set[int]:
     """The local slots an expression reads (a field of another vCPU reads its reference)."""
     found: set[int] = set()
