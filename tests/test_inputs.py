@@ -306,3 +306,22 @@ def test_interrupt_exits_130_without_a_traceback(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=60)
         said = [line for line in err.splitlines() if not line.startswith(b"import time:")]
         assert (proc.returncode, out, said) == (130, b"", [b"kaudit: interrupted"])
+
+
+def test_an_interrupt_a_finalizer_swallows_still_ends_the_run() -> None:
+    script = """
+import os, signal, time
+import kaudit.entry as entry
+entry.GRACE = 0.5
+signal.signal(signal.SIGINT, entry._on_interrupt)
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs here, inside the finalizer: Python ignores what it raises
+Finalized()
+time.sleep(5)
+print("went on")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
+    assert (done.returncode, done.stdout) == (130, b"")
+    assert b"Exception ignored" in done.stderr and done.stderr.endswith(b"kaudit: interrupted\n")
