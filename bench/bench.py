@@ -206,7 +206,7 @@ def main() -> None:
     print("bare libclang parse (same files, same flags):")
     show("1 process", "bare1")
     show(f"{n} processes", "bareN")
-    print(f"kaudit audit -j {n}, as a user runs it (model and 100,000-step cost simulation included):")
+    print(f"kaudit audit -j {n}, as a user runs it (model and cost simulation included):")
     show("cold (empty cache)", "cold", bare_n, f"bare ({n} proc.)")
     show("warm", "warm", bare_n, f"bare ({n} proc.)")
     show("warm, --sim-steps 0 (no cost simulation)", "warm_nosim")

@@ -34,7 +34,7 @@ class Cost:
 
 
 def simulate(protocol: Protocol, vcpus: int = 4, steps: int = 20_000, seed: int = 0) -> Cost:
-    machine = Machine(protocol, vcpus, calls=steps + 1, env_calls=0)
+    machine = Machine(protocol, vcpus)  # calls unbounded, uncounted: states recur, their moves are remembered
     rng = random.Random(seed)
     state = machine.initial()
     requests = toggles = locks = premature = 0
