@@ -66,6 +66,11 @@ SOUND = {
 # path never lowers it; 6.12 raises and lowers it in kvm_create_lapic() and kvm_free_lapic(), which the
 # failure path calls.
 COUNT_BUGS = {"6.12": set(), "6.1": {("kvm_has_noapic_vcpu", "leak", "kvm_arch_vcpu_create")}}
+# Counts whose protocol is too large to explore: 6.1's destroy path reaches the whole MSR switch through
+# nested VM-exit MSR loads. Every other count is verified over create and destroy.
+TOO_LARGE = {"6.12": set(), "6.1": {"apic_hw_disabled", "apic_sw_disabled", "kvm.arch.nr_vcpus_matched_tsc",
+                                    "kvm.arch.vapics_in_nmi_mode", "kvm_hv.num_mismatched_vp_indexes",
+                                    "kvm_hv.synic_auto_eoi_used"}}
 # VM-wide (or host-wide) counts of vCPUs and the function that moves them
 COUNTERS = {
     "kvm.arch.vapics_in_nmi_mode": "apic_manage_nmi_watchdog",
@@ -158,8 +163,8 @@ def test_every_other_inhibit_reason_has_its_sound_discipline(version: str, mode:
 def test_counts_of_vcpus_are_transition_guarded(version: str, mode: str) -> None:
     """Every count a running vCPU moves is moved on its own transitions; the counts vCPU creation and
     destruction move are lifecycle sites. The model runs what it can, finds no violation but the real
-    leaks (COUNT_BUGS), and says why not the rest (too large to explore, its state bound reached first,
-    or its only trace resting on a guess)."""
+    leaks (COUNT_BUGS), verifies every other count over create and destroy but those too large to explore
+    (TOO_LARGE), and says so."""
     report, _ = audited(version, mode)
     counters = sites_of(report, "KVM002")
     moving = [s for s in counters if s["discipline"] != "lifecycle"]
@@ -171,12 +176,11 @@ def test_counts_of_vcpus_are_transition_guarded(version: str, mode: str) -> None
     assert lifecycle == LIFECYCLE[version]
     assert all(s["why"] for s in counters)
     bugs = {key for key, _, _ in COUNT_BUGS[version]}
-    assert {s["model"]["status"] for s in counters if s["key"] in bugs} <= {"violated"}
-    assert {s["model"]["status"] for s in counters if s["key"] not in bugs} <= {"verified", "not-modelled",
-                                                                                 "inconclusive"}
-    assert all(s["model"].get("reason") for s in counters if s["model"]["status"] == "not-modelled")
-    assert all(s["model"]["bound_hit"] or s["model"]["assumes"] for s in counters
-               if s["model"]["status"] == "inconclusive")
+    for s in counters:
+        want = "violated" if s["key"] in bugs else "not-modelled" if s["key"] in TOO_LARGE[version] else "verified"
+        assert s["model"]["status"] == want, (s["key"], s["model"])
+    assert all("too large to explore" in s["model"]["reason"] for s in counters
+               if s["model"]["status"] == "not-modelled")
 
 
 @pytest.mark.parametrize("version", kernels.VERSIONS)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kaudit.ir.flow import lock_moves
-from kaudit.ir.names import counted_key, deref, field_key, lock_key, subexprs
+from kaudit.ir.names import buffer_cell, cell_key, counted_key, deref, field_key, lock_key, subexprs
 from kaudit.ir.nodes import Assign, Call, CallOp, Expr, Field, Function, Var
 from kaudit.kernel_api import (
     ATOMIC_READ,
@@ -42,6 +42,26 @@ def _place(expr: Expr, params: list[str]) -> str | None:
     if isinstance(expr, Var) and expr.scope == "param" and expr.name in params:
         return f"param:{params.index(expr.name)}"
     return None
+
+
+def _buffer_place(expr: Expr, params: list[str]) -> str | None:
+    """The buffer `*(base + offset)` is a cell of, as a whole (`kvm_lapic.regs[]`, `param:0[]`)."""
+    cell = buffer_cell(expr)
+    base = _place(cell[0], params) if cell is not None else None
+    return cell_key(base, None) if base else None
+
+
+def _stored(expr: Expr, params: list[str]) -> str | None:
+    """The storage an assignment writes: a field or global, or a buffer's cell (named by its buffer)."""
+    if isinstance(expr, Var) and expr.scope != "global":
+        return None
+    return _buffer_place(expr, params) or _place(expr, params)
+
+
+def _read(expr: Expr, params: list[str]) -> str | None:
+    if isinstance(expr, (Field, Var)):
+        return field_key(expr)
+    return _buffer_place(expr, params)
 
 
 def primitive_effects(call: Call, params: list[str]) -> tuple[set[str], set[str]] | None:
@@ -79,12 +99,11 @@ def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
     summary = Summary()
     for _, instr in function.instructions():
         if isinstance(instr, Assign):
-            target = _place(instr.target, params) if not isinstance(instr.target, Var) or \
-                instr.target.scope == "global" else None
+            target = _stored(instr.target, params)
             if target:
                 summary.writes.add(target)
             for expr in subexprs(instr.value):
-                if isinstance(expr, (Field, Var)) and (key := field_key(expr)):
+                if key := _read(expr, params):
                     summary.reads.add(key)
         elif isinstance(instr, CallOp):
             prim = primitive_effects(instr.call, params)
@@ -96,7 +115,7 @@ def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
     for block in function.blocks:
         for expr in _conditions(block):
             for sub in subexprs(expr):
-                if isinstance(sub, (Field, Var)) and (key := field_key(sub)):
+                if key := _read(sub, params):
                     summary.reads.add(key)
     return summary
 
@@ -157,6 +176,12 @@ class Effects:
             writes |= _bind(self.writes.get(target, ()), call.args, params)
             reads |= _bind(self.reads.get(target, ()), call.args, params)
         return writes, reads
+
+    def call_writes(self, caller: str, call: Call, target: str) -> set[str]:
+        """The storage a call of `target` writes, with what it calls, in its caller's terms: what it
+        does through a pointer argument (`__kvm_lapic_set_reg(apic->regs, ...)`) included."""
+        params = [p.name for p in self.lowered.function(caller).params]
+        return _plain(_bind(self.writes.get(target, ()), call.args, params))
 
     def data_writes(self, caller: str, call: Call) -> set[str]:
         """The storage (no lock, no parameter) one call writes, in its caller's terms."""
@@ -308,7 +333,8 @@ def _bind(places, args: tuple[Expr, ...], params: list[str]) -> set[str]:
             continue
         prefix = "lock:" if place.startswith("lock:") else ""
         bare = place[len(prefix):]
-        index = int(bare[6:])
+        cells = bare.endswith("[]")  # the buffer the parameter points into
+        index = int(bare[6:-2] if cells else bare[6:])
         if index < len(args) and (bound := _place(args[index], params)):
-            out.add(prefix + bound)
+            out.add(prefix + (cell_key(bound, None) if cells else bound))
     return out
