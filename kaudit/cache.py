@@ -22,6 +22,7 @@ shape is a miss, dropped and rebuilt, never an error.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import sqlite3
@@ -196,6 +197,14 @@ def _drop_unsafe(path: Path) -> None:
 def salt(*parts: str) -> str:
     """The part of every key that names the code that made the value."""
     return "\0".join([__version__, sys.version, *parts])
+
+
+@functools.cache
+def package_digest() -> str:
+    """All of kaudit's own code and data: a value made by any other version is not reused."""
+    package = Path(__file__).parent
+    sources = sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in (".py", ".json", ".config"))
+    return digest_bytes(b"".join(p.relative_to(package).as_posix().encode() + p.read_bytes() for p in sources))
 
 
 def frontend_digest() -> str:

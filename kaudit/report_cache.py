@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kaudit import warm
-from kaudit.cache import digest_bytes, salt
+from kaudit.cache import digest_bytes, package_digest, salt
 from kaudit.progress import Progress
 from kaudit.report.json_report import SCHEMA_VERSION, build_report
 from kaudit.rules import Rule, rule_sources
@@ -27,14 +27,8 @@ if TYPE_CHECKING:
     from kaudit.model.check import ModelSettings
 
 
-def _code_digest() -> str:
-    package = Path(__file__).parent
-    sources = sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in (".py", ".json", ".config"))
-    return digest_bytes(b"".join(p.relative_to(package).as_posix().encode() + p.read_bytes() for p in sources))
-
-
 def report_key(program_key: str, rules: list[Rule], model: ModelSettings | None, root: Path, config: str) -> str:
-    parts = [salt(_code_digest()), program_key, repr(rules), repr(model), str(root), config]
+    parts = [salt(package_digest()), program_key, repr(rules), repr(model), str(root), config]
     return "report:" + digest_bytes("\0".join(parts).encode())
 
 

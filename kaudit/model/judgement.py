@@ -1,9 +1,10 @@
 """The model's judgement of one protocol, cached by the protocol's content.
 
 Exploring every interleaving is most of a warm run's time, and its answer
-depends only on the extracted protocol, the settings and the model's own
-code: the same protocol (the same tree, a patch that does not touch it, a
-re-run) reuses the judgement; any change to the code the protocol was
+depends only on the extracted protocol, the settings and kaudit's own code
+(all of it: the model reads kaudit.ir's names and nodes too): the same
+protocol (the same tree, a patch that does not touch it, a re-run) reuses
+the judgement; any change to the code the protocol was
 extracted from changes the protocol, hence the key.
 """
 
@@ -11,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from kaudit.cache import Store, digest_bytes, salt
+from kaudit.cache import Store, digest_bytes, package_digest, salt
 from kaudit.model.code import Protocol
 from kaudit.model.explore import Outcome
 
@@ -57,18 +57,12 @@ class Judgement:
             return None
 
 
-def _model_code() -> str:
-    here = Path(__file__).parent
-    sources = [*sorted(here.glob("*.py")), here.parent / "ir" / "evaluate.py"]
-    return digest_bytes(b"".join(p.read_bytes() for p in sources))
-
-
 def cached(store: Store | None, protocol: Protocol, settings: Any,
            judge: Callable[[Protocol], Judgement]) -> Judgement:
     """judge(protocol), from the cache when this protocol was judged with these settings before."""
     if store is None:
         return judge(protocol)
-    digest = digest_bytes("\0".join([salt(_model_code()), repr(settings), repr(protocol)]).encode())
+    digest = digest_bytes("\0".join([salt(package_digest()), repr(settings), repr(protocol)]).encode())
     raw = store.memo("model", digest, lambda: judge(protocol).to_json(protocol),
                      lambda raw: raw if Judgement.from_json(raw, protocol) is not None else None)
     return Judgement.from_json(raw, protocol)  # the same object whether judged now or before
