@@ -137,6 +137,7 @@ class Effects:
         self.reads = {fid: set(s.reads) for fid, s in self._direct.items()}
         self._propagate({fid: [p.name for p in fn.params] for fid, fn in functions.items()})
         self._locks: dict[str, LockEffect] = {}
+        self._split: dict[str, tuple[set[str], list[str]]] = {}  # target -> (plain writes, through parameters)
         self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
 
     def _propagate(self, params: dict[str, list[str]]) -> None:
@@ -177,11 +178,17 @@ class Effects:
             reads |= _bind(self.reads.get(target, ()), call.args, params)
         return writes, reads
 
-    def call_writes(self, caller: str, call: Call, target: str) -> set[str]:
-        """The storage a call of `target` writes, with what it calls, in its caller's terms: what it
-        does through a pointer argument (`__kvm_lapic_set_reg(apic->regs, ...)`) included."""
+    def call_writes_any(self, caller: str, call: Call, target: str, keys: set[str] | frozenset[str]) -> bool:
+        """Whether a call of `target` writes any of `keys`, with what it calls, in its caller's terms:
+        what it does through a pointer argument (`__kvm_lapic_set_reg(apic->regs, ...)`) included."""
+        if target not in self._split:
+            writes = self.writes.get(target, ())
+            self._split[target] = (_plain(writes), sorted(w for w in writes if w.startswith("param:")))
+        plain, through = self._split[target]
+        if not plain.isdisjoint(keys):
+            return True
         params = [p.name for p in self.lowered.function(caller).params]
-        return _plain(_bind(self.writes.get(target, ()), call.args, params))
+        return bool(through) and not _bind(through, call.args, params).isdisjoint(keys)
 
     def data_writes(self, caller: str, call: Call) -> set[str]:
         """The storage (no lock, no parameter) one call writes, in its caller's terms."""
