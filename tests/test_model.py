@@ -117,36 +117,20 @@ def test_a_long_call_chain_that_moves_nothing_of_the_protocol_is_summarised(tmp_
     assert check_key(result.analyses[0], RULE, IRQWIN, ModelSettings(vcpus=3)).status == "verified"
 
 
-REGISTER_PAGE = Path(__file__).parent / "data/model/count-from-a-register-page.c"
-
-
-def _register_page_statuses(tmp_path: Path, text: str) -> tuple[set, list]:
+def test_a_trace_through_memory_the_model_cannot_name_is_inconclusive(tmp_path: Path) -> None:
+    """vapics_in_nmi_mode on 6.12: create counts the vCPU by a register it reads back from the APIC page.
+    The model's leak trace needs a value of that read it made up: the site is inconclusive and says so,
+    and no finding is reported."""
     tree = tmp_path / "tree"
     shutil.copytree(Path(__file__).parent / "fixtures/include", tree / "include")
     (tree / "arch/x86/kvm").mkdir(parents=True)
-    (tree / "arch/x86/kvm" / REGISTER_PAGE.name).write_text(text)
+    shutil.copy(Path(__file__).parent / "data/model/count-from-a-register-page.c", tree / "arch/x86/kvm")
     rule = load_rules(default_rules_dir())[1]
-    (analysis,) = audit_tree(tree, [rule], model=ModelSettings(sim_steps=0), cache_dir=None).analyses
-    statuses = {(j.model["status"], tuple(j.model.get("assumes", ()))) for j in analysis.sites}
-    return statuses, [(f.severity, f.kind) for f in analysis.findings if f.severity in ("error", "warning")]
-
-
-def test_a_register_page_written_at_a_constant_offset_is_modelled_cell_by_cell(tmp_path: Path) -> None:
-    """vapics_in_nmi_mode on 6.12: create counts the vCPU by the LVT0 it wrote into the APIC page and reads
-    back. Masked, the count never moves on create: verified. In NMI mode, destroy leaves it counted: a leak
-    confirmed with no guess. Written through an offset the model cannot place (a loop over the LVTs), the
-    cell may hold that value: the leak trace rests on a guess and the site is inconclusive."""
-    text = REGISTER_PAGE.read_text()
-    assert _register_page_statuses(tmp_path / "masked", text) == ({("verified", ())}, [])
-    nmi = text.replace("set_reg(vcpu, 0x350, 0x10000);", "set_reg(vcpu, 0x350, 0x400);")
-    statuses, findings = _register_page_statuses(tmp_path / "nmi", nmi)
-    assert statuses == {("violated", ())} and findings == [("error", "leak")]
-    unplaced = text.replace("set_reg(vcpu, 0x350, 0x10000);",
-                            "set_reg(vcpu, 0x350, 0x10000);\n\tfor (int i = 0; i < vcpu->vcpu_id; i++)\n"
-                            "\t\tset_reg(vcpu, 0x320 + 0x10 * i, 0x400);")
-    statuses, findings = _register_page_statuses(tmp_path / "unplaced", unplaced)
-    ((status, assumes),) = statuses
-    assert status == "inconclusive" and any("which cell" in a for a in assumes) and findings == []
+    result = audit_tree(tree, [rule], model=ModelSettings(sim_steps=0), cache_dir=None)
+    (analysis,) = result.analyses
+    assert not [f for f in analysis.findings if f.severity in ("error", "warning")]
+    statuses = {(j.model["status"], tuple(j.model["assumes"])) for j in analysis.sites}
+    assert statuses == {("inconclusive", ("*(vcpu->arch.regs + 848)",))}
 
 
 def test_only_a_generation_compared_for_equality_is_held_as_a_rank() -> None:

@@ -71,6 +71,9 @@ COUNT_BUGS = {"6.12": set(), "6.1": {("kvm_has_noapic_vcpu", "leak", "kvm_arch_v
 TOO_LARGE = {"6.12": set(), "6.1": {"apic_hw_disabled", "apic_sw_disabled", "kvm.arch.nr_vcpus_matched_tsc",
                                     "kvm.arch.vapics_in_nmi_mode", "kvm_hv.num_mismatched_vp_indexes",
                                     "kvm_hv.synic_auto_eoi_used"}}
+# Counts whose only leak trace rests on a guess: 6.12's create path reads LVT0 back from the APIC register
+# page, memory the model does not name (`*(apic->regs + 848)`).
+GUESSED = {"6.12": {"kvm.arch.vapics_in_nmi_mode"}, "6.1": set()}
 # VM-wide (or host-wide) counts of vCPUs and the function that moves them
 COUNTERS = {
     "kvm.arch.vapics_in_nmi_mode": "apic_manage_nmi_watchdog",
@@ -164,7 +167,7 @@ def test_counts_of_vcpus_are_transition_guarded(version: str, mode: str) -> None
     """Every count a running vCPU moves is moved on its own transitions; the counts vCPU creation and
     destruction move are lifecycle sites. The model runs what it can, finds no violation but the real
     leaks (COUNT_BUGS), verifies every other count over create and destroy but those too large to explore
-    (TOO_LARGE), and says so."""
+    (TOO_LARGE) and those whose only trace rests on a guess (GUESSED), and says so."""
     report, _ = audited(version, mode)
     counters = sites_of(report, "KVM002")
     moving = [s for s in counters if s["discipline"] != "lifecycle"]
@@ -177,8 +180,10 @@ def test_counts_of_vcpus_are_transition_guarded(version: str, mode: str) -> None
     assert all(s["why"] for s in counters)
     bugs = {key for key, _, _ in COUNT_BUGS[version]}
     for s in counters:
-        want = "violated" if s["key"] in bugs else "not-modelled" if s["key"] in TOO_LARGE[version] else "verified"
+        want = "violated" if s["key"] in bugs else "not-modelled" if s["key"] in TOO_LARGE[version] else \
+            "inconclusive" if s["key"] in GUESSED[version] else "verified"
         assert s["model"]["status"] == want, (s["key"], s["model"])
+    assert all(s["model"]["assumes"] for s in counters if s["model"]["status"] == "inconclusive")
     assert all("too large to explore" in s["model"]["reason"] for s in counters
                if s["model"]["status"] == "not-modelled")
 

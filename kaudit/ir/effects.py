@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kaudit.ir.flow import lock_moves
-from kaudit.ir.names import buffer_cell, cell_key, counted_key, deref, field_key, lock_key, subexprs
+from kaudit.ir.names import counted_key, deref, field_key, lock_key, subexprs
 from kaudit.ir.nodes import Assign, Call, CallOp, Expr, Field, Function, Var
 from kaudit.kernel_api import (
     ATOMIC_READ,
@@ -42,26 +42,6 @@ def _place(expr: Expr, params: list[str]) -> str | None:
     if isinstance(expr, Var) and expr.scope == "param" and expr.name in params:
         return f"param:{params.index(expr.name)}"
     return None
-
-
-def _buffer_place(expr: Expr, params: list[str]) -> str | None:
-    """The buffer `*(base + offset)` is a cell of, as a whole (`kvm_lapic.regs[]`, `param:0[]`)."""
-    cell = buffer_cell(expr)
-    base = _place(cell[0], params) if cell is not None else None
-    return cell_key(base, None) if base else None
-
-
-def _stored(expr: Expr, params: list[str]) -> str | None:
-    """The storage an assignment writes: a field or global, or a buffer's cell (named by its buffer)."""
-    if isinstance(expr, Var) and expr.scope != "global":
-        return None
-    return _buffer_place(expr, params) or _place(expr, params)
-
-
-def _read(expr: Expr, params: list[str]) -> str | None:
-    if isinstance(expr, (Field, Var)):
-        return field_key(expr)
-    return _buffer_place(expr, params)
 
 
 def primitive_effects(call: Call, params: list[str]) -> tuple[set[str], set[str]] | None:
@@ -99,11 +79,12 @@ def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
     summary = Summary()
     for _, instr in function.instructions():
         if isinstance(instr, Assign):
-            target = _stored(instr.target, params)
+            target = _place(instr.target, params) if not isinstance(instr.target, Var) or \
+                instr.target.scope == "global" else None
             if target:
                 summary.writes.add(target)
             for expr in subexprs(instr.value):
-                if key := _read(expr, params):
+                if isinstance(expr, (Field, Var)) and (key := field_key(expr)):
                     summary.reads.add(key)
         elif isinstance(instr, CallOp):
             prim = primitive_effects(instr.call, params)
@@ -115,7 +96,7 @@ def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
     for block in function.blocks:
         for expr in _conditions(block):
             for sub in subexprs(expr):
-                if key := _read(sub, params):
+                if isinstance(sub, (Field, Var)) and (key := field_key(sub)):
                     summary.reads.add(key)
     return summary
 
@@ -137,7 +118,6 @@ class Effects:
         self.reads = {fid: set(s.reads) for fid, s in self._direct.items()}
         self._propagate({fid: [p.name for p in fn.params] for fid, fn in functions.items()})
         self._locks: dict[str, LockEffect] = {}
-        self._split: dict[str, tuple[set[str], list[str]]] = {}  # target -> (plain writes, through parameters)
         self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
 
     def _propagate(self, params: dict[str, list[str]]) -> None:
@@ -177,18 +157,6 @@ class Effects:
             writes |= _bind(self.writes.get(target, ()), call.args, params)
             reads |= _bind(self.reads.get(target, ()), call.args, params)
         return writes, reads
-
-    def call_writes_any(self, caller: str, call: Call, target: str, keys: set[str] | frozenset[str]) -> bool:
-        """Whether a call of `target` writes any of `keys`, with what it calls, in its caller's terms:
-        what it does through a pointer argument (`__kvm_lapic_set_reg(apic->regs, ...)`) included."""
-        if target not in self._split:
-            writes = self.writes.get(target, ())
-            self._split[target] = (_plain(writes), sorted(w for w in writes if w.startswith("param:")))
-        plain, through = self._split[target]
-        if not plain.isdisjoint(keys):
-            return True
-        params = [p.name for p in self.lowered.function(caller).params]
-        return bool(through) and not _bind(through, call.args, params).isdisjoint(keys)
 
     def data_writes(self, caller: str, call: Call) -> set[str]:
         """The storage (no lock, no parameter) one call writes, in its caller's terms."""
@@ -340,8 +308,7 @@ def _bind(places, args: tuple[Expr, ...], params: list[str]) -> set[str]:
             continue
         prefix = "lock:" if place.startswith("lock:") else ""
         bare = place[len(prefix):]
-        cells = bare.endswith("[]")  # the buffer the parameter points into
-        index = int(bare[6:-2] if cells else bare[6:])
+        index = int(bare[6:])
         if index < len(args) and (bound := _place(args[index], params)):
-            out.add(prefix + (cell_key(bound, None) if cells else bound))
+            out.add(prefix + bound)
     return out

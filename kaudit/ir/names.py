@@ -44,20 +44,6 @@ def field_key(expr: Expr) -> str | None:
     return None
 
 
-def buffer_cell(expr: Expr) -> tuple[Expr, int | None] | None:
-    """`*(base + offset)`: memory a pointer points into, such as the register
-    page `*(apic->regs + APIC_LVT0)`. The base and the offset if constant."""
-    if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Binary) and expr.arg.op == "+":
-        base, offset = expr.arg.left, expr.arg.right
-        return base, offset.value if isinstance(offset, Const) else None
-    return None
-
-
-def cell_key(buffer: str, offset: int | None) -> str:
-    """`kvm_lapic.regs[848]` for one cell, `kvm_lapic.regs[]` for the buffer as a whole."""
-    return f"{buffer}[{'' if offset is None else offset}]"
-
-
 def owner_record(expr: Expr) -> str | None:
     """The struct whose object holds a field's storage (None for globals)."""
     key = field_key(expr)

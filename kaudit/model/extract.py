@@ -600,34 +600,11 @@ def _guard_state(code: list[Op], flow: Dataflow, count: tuple[str, int], slots) 
     before atomic_inc()): a summary that changed them at will would break the invariant the count keeps."""
     moves = {pc for pc, op in enumerate(code) if count in {state_of(loc) for loc in op_writes(op)}}
     names = {("vm", s): k for k, s in slots.vm.items()} | {("cpu", s): k for k, s in slots.cpu.items()}
-    unmodelled = _unmodelled_reads(code)
     out = set()
     for pc in decided_by(moves, deciders(code, post_dominators(code))):
         if code[pc].kind == "branch":
-            read = reads(code[pc].args[0])
-            out |= {names[s] for s in flow.state_read(read) if s in names and s != count}
-            out |= {key for loc in read if loc.kind == "local" for key in unmodelled.get(loc.slot, ())}
+            out |= {names[s] for s in flow.state_read(reads(code[pc].args[0])) if s in names and s != count}
     return frozenset(out)
-
-
-def _unmodelled_reads(code: list[Op]) -> dict[int, set[str]]:
-    """Per local: the storage not yet modelled whose read (an input naming it, `*(apic->regs + 848)` as
-    `kvm_lapic.regs[]`) its value may come from, through copies; flow-insensitive."""
-    found: dict[int, set[str]] = {}
-    for op in code:
-        if op.kind == "input" and op.args[0] is not None and op.args[0].kind == "local" and op.args[2]:
-            found.setdefault(op.args[0].slot, set()).update(k for k in op.args[2] if not k.startswith("call:"))
-    copies = [(op.args[0].slot, {loc.slot for loc in reads(op.args[1]) if loc.kind == "local"})
-              for op in code if op.kind == "set" and op.args[0].kind == "local"]
-    grown = True
-    while grown:
-        grown = False
-        for target, sources in copies:
-            gained = set().union(*(found.get(s, set()) for s in sources)) - found.get(target, set())
-            if gained:
-                found.setdefault(target, set()).update(gained)
-                grown = True
-    return found
 
 
 def _state_read(code: list[Op], slots) -> set[str]:

@@ -319,8 +319,7 @@ class Inliner:
             if target not in self.lowered.program.functions or any(f == target for f, _ in frame.stack) \
                     or target == frame.fid:
                 continue
-            if self.effects.call_writes_any(frame.fid, instr.call, target, self.interesting) \
-                    or self.effects.changes_locks(target) \
+            if self.effects.writes_any(target, self.interesting) or self.effects.changes_locks(target) \
                     or target in self.readers or self._fills_used_local(frame.fid, instr.call, target) \
                     or self._tiny(instr, target) \
                     or self._determined(instr, args, target):
@@ -335,8 +334,7 @@ class Inliner:
         and what it may write take any value, a sound over-approximation that costs one op per piece
         of state. Other reasons it may set or clear are the environment's."""
         return target not in self.core.leads_to_key \
-            and not self.effects.call_writes_any(frame.fid, instr.call, target, self.core.state) \
-            and not self.effects.changes_locks(target) \
+            and not self.effects.writes_any(target, self.core.state) and not self.effects.changes_locks(target) \
             and not self._fills_used_local(frame.fid, instr.call, target) \
             and not self._determined(instr, args, target) and self._heavy(target)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from kaudit.analysis.context import Scopes
-from kaudit.ir.names import buffer_cell, cell_key, deref, field_key, render
+from kaudit.ir.names import deref, field_key, render
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Select, Unary, Var
 from kaudit.model.code import Loc, Op
 from kaudit.model.inline import Draft
@@ -81,19 +81,13 @@ class Resolver:
         self.slots = Slots()
         self.modelled: set[str] = set()
         self.local_fields: set[str] = set()  # fields of local structs the code assigns: locals of their own
-        self.cells: dict[str, set[int]] = {}  # buffer -> the offsets of its cells written at a constant offset
         for op in draft.ops:
             target = _written(op)
             if target is None or isinstance(target, Loc):
                 continue
             key = field_key(target)
-            cell = buffer_cell(target)
             if key and self._scope(target) is not None:
                 self.modelled.add(key)
-            elif cell is not None and cell[1] is not None and (base := field_key(cell[0])) \
-                    and self._scope(cell[0]) is not None:
-                self.modelled.add(cell_key(base, cell[1]))
-                self.cells.setdefault(base, set()).add(cell[1])
             elif (name := local_field(target)) is not None and op.kind == "set":
                 self.local_fields.add(name)
         self.refs = self._vcpu_refs()
@@ -143,11 +137,6 @@ class Resolver:
             return None
         if (name := local_field(expr)) in self.local_fields:
             return Loc("local", self.slots.local(name), name=name)
-        cell = buffer_cell(expr)
-        if cell is not None:  # a cell of a buffer: modelled when the code writes it at its constant offset
-            base = field_key(cell[0])
-            key = cell_key(base, cell[1]) if base and cell[1] is not None else None
-            return self._slot(key, self._scope(cell[0]), expr) if key in self.modelled else None
         key = field_key(expr)
         if key is None:
             return None
@@ -155,44 +144,17 @@ class Resolver:
         ctype = getattr(deref(expr), "ctype", CType())  # `*&field` is the field
         constant = scope == "cpu" and not self.vcpu_writes(key) and not ctype.ptr
         if key in self.modelled or constant:
-            loc = self._slot(key, scope, expr)
-            if loc is not None and loc.kind != "vm" and key not in self.modelled:
-                self.slots.cpu_constant[loc.slot] = ctype
-            return loc
+            if scope == "vm":
+                return Loc("vm", self.slots.vm.setdefault(key, len(self.slots.vm)), name=key)
+            if scope == "cpu":
+                slot = self.slots.cpu.setdefault(key, len(self.slots.cpu))
+                if key not in self.modelled:
+                    self.slots.cpu_constant[slot] = ctype
+                base = root(expr)
+                if isinstance(base, Var) and base.name in self.refs:
+                    return Loc("cpu", slot, self.slots.local(base.name), name=key)
+                return Loc("mine", slot, name=key)
         return None
-
-    def _slot(self, key: str, scope: str | None, expr: Expr) -> Loc | None:
-        if scope == "vm":
-            return Loc("vm", self.slots.vm.setdefault(key, len(self.slots.vm)), name=key)
-        if scope == "cpu":
-            slot = self.slots.cpu.setdefault(key, len(self.slots.cpu))
-            base = root(expr)
-            if isinstance(base, Var) and base.name in self.refs:
-                return Loc("cpu", slot, self.slots.local(base.name), name=key)
-            return Loc("mine", slot, name=key)
-        return None
-
-    def havoc_cells(self, expr: Expr, value: Expr | None) -> None:
-        """A write the model cannot place in one cell (`*(apic->regs + APIC_LVTx(i))`, or a summarised
-        call that writes the buffer): each modelled cell of the buffer may now hold `value` (any value
-        when None), the model's guess either way."""
-        cell = buffer_cell(expr)
-        base = cell[0] if cell is not None else None
-        if base is None and (key := field_key(expr)) and key.endswith("[]") and isinstance(expr, Field):
-            base = replace(expr, name=expr.name[:-2])  # a summary's `%summary->regs[]`: the buffer as a whole
-        name = field_key(base) if base is not None else None
-        for offset in sorted(self.cells.get(name or "", ())):
-            target = self.place(Unary("*", Binary("+", base, Const(offset))))
-            if target is None:
-                continue
-            guess = f"{render(expr)} (which cell: {cell_key(name, offset)})"
-            choice = self.slots.local(f"%in{len(self.slots.locals)}")
-            self.pending.append(Op("input", (Loc("local", choice), None if value is None else (0, 1), (), False,
-                                             guess), self.current.function, self.current.file, self.current.line,
-                                   f"{render(expr)} may write {cell_key(name, offset)}", self.current.api,
-                                   self.current.origin))
-            new = Loc("local", choice) if value is None else Select(Loc("local", choice), value, target)
-            self.pending.append(replace(self.current, kind="set", args=(target, new)))
 
     def value(self, expr: Expr) -> Expr:
         if isinstance(expr, (Const, Loc)):
@@ -248,10 +210,8 @@ class Resolver:
         slot = self.memo[expr]
         self.slots.input_types[slot] = getattr(expr, "ctype", CType())
         op = self.current
-        cell = buffer_cell(expr)
-        buffer = field_key(cell[0]) if cell is not None else None
-        reads = (field_key(expr),) if field_key(expr) else (cell_key(buffer, None),) if buffer else ()
-        guess = "" if field_key(expr) else re.sub(r"\b\d+:", "", render(expr))  # unnamed: `*(apic->regs + 848)`
+        reads = (field_key(expr),) if field_key(expr) else ()
+        guess = "" if reads else re.sub(r"\b\d+:", "", render(expr))  # memory it cannot name: `*(apic->regs + 848)`
         self.pending.append(Op("input", (Loc("local", slot), None, reads, True, guess), op.function,
                                op.file, op.line, f"reads {render(expr)} (not modelled)", op.api, op.origin))
         return Loc("local", slot)
@@ -263,8 +223,6 @@ class Resolver:
         if kind == "set":
             target = self.place(args[0]) if not isinstance(args[0], Loc) else args[0]
             if target is None:
-                if buffer_cell(args[0]) is not None:
-                    self.havoc_cells(args[0], self.value(args[1]))
                 return None
             value = self.value(args[1])
             if getattr(args[0], "ctype", CType()).is_bool:  # C converts to bool on store
@@ -289,7 +247,6 @@ class Resolver:
             if isinstance(args[0], Var) and args[0].scope == "local":
                 self.slots.input_types[target.slot] = args[0].ctype
             elif target is None:  # a summarised write of state nothing here models: its reads are inputs anyway
-                self.havoc_cells(args[0], None)
                 return None
             elif target.kind != "local":  # a summarised write: any value
                 slot = self.slots.local(f"%in{len(self.slots.locals)}")

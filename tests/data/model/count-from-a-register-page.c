@@ -3,11 +3,9 @@
  * vapics_in_nmi_mode as KVM keeps it: create writes LVT0 into the APIC's
  * register page (masked) and counts the vCPU if that register is in NMI
  * mode; destroy never uncounts. Sound, since the register it reads back is
- * the masked value it just wrote: the model holds each cell of the page
- * written at a constant offset (`*(regs + 0x350)`) as per-vCPU state.
- * tests/test_model.py also checks two variants: LVT0 written in NMI mode
- * (a leak on destroy), and written through an offset the model cannot
- * place (then the cell is a guess, and the leak trace inconclusive).
+ * the masked value it just wrote; but the model names no cell of a page
+ * reached by pointer arithmetic, so its value there is a guess, and a
+ * trace of a leak through it is inconclusive, not a confirmed finding.
  */
 #define FIXTURE_KVM_ARCH atomic_t vapics_in_nmi_mode;
 #define FIXTURE_VCPU_ARCH char *regs; bool lvt0_nmi;
@@ -16,24 +14,14 @@
 char *alloc_regs(void);
 void free_regs(char *regs);
 
-static u32 __get_reg(char *regs, int off)
-{
-	return *(u32 *)(regs + off);
-}
-
-static void __set_reg(char *regs, int off, u32 val)
-{
-	*(u32 *)(regs + off) = val;
-}
-
 static u32 get_reg(struct kvm_vcpu *vcpu, int off)
 {
-	return __get_reg(vcpu->arch.regs, off);
+	return *(u32 *)(vcpu->arch.regs + off);
 }
 
 static void set_reg(struct kvm_vcpu *vcpu, int off, u32 val)
 {
-	__set_reg(vcpu->arch.regs, off, val);
+	*(u32 *)(vcpu->arch.regs + off) = val;
 }
 
 static void manage_nmi(struct kvm_vcpu *vcpu, u32 lvt0)
