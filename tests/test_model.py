@@ -18,6 +18,7 @@ from kaudit.model.check import ModelSettings, check_key, proof, protocol_of
 from kaudit.model.code import Generations, Loc, Op
 from kaudit.model.explore import Explorer
 from kaudit.model.extract import Unmodelled
+from kaudit.model.flat import deciders, post_dominators
 from kaudit.model.generations import generations
 from kaudit.model.reliance import Reliance
 from kaudit.model.simulate import simulate
@@ -157,3 +158,13 @@ def test_a_guess_another_vcpu_wrote_is_relied_on_where_it_is_read() -> None:
     reliance.step(1, Op("set", (mine, value), "f", "f.c", 2, ""))
     reliance.step(0, Op("branch", (theirs, 0, 0), "f", "f.c", 3, ""))
     assert reliance.relied == ["summarised()"]
+
+
+def test_a_write_in_a_loop_that_never_exits_keeps_the_branch_before_it() -> None:
+    """Control dependence walks post-dominators; code that never reaches the exit has none, so there the
+    branch decides everything it reaches before its paths join (`0: if -> 1 | 4; 1-3: a loop writing`)."""
+    def op(kind: str, *args: object) -> Op:
+        return Op(kind, args, "f", "f.c", 1, "", False, -1)
+
+    code = [op("branch", Const(1), 1, 4), op("jump", 2), op("set", Loc("vm", 0), Const(1)), op("jump", 1), op("end")]
+    assert {pc: sorted(d) for pc, d in deciders(code, post_dominators(code)).items()} == {1: [0], 2: [0], 3: [0]}

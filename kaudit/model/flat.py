@@ -94,12 +94,13 @@ def reaching(code: list[Op], goals: Iterable[int]) -> set[int]:
     return seen
 
 
-def reachable(code: list[Op], starts: Iterable[int]) -> set[int]:
-    seen = set(starts)
+def reachable(code: list[Op], starts: Iterable[int], stop: int = -1) -> set[int]:
+    """The pcs reachable from starts (included), not through `stop`."""
+    seen = {s for s in starts if s != stop}
     stack = list(seen)
     while stack:
         for nxt in successors(code, stack.pop()):
-            if nxt < len(code) and nxt not in seen:
+            if nxt < len(code) and nxt != stop and nxt not in seen:
                 seen.add(nxt)
                 stack.append(nxt)
     return seen
@@ -161,14 +162,24 @@ def post_dominators(code: list[Op]) -> list[int]:
 def deciders(code: list[Op], ipdom: list[int]) -> dict[int, set[int]]:
     """For each pc, the branches and vCPU loops that decide whether it runs
     (control dependence, Ferrante, Ottenstein and Warren): for each edge
-    B -> S, S and the post-dominators of S short of B's own."""
+    B -> S, S and the post-dominators of S short of B's own. Code that never
+    reaches the exit has no post-dominators to walk: there, everything B
+    reaches before its paths join again."""
+    n = len(code)
     out: dict[int, set[int]] = {}
+    exits = reaching(code, [pc for pc in range(n) if not successors(code, pc)
+                            or any(s >= n for s in successors(code, pc))])
     for pc, op in enumerate(code):
-        if op.kind in ("branch", "each"):
-            for runner in successors(code, pc):
-                while runner != ipdom[pc] and runner < len(code):
-                    out.setdefault(runner, set()).add(pc)
-                    runner = ipdom[runner]
+        if op.kind not in ("branch", "each"):
+            continue
+        if pc not in exits or any(s < n and s not in exits for s in successors(code, pc)):
+            for node in reachable(code, [s for s in successors(code, pc) if s < n], stop=ipdom[pc]):
+                out.setdefault(node, set()).add(pc)
+            continue
+        for runner in successors(code, pc):
+            while runner != ipdom[pc] and runner < n:
+                out.setdefault(runner, set()).add(pc)
+                runner = ipdom[runner]
     return out
 
 
