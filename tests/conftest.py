@@ -16,6 +16,17 @@ SAMPLE = sample_tree()
 FIX_PATCH = next((SAMPLE / "patches").glob("0001-*.patch"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Without pytest-xdist (`.[test]` installs it), the `-n auto --dist loadgroup` of pyproject.toml's
+    addopts are accepted and the suite runs in one process, instead of a usage error."""
+    try:
+        import xdist  # noqa: F401
+    except ImportError:
+        group = parser.getgroup("xdist", "pytest-xdist is not installed: these are ignored")
+        group._addoption("-n", "--numprocesses", dest="numprocesses", default=None)  # xdist's own -n
+        group._addoption("--dist", dest="dist", default="no")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The real-kernel tests share the trees they build and time the machine: one worker runs them all,
     in order, while the others take the quick tests."""
