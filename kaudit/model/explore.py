@@ -89,7 +89,8 @@ def reference_pcs(protocol: Protocol) -> frozenset[int]:
     that a loop over every vCPU writes, or one copied from it, is live."""
     slots = {op.args[0].slot for op in protocol.code if op.kind == "each"}
     copies = [(op.args[0].slot, {e.slot for e in subexprs(op.args[1]) if isinstance(e, Loc) and e.kind == "local"})
-              for op in protocol.code if op.kind == "set" and op.args[0].kind == "local"]
+              for op in protocol.code if op.kind == "set" and op.args[0].kind == "local"]  # not local_reads():
+    # a field read through a reference (`x = v->arch.y`) holds a value, not the reference
     grown = True
     while grown:
         before = len(slots)
@@ -106,22 +107,14 @@ def canonical(state: State, vcpus: int, refs_at: frozenset[int] | None = None) -
     vm, threads, vm_demand = state
     holders = [i for i, t in enumerate(threads)
                if t[2] and (refs_at is None or t[1] in refs_at) and _holds_ref(t)]  # t[2]: its live locals
-    head = threads[:vcpus]
-    if holders:
-        keys = list(head)
-        for i in holders:
-            if i < vcpus:
-                keys[i] = _key(head[i])
-        order = _sorted_order(keys)
-    else:
-        order = _sorted_order(list(head))
+    held = set(holders)
+    order = _sorted_order([_key(t) if i in held else t for i, t in enumerate(threads[:vcpus])])
     order += range(vcpus, len(threads))
     if order == list(range(len(threads))):
         return state, order
-    if not holders and not isinstance(vm_demand, tuple):
+    if not held and not isinstance(vm_demand, tuple):
         return (vm, tuple(threads[i] for i in order), vm_demand), order
     new = {old: index for index, old in enumerate(order)}
-    held = set(holders)
     renumbered = tuple(_renumber(threads[i], new) if i in held else threads[i] for i in order)
     if isinstance(vm_demand, tuple):
         vm_demand = (vm_demand[0], new[vm_demand[1]])

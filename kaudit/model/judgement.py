@@ -4,8 +4,8 @@ Exploring every interleaving is most of a warm run's time, and its answer
 depends only on the extracted protocol, the settings and kaudit's own code
 (all of it: the model reads kaudit.ir's names and nodes too): the same
 protocol (the same tree, a patch that does not touch it, a re-run) reuses
-the judgement; any change to the code the protocol was
-extracted from changes the protocol, hence the key.
+the judgement; any change to the code the protocol was extracted from
+changes the protocol, hence the key.
 """
 
 from __future__ import annotations
