@@ -141,3 +141,23 @@ int f(struct vm *k)
     heads = [b.term for b in fn.blocks if isinstance(b.term, EachVcpu)]
     assert len(heads) == 1 and heads[0].iterator.name == "v"
     assert [loop.kind for loop in fn.loops] == ["vcpus"]
+
+
+def test_a_case_range_is_both_of_its_bounds(tmp_path: Path) -> None:
+    """`case 0x90 ... 0x9f:` (the SINT MSRs of kvm_hv_set_msr()) is every value between its bounds, not
+    only the first: a value the explorer never tries would be a behaviour it never checks."""
+    fn = lowered(tmp_path, """
+void f(struct kvm_vcpu *v, int msr)
+{
+	switch (msr) {
+	case 0x90 ... 0x9f:
+		act(v);
+		break;
+	case 0x80:
+		other(v);
+		break;
+	}
+}
+""", "f")
+    assert guards(fn, "act") == [("msr >= 144", True), ("msr <= 159", True)]
+    assert guards(fn, "other") == [("msr == 128", True)]

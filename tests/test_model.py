@@ -11,16 +11,19 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE
 
+from kaudit.analysis.context import Scopes
 from kaudit.audit import AuditResult, audit_tree
 from kaudit.ir.nodes import Binary, Const
-from kaudit.model import extract
+from kaudit.model import extract, inline
 from kaudit.model.check import ModelSettings, check_key, proof, protocol_of
 from kaudit.model.code import Generations, Loc, Op
+from kaudit.model.domains import domains
 from kaudit.model.explore import Explorer
 from kaudit.model.extract import Unmodelled
 from kaudit.model.flat import deciders, post_dominators
 from kaudit.model.generations import generations
 from kaudit.model.reliance import Reliance
+from kaudit.model.resolve import Slots
 from kaudit.model.simulate import simulate
 from kaudit.report.json_report import build_report, dumps
 from kaudit.resources import default_rules_dir
@@ -118,6 +121,36 @@ def test_a_long_call_chain_that_moves_nothing_of_the_protocol_is_summarised(tmp_
     assert check_key(result.analyses[0], RULE, IRQWIN, ModelSettings(vcpus=3)).status == "verified"
 
 
+def _fixture_tree(tmp_path: Path, fixture: str) -> Path:
+    tree = tmp_path / "tree"
+    fixtures = Path(__file__).parent / "fixtures"
+    shutil.copytree(fixtures / "include", tree / "include")
+    (tree / "arch/x86/kvm").mkdir(parents=True)
+    shutil.copy(fixtures / fixture, tree / "arch/x86/kvm")
+    return tree
+
+
+def test_code_that_changes_nothing_modelled_is_left_out_and_a_heavy_value_becomes_a_guess(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    """The 6.1 shape of apic_hw_disabled: destroy loads guest MSRs through a switch whose base case alone moves
+    the key. Compiled in full, the value of each MSR write decides the loop, so every case returning it is
+    compiled; over the bound, the write's value is a guess, and the cases that change nothing modelled
+    (the PAT and EFER checks) are left out. Verified both ways."""
+    rule = load_rules(default_rules_dir())[1]
+    result = audit_tree(_fixture_tree(tmp_path, "KVM002/count-behind-an-msr-switch.c"), [rule], model=None,
+                        cache_dir=None)
+    full = protocol_of(result.analyses[0], rule, "apic_hw_disabled")
+    assert not isinstance(full, Unmodelled) and {"pat_valid", "set_efer"} <= {op.function for op in full.code}
+    monkeypatch.setattr(extract, "MAX_COMPILED", 80)
+    monkeypatch.setattr(inline, "SUMMARY_INSTRUCTIONS", 20)
+    coarse = protocol_of(result.analyses[0], rule, "apic_hw_disabled")
+    assert not isinstance(coarse, Unmodelled)
+    assert not {"pat_valid", "set_efer"} & {op.function for op in coarse.code}
+    assert [op.text for op in coarse.code if "its value not modelled" in op.text] == \
+        ["set_msr(vcpu, guest_msr_index(vcpu, i), guest_msr_value(vcpu, i)) (its value not modelled)"]
+    assert check_key(result.analyses[0], rule, "apic_hw_disabled", ModelSettings(vcpus=3)).status == "verified"
+
+
 def test_a_trace_through_memory_the_model_cannot_name_is_inconclusive(tmp_path: Path) -> None:
     """vapics_in_nmi_mode on 6.12: create counts the vCPU by a register it reads back from the APIC page.
     The model's leak trace needs a value of that read it made up: the site is inconclusive and says so,
@@ -132,6 +165,26 @@ def test_a_trace_through_memory_the_model_cannot_name_is_inconclusive(tmp_path: 
     assert not [f for f in analysis.findings if f.severity in ("error", "warning")]
     statuses = {(j.model["status"], tuple(j.model["assumes"])) for j in analysis.sites}
     assert statuses == {("inconclusive", ("*(vcpu->arch.regs + 848)",))}
+
+
+def test_an_input_takes_every_value_a_test_tells_apart_and_none_a_slice_emptied() -> None:
+    """A switch on an input (an MSR index): the case that still does something is a value to try; the
+    case whose body the slice emptied goes where every other value goes, and is not; an ordered test
+    gives both sides of its threshold. Nothing is cut to a fixed count: a value never tried would be a
+    behaviour never checked."""
+    msr, state = Loc("local", 0), Loc("vm", 0)
+    code = [Op("input", (msr, None, (), False, ""), "f", "f.c", 1, "msr"),
+            Op("branch", (Binary("==", msr, Const(0x1b)), 3, 2), "f", "f.c", 2, "case APICBASE"),
+            Op("branch", (Binary("==", msr, Const(0x277)), 4, 5), "f", "f.c", 3, "case PAT"),
+            Op("set", (state, Const(1)), "f", "f.c", 4, "moves the state"),
+            Op("jump", (9,), "f", "f.c", 5, "PAT: emptied"),
+            Op("branch", (Binary(">=", msr, Const(0x40000090)), 6, 9), "f", "f.c", 6, "SINT range"),
+            Op("set", (state, Const(2)), "f", "f.c", 7, ""),
+            Op("jump", (9,), "f", "f.c", 8, ""),
+            Op("jump", (9,), "f", "f.c", 8, ""),
+            Op("end", (), "f", "f.c", 9, "")]
+    inputs, _ = domains(code, Slots(), Scopes(frozenset(), frozenset()))
+    assert inputs[0] == (0, 1, 0x1b, 0x4000008f, 0x40000090, 0x40000091)
 
 
 def test_only_a_generation_compared_for_equality_is_held_as_a_rank() -> None:

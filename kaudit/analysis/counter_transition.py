@@ -130,7 +130,8 @@ def collect_updates(lowered: LoweredProgram, per_vcpu_fns: set[str]) -> list[Upd
 
 def lifecycle_only(graph: nx.DiGraph, lowered: LoweredProgram, rule: Rule) -> set[str]:
     """Functions that run only inside the rule's lifecycle entry points: the
-    entries, and every function all of whose callers are such functions."""
+    entries, and every function all of whose callers are such functions and
+    whose address is never taken (a table entry has callers no graph shows)."""
     program = lowered.program
     inside = {fid for name in (*rule.lifecycle.create, *rule.lifecycle.destroy)
               for fid in program.functions_named(name)}
@@ -139,7 +140,8 @@ def lifecycle_only(graph: nx.DiGraph, lowered: LoweredProgram, rule: Rule) -> se
         changed = False
         for fid in sorted(program.functions):
             callers = set(graph.predecessors(fid)) if fid in graph else set()
-            if fid not in inside and callers and callers <= inside:
+            if fid not in inside and callers and callers <= inside \
+                    and program.functions[fid]["name"] not in lowered.address_taken:
                 inside.add(fid)
                 changed = True
     return inside

@@ -103,7 +103,10 @@ class StmtBuilder:
             return [{"s": "switch", "line": line, "c": condition, "body": self.block(kids[1])}]
         if k in (K.CASE_STMT.value, K.DEFAULT_STMT.value):
             value = build(kids[0]) if k == K.CASE_STMT.value else None
-            return [{"s": "case", "line": line, "e": value, "body": self.block(kids[-1])}]
+            case = {"s": "case", "line": line, "e": value, "body": self.block(kids[-1])}
+            if k == K.CASE_STMT.value and len(kids) == 3:  # GNU `case low ... high:`
+                case["hi"] = build(kids[1])
+            return [case]
         if k == K.RETURN_STMT.value:
             return [{"s": "return", "line": line, "e": build(kids[0]) if kids else None}]
         if k in (K.BREAK_STMT.value, K.CONTINUE_STMT.value):

@@ -44,6 +44,20 @@ def _place(expr: Expr, params: list[str]) -> str | None:
     return None
 
 
+def written_operand(call: Call) -> Expr | None:
+    """The operand whose storage a writing kernel primitive changes (the lock a lock call moves)."""
+    name, args = call.callee or "", call.args
+    if not args:
+        return None
+    if name in LOCK_ACQUIRE or name in LOCK_RELEASE or name in STATIC_KEY_UPDATE or name in ATOMIC_SET:
+        return args[0]
+    if name in ATOMIC_UPDATE:
+        return args[-1]
+    if (name in BIT_SET or name in BIT_CLEAR) and len(args) > 1:
+        return args[1]
+    return None
+
+
 def primitive_effects(call: Call, params: list[str]) -> tuple[set[str], set[str]] | None:
     """(writes, reads) of a kernel primitive call, None if it is not one."""
     name = call.callee or ""

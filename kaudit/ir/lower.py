@@ -88,7 +88,7 @@ class _Lowerer:
         self.cleanups_at_goto: dict[int, list[tuple[Var, Call]]] = {}
         self.breaks: list[tuple[int, int]] = []  # (target, cleanup depth)
         self.continues: list[tuple[int, int]] = []
-        self.switches: list[list[tuple[Expr | None, int]]] = []
+        self.switches: list[list[tuple[Expr | tuple[Expr, Expr] | None, int]]] = []  # (case value or range, block)
         self.sides: list[tuple[int, bool]] = []  # (condition, side) of the if-bodies being lowered
         self.cur = self.new_block()
 
@@ -216,7 +216,13 @@ class _Lowerer:
             if expr is None:
                 continue
             test = self.new_block()
-            self.terminate(Branch(Binary("==", value, expr), block, test, s["line"], self.new_source()))
+            if isinstance(expr, tuple):  # a range: low <= value, then value <= high
+                within = self.new_block()
+                self.terminate(Branch(Binary(">=", value, expr[0]), within, test, s["line"], self.new_source()))
+                self.cur = within
+                self.terminate(Branch(Binary("<=", value, expr[1]), block, test, s["line"], self.new_source()))
+            else:
+                self.terminate(Branch(Binary("==", value, expr), block, test, s["line"], self.new_source()))
             self.cur = test
         self.terminate(Jump(default))
         self.cur = exit_
@@ -226,6 +232,8 @@ class _Lowerer:
         self.goto(block)  # falls through from the previous case
         if self.switches:
             expr = self.value(s["e"], s["line"]) if s["e"] is not None else None
+            if expr is not None and s.get("hi") is not None:
+                expr = (expr, self.value(s["hi"], s["line"]))
             self.switches[-1].append((expr, block))
         self.body(s["body"])
 

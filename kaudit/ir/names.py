@@ -32,6 +32,19 @@ def deref(expr: Expr) -> Expr:
     return expr
 
 
+def root(expr: Expr) -> Expr:
+    """The variable a place is reached from: `x` of `x->a.b`, `&x.a`, `*(x + 4)`."""
+    while True:
+        if isinstance(expr, Field):
+            expr = expr.base
+        elif isinstance(expr, Unary) and expr.op in ("&", "*"):
+            expr = expr.arg
+        elif isinstance(expr, Binary) and expr.op in ("+", "-"):
+            expr = expr.left
+        else:
+            return expr
+
+
 def field_key(expr: Expr) -> str | None:
     expr = deref(expr)
     if isinstance(expr, Field):

@@ -4,9 +4,10 @@ An input (an unmodelled read, an opaque call's result, an entry's scalar
 parameter) is chosen by the explorer from a small set read off how the
 code uses it: a boolean is 0 or 1; a pointer is NULL or the object its type
 says (this vCPU's, the VM's, something else); an integer is 0, 1, each mask
-it is tested with and their union, and the neighbours of each constant it
-is compared with. Uses are followed through the locals and the state it is
-copied into.
+it is tested with and their union, each constant it is compared with for
+equality and one value equal to none, and both sides of each threshold
+it is ordered against. Uses are followed through the locals and the state
+it is copied into.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from kaudit.model.code import Loc, Op
 from kaudit.model.resolve import SELF, VMOBJ, Slots
 
 OBJECT = ("obj",)
-MAX_VALUES = 8
 _COMPARE = frozenset({"==", "!=", "<", ">", "<=", ">="})
+_TURNED = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
 
 
 def _exprs(op: Op) -> list[Expr]:
@@ -37,9 +38,12 @@ class _Uses:
     places its value is copied to."""
 
     def __init__(self, code: list[Op]) -> None:
+        self.code = code
         self.tests: dict[tuple, set[tuple[str, int]]] = {}
         self.copies: dict[tuple, list[Loc]] = {}
-        for op in code:
+        self.branches: dict[tuple[tuple, int], list[int]] = {}  # (name, constant) -> branches on `name == constant`
+        self.elsewhere: set[tuple[tuple, int]] = set()  # ... also tested some other way
+        for pc, op in enumerate(code):
             for expr in _exprs(op):
                 for sub in subexprs(expr):
                     if not isinstance(sub, Binary) or (sub.op != "&" and sub.op not in _COMPARE):
@@ -50,13 +54,47 @@ class _Uses:
                         continue
                     for name in _mentioned(sub):
                         self.tests.setdefault(name, set()).add((sub.op, const.value))
+                        if op.kind == "branch" and sub is op.args[0] and _equality(sub) == (name, const.value):
+                            self.branches.setdefault((name, const.value), []).append(pc)
+                        else:
+                            self.elsewhere.add((name, const.value))
             if op.kind == "set":
                 for read in op_reads(op):
                     self.copies.setdefault(_name(read), []).extend(op_writes(op))
 
+    def inert(self, name: tuple, value: int) -> bool:
+        """Whether `name == value` changes nothing: each test of it is a branch (a switch's case) whose
+        equal side comes, as the value goes on through the tests on `name`, where an unequal value does
+        (a case the slice emptied)."""
+        if (name, value) in self.elsewhere:
+            return False
+        for pc in self.branches.get((name, value), ()):
+            cond, then, orelse = self.code[pc].args
+            equal_side, other_side = (then, orelse) if cond.op == "==" else (orelse, then)
+            if self._onward(equal_side, name, value, True) != self._onward(other_side, name, value, False):
+                return False
+        return True
+
+    def _onward(self, pc: int, name: tuple, value: int, equal: bool) -> int:
+        """Where `value` of `name` goes from `pc` through jumps and tests of `name` against constants;
+        not `equal`, it is taken for a neighbour in its interval that no equality test names."""
+        for _ in range(len(self.code)):
+            op = self.code[pc] if pc < len(self.code) else None
+            test = _comparison(op.args[0]) if op is not None and op.kind == "branch" else None
+            if op is not None and op.kind == "jump":
+                pc = op.args[0]
+            elif test is not None and test[0] == name:
+                compare, constant = test[1], test[2]
+                holds = _holds(compare, value, constant) if compare not in ("==", "!=") else \
+                    (equal and value == constant) == (compare == "==")
+                pc = op.args[1] if holds else op.args[2]
+            else:
+                break
+        return pc
+
     def of(self, start: Loc) -> tuple[set[int], set[int], set[int]]:
-        """(comparison points with their neighbours, masks, the constants compared with as they are)."""
-        points, masks, exact = set(), set(), set()
+        """(thresholds of ordered comparisons, masks, the constants compared with for equality)."""
+        ordered, masks, equal, live = set(), set(), set(), set()
         seen, todo = set(), [start]
         while todo:
             name = _name(todo.pop())
@@ -64,13 +102,32 @@ class _Uses:
                 continue
             seen.add(name)
             for op, value in self.tests.get(name, ()):
-                if op == "&":
-                    masks.add(value)
-                else:
-                    points |= {value - 1, value, value + 1}
-                    exact.add(value)
+                (masks if op == "&" else equal if op in ("==", "!=") else ordered).add(value)
+                if op in ("==", "!=") and not self.inert(name, value):
+                    live.add(value)
             todo.extend(self.copies.get(name, ()))
-        return points, masks, exact
+        return ordered, masks, equal & live
+
+
+def _comparison(expr: Expr) -> tuple[tuple, str, int] | None:
+    """(name, operator, constant) of `loc OP constant`, the operator turned for `constant OP loc`."""
+    if isinstance(expr, Binary) and expr.op in _COMPARE:
+        if isinstance(expr.left, Loc) and isinstance(expr.right, Const) and isinstance(expr.right.value, int):
+            return _name(expr.left), expr.op, expr.right.value
+        if isinstance(expr.right, Loc) and isinstance(expr.left, Const) and isinstance(expr.left.value, int):
+            return _name(expr.right), _TURNED[expr.op], expr.left.value
+    return None
+
+
+def _equality(expr: Expr) -> tuple[tuple, int] | None:
+    """(name, constant) of `loc == constant` or `loc != constant`."""
+    test = _comparison(expr)
+    return (test[0], test[2]) if test is not None and test[1] in ("==", "!=") else None
+
+
+def _holds(compare: str, value: int, constant: int) -> bool:
+    return {"<": value < constant, ">": value > constant, "<=": value <= constant,
+            ">=": value >= constant}[compare]
 
 
 def _mentioned(expr: Binary) -> set[tuple]:
@@ -84,7 +141,11 @@ def _mentioned(expr: Binary) -> set[tuple]:
     return out
 
 
-def _values(ctype: CType, scopes: Scopes, points: set[int], masks: set[int], exact: set[int]) -> tuple:
+def _values(ctype: CType, scopes: Scopes, ordered: set[int], masks: set[int], equal: set[int]) -> tuple:
+    """Every value that can take a test another way: each constant compared for equality, each side of
+    each ordered threshold (a value no equality test names), each mask and their union, and one value
+    unequal to every constant. None is left out: a value the explorer never tries would be a behaviour
+    it never checks."""
     if ctype.ptr:
         if ctype.record in scopes.per_vcpu:
             return (0, SELF)
@@ -93,17 +154,28 @@ def _values(ctype: CType, scopes: Scopes, points: set[int], masks: set[int], exa
         return (0, OBJECT)
     if ctype.is_bool:
         return (0, 1)
-    if ctype.spelling.startswith("enum ") and exact:  # an enum is one of its enumerators the code names
-        return tuple(sorted(exact))
-    values = {0, 1} | {p for p in points if p >= -1}
-    ordered = sorted(masks)[:3]
+    if ctype.spelling.startswith("enum ") and (equal or ordered):  # one of its enumerators the code names
+        return tuple(sorted(equal | ordered))
+    values = {0, 1} | equal | {_unequal(0, 1, equal)}
+    for threshold in ordered:
+        values |= {threshold, _unequal(threshold - 1, -1, equal), _unequal(threshold + 1, 1, equal)}
+    values |= masks | ({_union(masks)} if masks else set())
+    unsigned = ctype.spelling.startswith(("unsigned", "u8", "u16", "u32", "u64", "size_t", "gfn_t", "gpa_t"))
+    return tuple(sorted(v for v in values if v >= 0 or not unsigned))
+
+
+def _unequal(value: int, step: int, equal: set[int]) -> int:
+    """The nearest value from `value` on, going by `step`, that no equality test names."""
+    while value in equal:
+        value += step
+    return value
+
+
+def _union(masks: set[int]) -> int:
     union = 0
-    for mask in ordered:
-        values.add(mask)
+    for mask in masks:
         union |= mask
-    if union:
-        values.add(union)
-    return tuple(sorted(values)[:MAX_VALUES])
+    return union
 
 
 def domains(code: list[Op], slots: Slots, scopes: Scopes) -> tuple[dict[int, tuple], dict[int, tuple]]:

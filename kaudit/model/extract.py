@@ -47,7 +47,8 @@ from kaudit.model.resolve import SELF, VMOBJ, Resolver
 from kaudit.rules import Rule
 
 ENV_VALUE = Var("set", "local", CType("bool"))
-WIDENINGS = 6
+WIDENINGS = 6  # rounds that may also compile readers (precision); modelled state widens until it settles
+MAX_WIDENINGS = 16
 MAX_OPS = 2_000  # every inhibit protocol of 6.1 and 6.12 is under 500; vCPU create paths are 10,000+
 MAX_COMPILED = 4 * MAX_OPS  # slicing keeps 0.4-0.7 of real kernels' code: beyond this it cannot fit
 
@@ -128,11 +129,12 @@ class Extractor:
     def env_api(self):
         return next((a for a in self.rule.api if a.value_arg is not None and a.takes_lock), None)
 
-    def compile(self, fids: list[str], interesting: set[str], readers: frozenset[str], env: bool,
-                core: Core) -> _Compiled:
+    def compile(self, entries: list[tuple[str, str]], interesting: set[str], readers: frozenset[str], env: bool,
+                core: Core, coarse: bool) -> _Compiled:
         inliner = Inliner(self.lowered, self.effects, self.api, interesting, self.rule.update_lock, self.rule.word,
-                          core, readers)
-        labels = [inliner.entry(fid, self.entry_subst(fid)) for fid in fids]
+                          core, readers, coarse)
+        labels = [inliner.entry(fid, self.entry_subst(fid), kind == "create") for fid, kind in entries]
+        fids = [fid for fid, _ in entries]
         env_label = -1
         api = self.env_api() if env else None
         used = {p.key_value for p in inliner.draft.points}
@@ -515,8 +517,12 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     graph = extractor.analysis.graph
     leads = set(sites).union(*(nx.ancestors(graph, f) for f in sites if f in graph))
     core = Core(frozenset(leads), frozenset(interesting - {rule.word, rule.update_lock}))
-    for widening in range(WIDENINGS):
-        compiled = extractor.compile(fids, interesting, readers, kind == "inhibit", core)
+    coarse = False
+    for widening in range(MAX_WIDENINGS):
+        compiled = extractor.compile(entries, interesting, readers, kind == "inhibit", core, coarse)
+        if len(compiled.code) > MAX_COMPILED and not coarse:  # heavy callees' values become guesses
+            coarse = True
+            compiled = extractor.compile(entries, interesting, readers, kind == "inhibit", core, coarse)
         if len(compiled.code) > MAX_COMPILED:
             return Unmodelled(f"its protocol is too large to explore: {len(compiled.code)} ops before slicing (at "
                               f"most {MAX_COMPILED}), from {len({op.function for op in compiled.code})} functions "
@@ -537,7 +543,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
                 why = "no point in the code where a vCPU decides it needs the key"
             if why is not None:  # unless a reader not yet compiled could tell
                 more = _readers(compiled.code) - readers
-                if not more or widening == WIDENINGS - 1:
+                if not more or widening >= WIDENINGS - 1:
                     return Unmodelled(why)
                 readers |= more
                 continue
@@ -562,10 +568,13 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
                               f"{MAX_OPS}), from {len({op.function for op in code})} functions its entries reach")
         wanted = {read for op in code if op.kind == "input" for read in op.args[2]} | _state_read(code, slots)
         wider = interesting | (wanted & written)  # what the protocol reads, the code that writes it must run
-        more = _readers(code) - readers
+        more = _readers(code) - readers if widening < WIDENINGS - 1 else frozenset()
         if wider <= interesting and not more:
             break
         interesting, readers = wider, readers | more
+    else:  # a read of modelled state would miss writes the compile left out: no sound protocol
+        return Unmodelled(f"the state it reads does not settle: after {MAX_WIDENINGS} widenings its code still "
+                          f"reads {', '.join(sorted(wider - interesting)[:3])}, written by code not compiled")
     code = observed_bits(code)
     flow = Dataflow(code)
     protocol = Protocol(rule.id, key, code, [], actions, sorted(slots.vm, key=slots.vm.get),

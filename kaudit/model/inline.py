@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kaudit.ir.effects import Effects
+from kaudit.ir.effects import Effects, primitive_effects, written_operand
 from kaudit.ir.names import counted_key, deref, field_key, lock_key, render, render_call, subexprs
 from kaudit.ir.nodes import (
     Assign,
@@ -102,6 +102,7 @@ class Draft:
     labels: dict[int, int] = field(default_factory=dict)  # label -> op index
     nlabels: int = 0
     points: list[Point] = field(default_factory=list)
+    skipped: set[str] = field(default_factory=set)  # state written only in code left out (Inliner._kept_blocks)
 
     def label(self) -> int:
         self.nlabels += 1
@@ -123,8 +124,10 @@ def simplify(expr: Expr) -> Expr:
 
 class Inliner:
     def __init__(self, lowered: LoweredProgram, effects: Effects, api: dict[str, ApiEntry], interesting: set[str],
-                 update_lock: str, word: str, core: Core, readers: frozenset[str] = frozenset()) -> None:
+                 update_lock: str, word: str, core: Core, readers: frozenset[str] = frozenset(),
+                 coarse: bool = False) -> None:
         self.lowered = lowered
+        self.coarse = coarse  # the value of a heavy callee is a guess (a protocol too large compiled in full)
         self.effects = effects
         self.api = api
         self.interesting = interesting
@@ -167,12 +170,13 @@ class Inliner:
 
     # -- functions ------------------------------------------------------------
 
-    def entry(self, fid: str, subst: dict[str, Expr]) -> int:
+    def entry(self, fid: str, subst: dict[str, Expr], returns: bool) -> int:
         """Compile an entry function; returns the label of its first op. Its
-        parameters not given in `subst` are inputs."""
+        parameters not given in `subst` are inputs; with `returns`, its value
+        is kept in RESULT (a create's: non-zero is a failure)."""
         start, end = self.draft.label(), self.draft.label()
         self.frames += 1  # each entry's locals are its own: a prefix per frame
-        frame = Frame(fid, f"{self.frames}:", subst, fid in self._api_fids(), (), RESULT, end)
+        frame = Frame(fid, f"{self.frames}:", subst, fid in self._api_fids(), (), RESULT if returns else None, end)
         self.draft.place(start)
         function = self.lowered.function(fid)
         for param in function.params:
@@ -206,13 +210,89 @@ class Inliner:
         return {fid for name in self.api for fid in program.functions_named(name)}
 
     def body(self, function: Function, frame: Frame) -> None:
-        labels = {block.id: self.draft.label() for block in function.blocks}
+        kept = self._kept_blocks(function, frame)
+        labels = {block.id: self.draft.label() if block.id in kept else frame.end for block in function.blocks}
         loop_of_head = {loop.head: loop for loop in function.loops if loop.kind == "vcpus"}
         for block in function.blocks:
+            if block.id not in kept:
+                continue
             self.draft.place(labels[block.id])
             for instr in block.instrs:
                 self.instr(instr, frame)
             self.term(block, function, frame, labels, loop_of_head)
+
+    def _kept_blocks(self, function: Function, frame: Frame) -> set[int]:
+        """The blocks that can matter once the function returns: those from which an instruction with
+        an effect outside the frame (kaudit.model.inline._visible), or a return of a value the caller
+        uses, is reachable. The others do nothing the model could see: they compile to a jump to the
+        frame's end, a slice before inlining (the MSR cases of kvm_set_msr_common() that move nothing
+        modelled). A write they skip to state that is not interesting cannot be read as modelled: what
+        the slice reads and some code writes becomes interesting by widening (kaudit.model.extract)."""
+        preds: dict[int, list[int]] = {}
+        for block in function.blocks:
+            for nxt in function.successors(block):
+                preds.setdefault(nxt, []).append(block.id)
+        todo = [block.id for block in function.blocks
+                if any(self._visible(instr, frame) for instr in block.instrs)
+                or (frame.result is not None and isinstance(block.term, Return) and block.term.value is not None)]
+        kept = set(todo)
+        while todo:
+            for prev in preds.get(todo.pop(), ()):
+                if prev not in kept:
+                    kept.add(prev)
+                    todo.append(prev)
+        for block in function.blocks:
+            if block.id not in kept:
+                self.draft.skipped |= set().union(*(self._writes(instr, frame) for instr in block.instrs))
+        return kept
+
+    def _writes(self, instr, frame: Frame) -> set[str]:
+        """The storage an instruction writes, by field key, locks aside."""
+        if isinstance(instr, Assign):
+            key = field_key(self.rename(instr.target, frame))
+            return {key} if key else set()
+        if not isinstance(instr, CallOp):
+            return set()
+        params = [p.name for p in self.lowered.function(frame.fid).params]
+        writes = primitive_effects(instr.call, params) or self.effects.of_call(frame.fid, instr.call)
+        return {w for w in writes[0] if not w.startswith(("lock:", "param:"))}
+
+    def _visible(self, instr, frame: Frame) -> bool:
+        """Whether an instruction can have an effect outside its frame the model sees: a write of
+        interesting state or of the caller's storage, a lock moved, a call that does any of these or
+        calls the API."""
+        if isinstance(instr, Assign):
+            return self._visible_write(self.rename(instr.target, frame), frame)
+        if isinstance(instr, Cleanup):
+            return self.lowered.guard_lock(instr.init) is not None
+        if not isinstance(instr, CallOp):
+            return False
+        call = instr.call
+        if (call.callee or "") in self.api:
+            return True
+        name = call.callee or ""
+        if name in LOCK_ACQUIRE or name in LOCK_RELEASE:
+            return True
+        if primitive_effects(call, []) is not None:
+            operand = written_operand(call)
+            if operand is None:
+                return False
+            if name in STATIC_KEY_UPDATE:  # a static key is counted as a whole, whichever member is named
+                key = counted_key(self.rename(operand, frame))
+                return key is None or key in self.interesting
+            return self._visible_write(deref(self.rename(operand, frame)), frame)
+        targets = [t for t in self.lowered.targets(frame.fid, call) if t in self.lowered.program.functions]
+        if any(self.effects.changes_locks(t) for t in targets):  # a callee that only takes and drops its own
+            return True                                          # locks changes nothing the model keeps
+        return any(w.startswith("param:") or w in self.interesting for w in self.effects.of_call(frame.fid, call)[0])
+
+    def _visible_write(self, target: Expr, frame: Frame) -> bool:
+        """A write of interesting state, of a local not this frame's own, or of memory it cannot name."""
+        local = _local_storage(target)
+        if local is not None:
+            return not local.name.startswith(frame.prefix)
+        key = field_key(target)
+        return key is None or key in self.interesting
 
     def term(self, block, function: Function, frame: Frame, labels: dict[int, int], loop_of_head: dict) -> None:
         term = block.term
@@ -293,21 +373,26 @@ class Inliner:
                 self.emit("input", (dst, None, readers, False, guess), frame, instr.line,
                           f"{text} ({'summarised' if summarised else 'not modelled'})")
             return
+        guessed = self.coarse and dst is not None and name not in self.api and any(map(self._heavy, targets))
+        into = None if guessed else dst
         if len(targets) == 1:
-            self.inline(targets[0], instr, args, dst, frame)
-            return
-        choice = Var(f"{frame.prefix}%choice{instr.line}:{instr.call.col}", "local")
-        self.emit("input", (choice, tuple(range(len(targets))), (), False, ""), frame, instr.line,
-                  f"{text}: one of {', '.join(t.split('@')[0] for t in targets)}")
-        after = self.draft.label()
-        for index, target in enumerate(targets):
-            here, nxt = self.draft.label(), self.draft.label()
-            self.emit("branch", (Binary("==", choice, Const(index)), here, nxt), frame, instr.line, "")
-            self.draft.place(here)
-            self.inline(target, instr, args, dst, frame)
-            self.emit("jump", (after,), frame, instr.line, "")
-            self.draft.place(nxt)
-        self.draft.place(after)
+            self.inline(targets[0], instr, args, into, frame)
+        else:
+            choice = Var(f"{frame.prefix}%choice{instr.line}:{instr.call.col}", "local")
+            self.emit("input", (choice, tuple(range(len(targets))), (), False, ""), frame, instr.line,
+                      f"{text}: one of {', '.join(t.split('@')[0] for t in targets)}")
+            after = self.draft.label()
+            for index, target in enumerate(targets):
+                here, nxt = self.draft.label(), self.draft.label()
+                self.emit("branch", (Binary("==", choice, Const(index)), here, nxt), frame, instr.line, "")
+                self.draft.place(here)
+                self.inline(target, instr, args, into, frame)
+                self.emit("jump", (after,), frame, instr.line, "")
+                self.draft.place(nxt)
+            self.draft.place(after)
+        if guessed:  # compiled for what it does, its value a guess: the returns need not be compiled
+            self.emit("input", (dst, None, (), False, f"{text} (its value not modelled)"), frame, instr.line,
+                      f"{text} (its value not modelled)")
 
     def _inlinable(self, frame: Frame, instr: CallOp, args: tuple[Expr, ...]) -> list[str]:
         """The callee bodies worth compiling: they write interesting state, change the locks held, or
@@ -482,6 +567,23 @@ def _storage(key: str) -> Expr:
     for part in parts[2:]:
         expr = Field(expr, part, False, "")
     return expr
+
+
+def _local_storage(place: Expr) -> Var | None:
+    """The local whose own storage a place is (`x`, `x.a`, `(&x)->a`, `x[i]` of an array), None when
+    the place is reached through a pointer."""
+    while True:
+        if isinstance(place, Var):
+            return place if place.scope == "local" else None
+        if isinstance(place, Field) and place.arrow and isinstance(place.base, Unary) and place.base.op == "&":
+            place = place.base.arg
+        elif (isinstance(place, Field) and not place.arrow) or \
+                (isinstance(place, Index) and isinstance(place.base, Var) and "[" in place.base.ctype.spelling):
+            place = place.base
+        elif isinstance(place, Unary) and place.op == "*" and isinstance(place.arg, Unary) and place.arg.op == "&":
+            place = place.arg.arg
+        else:
+            return None
 
 
 def _is_stable(expr: Expr) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from kaudit.analysis.context import Scopes
-from kaudit.ir.names import deref, field_key, render
+from kaudit.ir.names import deref, field_key, render, root
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Select, Unary, Var
 from kaudit.model.code import Loc, Op
 from kaudit.model.inline import Draft
@@ -36,18 +36,6 @@ class Slots:
 
     def local(self, name: str) -> int:
         return self.locals.setdefault(name, len(self.locals))
-
-
-def root(expr: Expr) -> Expr:
-    while True:
-        if isinstance(expr, Field):
-            expr = expr.base
-        elif isinstance(expr, Unary) and expr.op in ("&", "*"):
-            expr = expr.arg
-        elif isinstance(expr, Binary) and expr.op in ("+", "-"):
-            expr = expr.left
-        else:
-            return expr
 
 
 def local_field(expr: Expr) -> str | None:
@@ -90,6 +78,9 @@ class Resolver:
                 self.modelled.add(key)
             elif (name := local_field(target)) is not None and op.kind == "set":
                 self.local_fields.add(name)
+        # State written only where the inliner left code out is still state, not configuration: a read of it
+        # is a slot the widening then sees read, so the next compile keeps those writes.
+        self.modelled |= draft.skipped
         self.refs = self._vcpu_refs()
         self.pending: list[Op] = []
         self.current: Op | None = None
