@@ -1,9 +1,11 @@
 """Warm re-runs: the whole report, cached.
 
-`kaudit audit` run again on a tree whose every TU's facts are cached, with
-the same rules, model settings and kaudit code, makes the same report: it is
-read back in one lookup, without loading the program, lowering it or
-running the model. The key names all the report depends on: the facts of
+`kaudit audit` run again on a tree whose every TU's facts are as cached
+(unchanged files, or files whose edit left their facts as they were: a
+comment), with the same rules, model settings and kaudit code, makes the
+same report: it is read back in one lookup after parsing only the changed
+files, without loading the program, lowering it or running the model. The
+key names all the report depends on: the facts of
 every TU in order (warm.program_key), the rules as loaded, the settings,
 the tree's root and configuration, and kaudit's own source. Suppressions
 are applied afresh on every run (json_report.suppressed): a baseline is an
@@ -51,6 +53,10 @@ def audit_report(root: Path, rules: list[Rule], jobs: int, cache_dir: Path | Non
     config = config_used(root, compdb)
     with timings.phase("report cache lookup"):
         reader = open_tree(root, rule_sources(rules), jobs, cache_dir, compdb, objtree, progress, pch)
+    if reader.store is not None and reader.cached_keys() is None:
+        with timings.phase(f"parse ({sum(key is None for key in reader.keys)} TU(s) not in the cache)"):
+            reader.parse_missing()  # their facts may be as cached (an edited comment): then so is the report
+    with timings.phase("report cache lookup"):
         store, keys = reader.store, reader.cached_keys()
         raw = store.get(report_key(warm.program_key(keys), rules, model, root, config)) \
             if store is not None and keys else None

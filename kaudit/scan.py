@@ -120,6 +120,7 @@ class TreeReader:
         self.store = Store(cache_dir) if cache_dir is not None else None
         self.cache = FactsCache(self.store, root)
         self.keys: list[str | None] = [None if job.refused else self.cache.find(job) for job in jobs]
+        self._units: list[PackedUnit | None] = [None] * len(jobs)  # facts held in memory, by job
 
     def cached_keys(self) -> list[str] | None:
         """Every TU's facts key, when the cache holds them all."""
@@ -130,18 +131,25 @@ class TreeReader:
         """Facts of every job, in job order (so output never depends on --jobs)."""
         return [unit.facts() for unit in self.packed_units()]
 
+    def parse_missing(self) -> None:
+        """Parse the TUs the cache does not hold, so that every key names its TU's facts. Keys are the
+        facts' content: an edit that leaves them as they were (a comment) leaves the keys as they were,
+        and what is cached under them (the program, the report) still holds."""
+        start = time.perf_counter()
+        self._parse([i for i, key in enumerate(self.keys) if key is None])
+        self.stats.wall_seconds += time.perf_counter() - start
+
     def packed_units(self) -> list[PackedUnit]:
         """Every job's facts, packed, in job order."""
         start = time.perf_counter()
-        self._units: list[PackedUnit | None] = [None] * len(self.jobs)
-        cached = [(i, key) for i, key in enumerate(self.keys) if key is not None]
+        cached = [(i, key) for i, key in enumerate(self.keys) if key is not None and self._units[i] is None]
         with ThreadPoolExecutor(1) as loader:  # cached facts load while the workers parse the rest
             loading = loader.submit(self._load, cached)
             self._parse([i for i, key in enumerate(self.keys) if key is None])
             bad = loading.result()
         self._parse(bad)  # cached entries that turned out bad
         self.stats.cached = len(self.jobs) - self.stats.parsed
-        self.stats.wall_seconds = time.perf_counter() - start
+        self.stats.wall_seconds += time.perf_counter() - start
         return [unit for unit in self._units if unit is not None]
 
     def _load(self, cached: list[tuple[int, str]]) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -44,6 +45,23 @@ def test_a_report_read_back_whole_is_the_report_and_takes_the_baseline_afresh(tm
     assert invoke("audit", *cache, "--sim-steps", "0", "--write-baseline", str(baseline))[0] == 0
     code, out, _ = invoke("audit", *cache, "--format", "json", "--sim-steps", "0", "--baseline", str(baseline))
     assert code == 0 and json.loads(out)["summary"]["suppressed"]["baseline"] == 1
+
+
+def test_an_edit_that_leaves_the_facts_as_they_were_reparses_that_file_only(tmp_path: Path) -> None:
+    """Facts are keyed by their content: a comment added to one file re-parses that file, finds its facts
+    as cached, and reads the report back whole. An edit of code is a new report."""
+    tree = tmp_path / "tree"
+    shutil.copytree(SAMPLE, tree, symlinks=True)
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--sim-steps", "0", "--timings", "--format", "json", str(tree)]
+    cold = invoke("audit", *cache)
+    svm = tree / "arch/x86/kvm/svm/svm.c"
+    svm.write_text(svm.read_text() + "\n/* a comment */\n")
+    code, out, err = invoke("audit", *cache)
+    assert (code, out) == cold[:2]
+    assert "parse (1 TU(s) not in the cache)" in err and "rules" not in err
+    svm.write_text(svm.read_text().replace("/* a comment */", "void kaudit_test_fn(void) { }"))
+    code, out, err = invoke("audit", *cache)
+    assert "parse (1 TU(s) not in the cache)" in err and "rules" in err
 
 
 def test_no_progress_line_off_a_terminal() -> None:
