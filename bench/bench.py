@@ -9,9 +9,11 @@ It times, on the same files with the same flags (kaudit's own, as
 - `kaudit audit` as a user runs it (the CLI, a subprocess, model and cost
   simulation included; -j N): cold (empty cache), warm, and warm with
   `--sim-steps 0` and with `--no-model` (what is left without the model);
-- on a hard-link copy of the tree with one .c and one header changed (never
-  the tree itself): the audit after each change, the bare parse of that .c,
-  then the original tree again (it must still be warm).
+- on a hard-link copy of the tree (never the tree itself): the audit after
+  a comment added to one .c (its facts stay as they were), after a function
+  added to it (new facts: the analysis runs again), after a comment added
+  to one header; the bare parse of that .c; then the original tree again
+  (it must still be warm).
 Each round runs the bare parses and the kaudit runs back to back, so the
 machine's load weighs on both alike; each ratio is against the bare parse
 with the same number of processes, from the same round. Peak memory is the
@@ -177,10 +179,12 @@ def main() -> None:
                 kaudit([str(copy), *run])  # the copy's first run: every file's facts come from the original's
                 record("copy_warm", audit([str(copy), *run]))
                 c_file = next((j for j in copy_jobs if str(j.path).endswith(CHANGED_C)), None)
-                for rel, name in ((CHANGED_C, "one_c"), (CHANGED_H, "one_h")):
+                for rel, name, text in ((CHANGED_C, "one_c", "/* kaudit bench: a comment */"),
+                                        (CHANGED_C, "one_c_code", "int kaudit_bench_fn(void) { return 0; }"),
+                                        (CHANGED_H, "one_h", "/* kaudit bench: a comment */")):
                     if rel in changed:
                         with open(copy / rel, "a") as handle:
-                            handle.write("\n/* kaudit bench: a change */\n")
+                            handle.write(f"\n{text}\n")
                         record(name, audit([str(copy), *run]))
                 if c_file is not None:
                     record("bare_c", bare_parse([c_file], 1))
@@ -215,9 +219,11 @@ def main() -> None:
         print("a hard-link copy of the tree, same cache:")
         show("copy of the tree, nothing changed", "copy_warm")
         if "bare_c" in med:
-            show(f"after changing {CHANGED_C}", "one_c", (med["bare_c"], cpu["bare_c"]), "its bare parse")
+            show(f"after a comment added to {CHANGED_C}", "one_c", (med["bare_c"], cpu["bare_c"]), "its bare parse")
+            show(f"after a function added to {CHANGED_C}", "one_c_code", (med["bare_c"], cpu["bare_c"]),
+                 "its bare parse")
             show(f"bare parse of {CHANGED_C} alone (1 process)", "bare_c")
-        show(f"after changing {CHANGED_H} too", "one_h")
+        show(f"after a comment added to {CHANGED_H} too", "one_h")
         show("the original tree again (still warm?)", "original_again")
     print(f"peak memory (kaudit and its workers, RSS summed): {max(peaks) / (1 << 30):.2f} GiB")
     print(f"cache after the runs: {cache_size / (1 << 20):.1f} MiB")

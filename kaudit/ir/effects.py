@@ -132,6 +132,8 @@ class Effects:
         self.reads = {fid: set(s.reads) for fid, s in self._direct.items()}
         self._propagate({fid: [p.name for p in fn.params] for fid, fn in functions.items()})
         self._locks: dict[str, LockEffect] = {}
+        self._plain_reads: dict[str, frozenset[str]] = {}
+        self._plain_writes: dict[str, frozenset[str]] = {}
         self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
 
     def _propagate(self, params: dict[str, list[str]]) -> None:
@@ -194,12 +196,16 @@ class Effects:
                     out |= _plain(_bind(self.writes.get(target, ()), args, params))
         return out
 
-    def plain_reads(self, fid: str) -> set[str]:
-        """The storage a function reads, with what it calls (no parameters, no locks)."""
-        return _plain(self.reads.get(fid, ()))
+    def plain_reads(self, fid: str) -> frozenset[str]:
+        """The storage a function reads, with what it calls (no parameters; a lock by its name)."""
+        if fid not in self._plain_reads:
+            self._plain_reads[fid] = frozenset(_plain(self.reads.get(fid, ())))
+        return self._plain_reads[fid]
 
-    def plain_writes(self, fid: str) -> set[str]:
-        return _plain(self.writes.get(fid, ()))
+    def plain_writes(self, fid: str) -> frozenset[str]:
+        if fid not in self._plain_writes:  # asked for each call the model compiles: once per function
+            self._plain_writes[fid] = frozenset(_plain(self.writes.get(fid, ())))
+        return self._plain_writes[fid]
 
     def writes_any(self, fid: str, interesting: set[str]) -> bool:
         """Whether a function (with what it calls) writes any interesting storage."""
