@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from kaudit.ir.flow import lock_moves
 from kaudit.ir.names import counted_key, deref, field_key, lock_key, subexprs
-from kaudit.ir.nodes import Assign, Call, CallOp, Expr, Field, Function, Var
+from kaudit.ir.nodes import Assign, Call, CallOp, Expr, Field, Function, Index, Unary, Var
 from kaudit.kernel_api import (
     ATOMIC_READ,
     ATOMIC_SET,
@@ -34,11 +34,16 @@ if TYPE_CHECKING:  # the lowered program makes its summaries
 
 
 def _place(expr: Expr, params: list[str]) -> str | None:
-    """The storage a pointer argument designates: a field key, or a parameter."""
+    """The storage a pointer argument designates, or an assignment writes: a field key, or what a
+    parameter points at (`p` as an argument, `*p` or `p[i]` assigned)."""
     expr = deref(expr)
     key = field_key(expr)
     if key is not None:
         return key
+    if isinstance(expr, Unary) and expr.op == "*":
+        expr = expr.arg
+    elif isinstance(expr, Index):
+        expr = expr.base
     if isinstance(expr, Var) and expr.scope == "param" and expr.name in params:
         return f"param:{params.index(expr.name)}"
     return None
@@ -173,6 +178,12 @@ class Effects:
             writes |= _bind(self.writes.get(target, ()), call.args, params)
             reads |= _bind(self.reads.get(target, ()), call.args, params)
         return writes, reads
+
+    def target_writes(self, caller: str, call: Call, target: str) -> set[str]:
+        """The storage (no parameter; a lock by its name) one callee of a call writes, in its caller's terms
+        (`drop(&vcpu->arch.flag)` writes the flag)."""
+        params = [p.name for p in self.lowered.function(caller).params]
+        return _plain(_bind(self.writes.get(target, ()), call.args, params))
 
     def data_writes(self, caller: str, call: Call) -> set[str]:
         """The storage (no lock, no parameter) one call writes, in its caller's terms."""

@@ -6,8 +6,12 @@ code uses it: a boolean is 0 or 1; a pointer is NULL or the object its type
 says (this vCPU's, the VM's, something else); an integer is 0, 1, each mask
 it is tested with and their union, each constant it is compared with for
 equality and one value equal to none, and both sides of each threshold
-it is ordered against. Uses are followed through the locals and the state
-it is copied into.
+it is ordered against (a constant met through arithmetic, `x + 1 == 3`, is
+such a threshold, solved for x where it can be); an enum is each value
+from 0 to the largest enumerator the code compares it with (the facts do
+not list an enum's enumerators: a larger one the code never names is not
+tried). Uses are followed through the locals and the state it is copied
+into.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from kaudit.model.code import Loc, Op
 from kaudit.model.resolve import SELF, VMOBJ, Slots
 
 OBJECT = ("obj",)
+MAX_ENUMERATOR = 64  # an enum compared with no larger constant is taken for 0 .. its largest one
 _COMPARE = frozenset({"==", "!=", "<", ">", "<=", ">="})
 _TURNED = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
 
@@ -52,12 +57,17 @@ class _Uses:
                         if isinstance(sub.left, Const) else None
                     if const is None or not isinstance(const.value, int):
                         continue
-                    for name in _mentioned(sub):
-                        self.tests.setdefault(name, set()).add((sub.op, const.value))
-                        if op.kind == "branch" and sub is op.args[0] and _equality(sub) == (name, const.value):
-                            self.branches.setdefault((name, const.value), []).append(pc)
-                        else:
-                            self.elsewhere.add((name, const.value))
+                    side = sub.left if const is sub.right else sub.right
+                    if isinstance(side, Loc) or sub.op == "&":
+                        for name in _mentioned(sub):
+                            self.tests.setdefault(name, set()).add((sub.op, const.value))
+                            if op.kind == "branch" and sub is op.args[0] and _equality(sub) == (name, const.value):
+                                self.branches.setdefault((name, const.value), []).append(pc)
+                            else:
+                                self.elsewhere.add((name, const.value))
+                        continue
+                    for name, value in _solved(side, const.value):  # `x + 1 == 3`: x near 2, and near 3
+                        self.tests.setdefault(name, set()).add(("~", value))
             if op.kind == "set":
                 for read in op_reads(op):
                     self.copies.setdefault(_name(read), []).extend(op_writes(op))
@@ -101,7 +111,7 @@ class _Uses:
             if name in seen:
                 continue
             seen.add(name)
-            for op, value in self.tests.get(name, ()):
+            for op, value in self.tests.get(name, ()):  # "~": a constant met through arithmetic, both sides
                 (masks if op == "&" else equal if op in ("==", "!=") else ordered).add(value)
                 if op in ("==", "!=") and not self.inert(name, value):
                     live.add(value)
@@ -130,6 +140,20 @@ def _holds(compare: str, value: int, constant: int) -> bool:
             ">=": value >= constant}[compare]
 
 
+def _solved(side: Expr, constant: int) -> list[tuple[tuple, int]]:
+    """What a constant compared with a computed side says of each location in it: the constant itself,
+    and for `loc + c` or `loc - c` the value of loc that meets it."""
+    out = [(_name(loc), constant) for loc in subexprs(side) if isinstance(loc, Loc)]
+    if isinstance(side, Binary) and side.op in ("+", "-"):
+        if isinstance(side.left, Loc) and isinstance(side.right, Const) and isinstance(side.right.value, int):
+            out.append((_name(side.left), constant - side.right.value if side.op == "+" else
+                        constant + side.right.value))
+        elif isinstance(side.right, Loc) and isinstance(side.left, Const) and isinstance(side.left.value, int):
+            out.append((_name(side.right), constant - side.left.value if side.op == "+" else
+                        side.left.value - constant))
+    return out
+
+
 def _mentioned(expr: Binary) -> set[tuple]:
     """What a test is about: a location on either side, or inside a computed side."""
     out = set()
@@ -154,8 +178,9 @@ def _values(ctype: CType, scopes: Scopes, ordered: set[int], masks: set[int], eq
         return (0, OBJECT)
     if ctype.is_bool:
         return (0, 1)
-    if ctype.spelling.startswith("enum ") and (equal or ordered):  # one of its enumerators the code names
-        return tuple(sorted(equal | ordered))
+    named = equal | ordered
+    if ctype.spelling.startswith("enum ") and not masks and all(0 <= v <= MAX_ENUMERATOR for v in named):
+        return tuple(range(max(named, default=1) + 1))  # its enumerators, counted from 0 as C does
     values = {0, 1} | equal | {_unequal(0, 1, equal)}
     for threshold in ordered:
         values |= {threshold, _unequal(threshold - 1, -1, equal), _unequal(threshold + 1, 1, equal)}

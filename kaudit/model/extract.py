@@ -517,7 +517,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     graph = extractor.analysis.graph
     leads = set(sites).union(*(nx.ancestors(graph, f) for f in sites if f in graph))
     core = Core(frozenset(leads), frozenset(interesting - {rule.word, rule.update_lock}))
-    coarse = False
+    coarse, unsettled = False, []
     for widening in range(MAX_WIDENINGS):
         compiled = extractor.compile(entries, interesting, readers, kind == "inhibit", core, coarse)
         if len(compiled.code) > MAX_COMPILED and not coarse:  # heavy callees' values become guesses
@@ -571,10 +571,11 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         more = _readers(code) - readers if widening < WIDENINGS - 1 else frozenset()
         if wider <= interesting and not more:
             break
+        unsettled = sorted(wider - interesting)
         interesting, readers = wider, readers | more
     else:  # a read of modelled state would miss writes the compile left out: no sound protocol
         return Unmodelled(f"the state it reads does not settle: after {MAX_WIDENINGS} widenings its code still "
-                          f"reads {', '.join(sorted(wider - interesting)[:3])}, written by code not compiled")
+                          f"reads {', '.join(unsettled[:3])}, written by code not compiled")
     code = observed_bits(code)
     flow = Dataflow(code)
     protocol = Protocol(rule.id, key, code, [], actions, sorted(slots.vm, key=slots.vm.get),

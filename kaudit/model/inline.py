@@ -405,6 +405,7 @@ class Inliner:
                     or target == frame.fid:
                 continue
             if self.effects.writes_any(target, self.interesting) or self.effects.changes_locks(target) \
+                    or self.effects.target_writes(frame.fid, instr.call, target) & self.interesting \
                     or target in self.readers or self._fills_used_local(frame.fid, instr.call, target) \
                     or self._tiny(instr, target) \
                     or self._determined(instr, args, target):

@@ -61,6 +61,17 @@ def _written(op: Op) -> Expr | None:
     return None
 
 
+def _aliases(ops: list[Op]) -> dict[str, Expr]:
+    """Locals that point at one field all their life (`bool *f = &vcpu->arch.flag`, assigned once): `*f`
+    is that field."""
+    assigned: dict[str, list[Expr]] = {}
+    for op in ops:
+        if op.kind == "set" and isinstance(op.args[0], Var) and op.args[0].scope == "local":
+            assigned.setdefault(op.args[0].name, []).append(op.args[1])
+    return {name: values[0].arg for name, values in assigned.items() if len(values) == 1
+            and isinstance(values[0], Unary) and values[0].op == "&" and field_key(values[0].arg) is not None}
+
+
 class Resolver:
     def __init__(self, draft: Draft, scopes: Scopes, vcpu_writes: Callable[[str], bool]) -> None:
         self.draft = draft
@@ -69,6 +80,7 @@ class Resolver:
         self.slots = Slots()
         self.modelled: set[str] = set()
         self.local_fields: set[str] = set()  # fields of local structs the code assigns: locals of their own
+        self.aliases = _aliases(draft.ops)
         for op in draft.ops:
             target = _written(op)
             if target is None or isinstance(target, Loc):
@@ -83,6 +95,7 @@ class Resolver:
         self.modelled |= draft.skipped
         self.refs = self._vcpu_refs()
         self.pending: list[Op] = []
+        self.unplaced: list[Op] = []  # writes through pointers the model cannot follow
         self.current: Op | None = None
         self.memo: dict[Expr, int] = {}
 
@@ -125,7 +138,8 @@ class Resolver:
                 return Loc("vm", self.slots.vm.setdefault(expr.name, len(self.slots.vm)), name=expr.name)
             return None
         if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
-            return None
+            pointee = self.aliases.get(expr.arg.name)
+            return self.place(pointee) if pointee is not None else None
         if (name := local_field(expr)) in self.local_fields:
             return Loc("local", self.slots.local(name), name=name)
         key = field_key(expr)
@@ -214,6 +228,8 @@ class Resolver:
         if kind == "set":
             target = self.place(args[0]) if not isinstance(args[0], Loc) else args[0]
             if target is None:
+                if field_key(args[0]) is None and not isinstance(root(args[0]), Loc):
+                    self.unplaced.append(op)  # through a pointer it cannot follow: it may write modelled state
                 return None
             value = self.value(args[1])
             if getattr(args[0], "ctype", CType()).is_bool:  # C converts to bool on store
