@@ -563,9 +563,6 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
         code, where = thread_jumps(code, starts + ([env_start] if env_start >= 0 else []))
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
-        if len(code) > MAX_OPS:
-            return Unmodelled(f"its protocol is too large to explore: {len(code)} ops after slicing (at most "
-                              f"{MAX_OPS}), from {len({op.function for op in code})} functions its entries reach")
         wanted = {read for op in code if op.kind == "input" for read in op.args[2]} | _state_read(code, slots)
         wider = interesting | (wanted & written)  # what the protocol reads, the code that writes it must run
         more = _readers(code) - readers if widening < WIDENINGS - 1 else frozenset()
@@ -576,6 +573,9 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     else:  # a read of modelled state would miss writes the compile left out: no sound protocol
         return Unmodelled(f"the state it reads does not settle: after {MAX_WIDENINGS} widenings its code still "
                           f"reads {', '.join(unsettled[:3])}, written by code not compiled")
+    if len(code) > MAX_OPS:  # only the last: modelling more can make the slice smaller (an input becomes state)
+        return Unmodelled(f"its protocol is too large to explore: {len(code)} ops after slicing (at most "
+                          f"{MAX_OPS}), from {len({op.function for op in code})} functions its entries reach")
     code = observed_bits(code)
     flow = Dataflow(code)
     protocol = Protocol(rule.id, key, code, [], actions, sorted(slots.vm, key=slots.vm.get),
