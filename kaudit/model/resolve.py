@@ -95,7 +95,6 @@ class Resolver:
         self.modelled |= draft.skipped
         self.refs = self._vcpu_refs()
         self.pending: list[Op] = []
-        self.unplaced: list[Op] = []  # writes through pointers the model cannot follow
         self.current: Op | None = None
         self.memo: dict[Expr, int] = {}
 
@@ -228,8 +227,6 @@ class Resolver:
         if kind == "set":
             target = self.place(args[0]) if not isinstance(args[0], Loc) else args[0]
             if target is None:
-                if field_key(args[0]) is None and not isinstance(root(args[0]), Loc):
-                    self.unplaced.append(op)  # through a pointer it cannot follow: it may write modelled state
                 return None
             value = self.value(args[1])
             if getattr(args[0], "ctype", CType()).is_bool:  # C converts to bool on store
