@@ -83,7 +83,7 @@ class FactsCache:
         """Store facts of a TU that parsed cleanly (a failed TU may depend on
         a header missing now: it is parsed again next time); their key."""
         blob = unit.to_blob()
-        facts_key = "facts:" + digest_bytes(blob)
+        facts_key = "facts:" + unit.content_key()
         key = self._key(job) if self.store is not None else None
         facts = unit.unit
         if key is None or self.store is None or facts["diagnostics"] or not facts["file"]:

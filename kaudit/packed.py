@@ -85,6 +85,15 @@ class PackedUnit:
         return {**{k: unit[k] for k in _UNIT_KEYS}, "functions": [unpack(f.packed) for f in self.functions],
                 "structs": unit["structs"], "tables": unit["tables"]}
 
+    def content_key(self) -> str:
+        """A digest of the facts themselves, not of their packing: a TU parsed against a PCH and parsed
+        plainly has the same facts, packed apart (key order, compression), and one key."""
+        return hashlib.sha256(json.dumps({"unit": self.unit, "functions": self._heads()}, sort_keys=True,
+                                         separators=(",", ":")).encode()).hexdigest()
+
+    def _heads(self) -> list[list]:
+        return [[f.name, f.file, f.static, f.line, f.digest, f.calls] for f in self.functions]
+
     def to_blob(self) -> bytes:
         """Length of the header, the header (JSON), the packed texts."""
         ends, end = [], 0
@@ -92,8 +101,7 @@ class PackedUnit:
             end += len(fn.packed)
             ends.append(end)
         header = pack_text(json.dumps({
-            "unit": self.unit, "ends": ends,
-            "functions": [[f.name, f.file, f.static, f.line, f.digest, f.calls] for f in self.functions]},
+            "unit": self.unit, "ends": ends, "functions": self._heads()},
             separators=(",", ":")))
         return b"".join([len(header).to_bytes(8, "little"), header, *(f.packed for f in self.functions)])
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaudit.cache import Store, digest_bytes
+from kaudit.cache import Store
 from kaudit.errors import UsageError
 from kaudit.factscache import FactsCache
 from kaudit.frontend.failed import failed_tu
@@ -192,7 +192,7 @@ class TreeReader:
         rel = shown(str(self.jobs[i].path.relative_to(self.root)))
         if isinstance(outcome, Failed):
             unit = PackedUnit.of(failed_tu(rel, outcome.message))
-            self.keys[i] = "facts:" + digest_bytes(unit.to_blob())
+            self.keys[i] = "facts:" + unit.content_key()
         else:
             unit = outcome.unit
             self.stats.parse_seconds += outcome.parse_seconds
