@@ -17,7 +17,6 @@ into.
 from __future__ import annotations
 
 from kaudit.analysis.context import Scopes
-from kaudit.ir.evaluate import fold
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Binary, Const, CType, Expr
 from kaudit.model.bookkeeping import op_reads, op_writes, state_of
@@ -54,19 +53,20 @@ class _Uses:
                 for sub in subexprs(expr):
                     if not isinstance(sub, Binary) or (sub.op != "&" and sub.op not in _COMPARE):
                         continue
-                    constant, side = (fold(sub.right), sub.left) if fold(sub.right) is not None else \
-                        (fold(sub.left), sub.right)  # `BIT(2)`, `-EINVAL`: constants too
-                    if constant is None:
+                    const = sub.right if isinstance(sub.right, Const) else sub.left \
+                        if isinstance(sub.left, Const) else None
+                    if const is None or not isinstance(const.value, int):
                         continue
+                    side = sub.left if const is sub.right else sub.right
                     if isinstance(side, Loc) or sub.op == "&":
                         for name in _mentioned(sub):
-                            self.tests.setdefault(name, set()).add((sub.op, constant))
-                            if op.kind == "branch" and sub is op.args[0] and _equality(sub) == (name, constant):
-                                self.branches.setdefault((name, constant), []).append(pc)
+                            self.tests.setdefault(name, set()).add((sub.op, const.value))
+                            if op.kind == "branch" and sub is op.args[0] and _equality(sub) == (name, const.value):
+                                self.branches.setdefault((name, const.value), []).append(pc)
                             else:
-                                self.elsewhere.add((name, constant))
+                                self.elsewhere.add((name, const.value))
                         continue
-                    for name, value in _solved(side, constant):  # `x + 1 == 3`: x near 2, and near 3
+                    for name, value in _solved(side, const.value):  # `x + 1 == 3`: x near 2, and near 3
                         self.tests.setdefault(name, set()).add(("~", value))
             if op.kind == "set":
                 for read in op_reads(op):
@@ -122,10 +122,10 @@ class _Uses:
 def _comparison(expr: Expr) -> tuple[tuple, str, int] | None:
     """(name, operator, constant) of `loc OP constant`, the operator turned for `constant OP loc`."""
     if isinstance(expr, Binary) and expr.op in _COMPARE:
-        if isinstance(expr.left, Loc) and (constant := fold(expr.right)) is not None:
-            return _name(expr.left), expr.op, constant
-        if isinstance(expr.right, Loc) and (constant := fold(expr.left)) is not None:
-            return _name(expr.right), _TURNED[expr.op], constant
+        if isinstance(expr.left, Loc) and isinstance(expr.right, Const) and isinstance(expr.right.value, int):
+            return _name(expr.left), expr.op, expr.right.value
+        if isinstance(expr.right, Loc) and isinstance(expr.left, Const) and isinstance(expr.left.value, int):
+            return _name(expr.right), _TURNED[expr.op], expr.left.value
     return None
 
 
