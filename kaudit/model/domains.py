@@ -17,6 +17,7 @@ into.
 from __future__ import annotations
 
 from kaudit.analysis.context import Scopes
+from kaudit.ir.evaluate import evaluate, truth
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Binary, Const, CType, Expr
 from kaudit.model.bookkeeping import op_reads, op_writes, state_of
@@ -95,8 +96,8 @@ class _Uses:
                 pc = op.args[0]
             elif test is not None and test[0] == name:
                 compare, constant = test[1], test[2]
-                holds = _holds(compare, value, constant) if compare not in ("==", "!=") else \
-                    (equal and value == constant) == (compare == "==")
+                holds = truth(evaluate(Binary(compare, Const(value), Const(constant)))) \
+                    if compare not in ("==", "!=") else (equal and value == constant) == (compare == "==")
                 pc = op.args[1] if holds else op.args[2]
             else:
                 break
@@ -133,11 +134,6 @@ def _equality(expr: Expr) -> tuple[tuple, int] | None:
     """(name, constant) of `loc == constant` or `loc != constant`."""
     test = _comparison(expr)
     return (test[0], test[2]) if test is not None and test[1] in ("==", "!=") else None
-
-
-def _holds(compare: str, value: int, constant: int) -> bool:
-    return {"<": value < constant, ">": value > constant, "<=": value <= constant,
-            ">=": value >= constant}[compare]
 
 
 def _solved(side: Expr, constant: int) -> list[tuple[tuple, int]]:

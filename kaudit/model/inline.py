@@ -268,10 +268,8 @@ class Inliner:
         if not isinstance(instr, CallOp):
             return False
         call = instr.call
-        if (call.callee or "") in self.api:
-            return True
         name = call.callee or ""
-        if name in LOCK_ACQUIRE or name in LOCK_RELEASE:
+        if name in self.api or name in LOCK_ACQUIRE or name in LOCK_RELEASE:
             return True
         if primitive_effects(call, []) is not None:
             operand = written_operand(call)
