@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +95,11 @@ def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | N
     check_inputs(rules, compdb, objtree)
     loaded = read_program(root, rule_sources(rules), jobs, cache_dir, compdb, objtree, progress, timings, pch, reader)
     program, graph = loaded.program, loaded.graph
+    gc.freeze()  # the program lives to the end: collections that rescan its millions of objects find nothing
     with timings.phase("rules"):
         lowered = LoweredProgram(program)
         analyses = [ENGINES[rule.engine](lowered, graph, rule) for rule in rules]
+    gc.freeze()  # ... and so do its lowered form and the analyses the model reads
     if model is not None:
         with timings.phase("model and cost simulation"):
             for rule, analysis in zip(rules, analyses, strict=True):

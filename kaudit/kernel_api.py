@@ -69,6 +69,10 @@ BIT_TEST = frozenset({"test_bit", "_test_bit", "arch_test_bit", "const_test_bit"
                       "variable_test_bit", "constant_test_bit", "test_bit_acquire"})
 BITMAP_EMPTY = frozenset({"bitmap_empty"})
 
+# Block copies and fills of memory: (destination, source or fill byte, size) arguments.
+MEM_COPY = frozenset({"memcpy", "memmove", "__builtin_memcpy", "__builtin_memmove", "__memcpy", "__memmove"})
+MEM_FILL = frozenset({"memset", "__builtin_memset", "__memset"})
+
 # Compiler builtins whose value is their first argument.
 BUILTIN_IDENTITY = frozenset({"__builtin_expect", "__builtin_expect_with_probability"})
 

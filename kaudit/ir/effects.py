@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kaudit.ir.flow import lock_moves
-from kaudit.ir.names import counted_key, deref, field_key, lock_key, subexprs
-from kaudit.ir.nodes import Assign, Call, CallOp, Expr, Field, Function, Index, Unary, Var
+from kaudit.ir.names import buffer_access, counted_key, deref, field_key, lock_key, subexprs
+from kaudit.ir.nodes import Assign, Binary, Call, CallOp, Expr, Field, Function, Index, Unary, Var
 from kaudit.kernel_api import (
     ATOMIC_READ,
     ATOMIC_SET,
@@ -25,6 +25,8 @@ from kaudit.kernel_api import (
     BITMAP_EMPTY,
     LOCK_ACQUIRE,
     LOCK_RELEASE,
+    MEM_COPY,
+    MEM_FILL,
     STATIC_KEY_READ,
     STATIC_KEY_UPDATE,
 )
@@ -34,19 +36,32 @@ if TYPE_CHECKING:  # the lowered program makes its summaries
 
 
 def _place(expr: Expr, params: list[str]) -> str | None:
-    """The storage a pointer argument designates, or an assignment writes: a field key, or what a
-    parameter points at (`p` as an argument, `*p` or `p[i]` assigned)."""
+    """The storage an assignment writes: a field key, or what a parameter points at (`*p`, `p[i]`,
+    `*(p + off)`)."""
     expr = deref(expr)
     key = field_key(expr)
     if key is not None:
         return key
     if isinstance(expr, Unary) and expr.op == "*":
         expr = expr.arg
+        while isinstance(expr, Binary) and expr.op in ("+", "-"):  # `*(p + off)`
+            expr = expr.left
     elif isinstance(expr, Index):
         expr = expr.base
     if isinstance(expr, Var) and expr.scope == "param" and expr.name in params:
         return f"param:{params.index(expr.name)}"
     return None
+
+
+def _designated(arg: Expr, params: list[str]) -> str | None:
+    """The storage a pointer argument designates: `&x` is x, a pointer field (plus an offset) the buffer
+    it points at, a parameter (plus an offset) what the caller's argument points at."""
+    access = buffer_access(Unary("*", arg))
+    if access is not None:
+        return f"{field_key(access[0])}[]"
+    while isinstance(arg, Binary) and arg.op in ("+", "-"):
+        arg = arg.left
+    return _place(arg, params)
 
 
 def written_operand(call: Call) -> Expr | None:
@@ -60,6 +75,8 @@ def written_operand(call: Call) -> Expr | None:
         return args[-1]
     if (name in BIT_SET or name in BIT_CLEAR) and len(args) > 1:
         return args[1]
+    if name in MEM_COPY or name in MEM_FILL:  # the memory the destination pointer points at
+        return args[0] if isinstance(args[0], Unary) and args[0].op == "&" else Unary("&", Unary("*", args[0]))
     return None
 
 
@@ -75,13 +92,17 @@ def primitive_effects(call: Call, params: list[str]) -> tuple[set[str], set[str]
         key = counted_key(args[0])
         return ({key} if name in STATIC_KEY_UPDATE else set()) if key else set(), {key} if key else set()
     if name in ATOMIC_UPDATE or name in ATOMIC_SET:
-        place = _place(args[-1] if name in ATOMIC_UPDATE else args[0], params)
+        place = _designated(args[-1] if name in ATOMIC_UPDATE else args[0], params)
         return ({place} if place else set()), ({place} if place else set())
     if name in ATOMIC_READ or name in BITMAP_EMPTY:
-        place = _place(args[0], params)
+        place = _designated(args[0], params)
         return set(), {place} if place else set()
+    if name in MEM_COPY or name in MEM_FILL:
+        place = _designated(args[0], params)
+        source = _designated(args[1], params) if name in MEM_COPY and len(args) > 1 else None
+        return ({place} if place else set()), ({source} if source else set())
     if name in BIT_SET or name in BIT_CLEAR or name in BIT_TEST:
-        place = _place(args[1], params) if len(args) > 1 else None
+        place = _designated(args[1], params) if len(args) > 1 else None
         return ({place} if place and name not in BIT_TEST else set()), {place} if place else set()
     return None
 
@@ -340,6 +361,6 @@ def _bind(places, args: tuple[Expr, ...], params: list[str]) -> set[str]:
         prefix = "lock:" if place.startswith("lock:") else ""
         bare = place[len(prefix):]
         index = int(bare[6:])
-        if index < len(args) and (bound := _place(args[index], params)):
+        if index < len(args) and (bound := _designated(args[index], params)):
             out.add(prefix + bound)
     return out

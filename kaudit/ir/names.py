@@ -3,13 +3,16 @@
 `field_key` names storage independently of the path that reached it:
 `vcpu->kvm->arch.apicv_update_lock` and `kvm->arch.apicv_update_lock` are
 both `kvm.arch.apicv_update_lock` (the struct that owns the storage, then
-the embedded path). Globals are their name.
+the embedded path). Globals are their name. The memory a pointer field points
+at (`apic->regs`) is one buffer, `kvm_lapic.regs[]`; the
+model names its elements at constant offsets (`element_key`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from kaudit.ir.evaluate import evaluate
 from kaudit.ir.nodes import (
     Binary,
     Call,
@@ -45,8 +48,45 @@ def root(expr: Expr) -> Expr:
             return expr
 
 
+def buffer_access(expr: Expr) -> tuple[Field, Expr] | None:
+    """`*(P + i)`, `*P`, `P[i]` where P is a field holding a pointer (`apic->regs`): that field and the
+    offset, in P's elements (casts are not in the lowered form). An array field stays one piece of
+    storage (a bitmap is tested and set as a whole)."""
+    if isinstance(expr, Index):
+        base, offset = expr.base, expr.index
+    elif isinstance(expr, Unary) and expr.op == "*":
+        base, offset = expr.arg, Const(0)
+        while isinstance(base, Binary) and base.op in ("+", "-"):
+            term = base.right if base.op == "+" else Unary("-", base.right)
+            offset = term if offset == Const(0) else Binary("+", term, offset)
+            base = base.left
+    else:
+        return None
+    if isinstance(base, Field) and base.ctype.ptr and not base.ctype.array and field_key(base) is not None:
+        return base, offset
+    return None
+
+
+def element_key(expr: Expr) -> str | None:
+    """An element of a buffer at a constant offset (`kvm_lapic.regs[848]`), None for any other place.
+    Elements at different offsets are taken not to overlap (the APIC page's registers are 16 bytes apart)."""
+    access = buffer_access(deref(expr))
+    if access is None:
+        return None
+    offset = evaluate(access[1])
+    return f"{field_key(access[0])}[{offset}]" if isinstance(offset, int) else None
+
+
+def storage_of(name: str) -> str:
+    """The field key of the storage a slot name is in: an element's buffer (`kvm_lapic.regs[]`), else
+    the name itself."""
+    return f"{name[:name.rindex('[')]}[]" if name.endswith("]") else name
+
+
 def field_key(expr: Expr) -> str | None:
     expr = deref(expr)
+    if (access := buffer_access(expr)) is not None:
+        return f"{field_key(access[0])}[]"
     if isinstance(expr, Field):
         if expr.arrow:
             return f"{expr.owner}.{expr.name}"

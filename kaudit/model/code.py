@@ -56,6 +56,8 @@ class Op:
     decide (action, direction) a demand decision at an action point
     dry (action set, start)    a request skipped by bookkeeping: decide as if taken
     end ()                     the entry returns (its value in local 0)
+    fill (dest, source|None)   a block copy (or fill) through pointer `dest`: only in a
+                               draft, resolved into writes of what it may change
     """
 
     kind: str

@@ -23,7 +23,7 @@ import networkx as nx
 from kaudit.analysis.context import vcpu_param
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
-from kaudit.ir.names import render_call, subexprs
+from kaudit.ir.names import render_call, storage_of, subexprs
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Var
 from kaudit.model.bookkeeping import (
     Bookkeeping,
@@ -620,8 +620,8 @@ def _guard_state(code: list[Op], flow: Dataflow, count: tuple[str, int], slots) 
 def _state_read(code: list[Op], slots) -> set[str]:
     """The field keys of the modelled state the code reads."""
     read = {(loc.kind == "vm", loc.slot) for op in code for loc in op_reads(op) if loc.kind in ("vm", "cpu", "mine")}
-    return {key for key, slot in slots.vm.items() if (True, slot) in read} | \
-        {key for key, slot in slots.cpu.items() if (False, slot) in read}
+    return {storage_of(key) for key, slot in slots.vm.items() if (True, slot) in read} | \
+        {storage_of(key) for key, slot in slots.cpu.items() if (False, slot) in read}
 
 
 def _readers(code: list[Op]) -> frozenset[str]:

@@ -48,6 +48,8 @@ from kaudit.kernel_api import (
     BITMAP_EMPTY,
     LOCK_ACQUIRE,
     LOCK_RELEASE,
+    MEM_COPY,
+    MEM_FILL,
     STATIC_KEY_READ,
     STATIC_KEY_UPDATE,
 )
@@ -549,6 +551,8 @@ class Inliner:
         elif name in BIT_TEST and len(args) > 1 and dst is not None:
             word = simplify(Unary("*", args[1]))
             self.emit("set", (dst, Binary("&", Binary(">>", word, args[0]), Const(1))), frame, line, text)
+        elif (name in MEM_COPY or name in MEM_FILL) and len(args) > 1:
+            self.emit("fill", (args[0], args[1] if name in MEM_COPY else None), frame, line, text)
         elif name in BITMAP_EMPTY and args and dst is not None:
             self.emit("set", (dst, Binary("==", simplify(Unary("*", args[0])), Const(0))), frame, line, text)
         else:

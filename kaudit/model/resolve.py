@@ -6,7 +6,11 @@ of anything else is an explicit `input` op just before its use (the
 explorer chooses its value): configuration globals the code never writes
 are the exception, they read as enabled (all bits set), and per-vCPU fields
 that no per-vCPU code anywhere in the program writes (`vcpu->vcpu_idx`)
-are per-vCPU constants chosen when the vCPU starts.
+are per-vCPU constants chosen when the vCPU starts. A buffer a pointer
+field points at (`apic->regs`) is modelled element by element, at the
+constant offsets the code uses: a write at an offset the code computes
+writes whichever element it names, a copy into the buffer gives every
+element any value.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from kaudit.analysis.context import Scopes
-from kaudit.ir.names import deref, field_key, render, root
+from kaudit.ir.names import buffer_access, deref, element_key, field_key, render, root, subexprs
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Select, Unary, Var
 from kaudit.model.code import Loc, Op
 from kaudit.model.inline import Draft
@@ -54,11 +58,36 @@ def local_field(expr: Expr) -> str | None:
 
 
 def _written(op: Op) -> Expr | None:
+    if op.kind == "fill":
+        return _filled(op.args[0])
     if op.kind == "set":
         return op.args[0]
     if op.kind in ("atomic", "bit"):
         return op.args[1] if op.kind == "atomic" else op.args[0]
     return None
+
+
+def _filled(dest: Expr) -> Expr:
+    """The storage a block copy or fill writes through its destination pointer: `&x` is x, a pointer
+    (plus an offset) the buffer it points at."""
+    if isinstance(dest, Unary) and dest.op == "&":
+        return dest.arg
+    while isinstance(dest, Binary) and dest.op in ("+", "-"):
+        dest = dest.left
+    return Unary("*", dest)
+
+
+def _elements(ops: list[Op]) -> dict[str, list[str]]:
+    """Per buffer (`kvm_lapic.regs[]`), the elements the code names at constant offsets."""
+    found: dict[str, set[str]] = {}
+    for op in ops:
+        for arg in op.args:
+            if not isinstance(arg, Expr):
+                continue
+            for sub in subexprs(arg):
+                if (element := element_key(sub)) is not None:
+                    found.setdefault(field_key(sub), set()).add(element)
+    return {buffer: sorted(names) for buffer, names in found.items()}
 
 
 def _aliases(ops: list[Op]) -> dict[str, Expr]:
@@ -81,15 +110,18 @@ class Resolver:
         self.modelled: set[str] = set()
         self.local_fields: set[str] = set()  # fields of local structs the code assigns: locals of their own
         self.aliases = _aliases(draft.ops)
+        self.elements = _elements(draft.ops)
         for op in draft.ops:
             target = _written(op)
             if target is None or isinstance(target, Loc):
                 continue
+            if (name := local_field(target)) is not None:  # a local struct's field is the local's, whatever its type
+                if op.kind == "set":
+                    self.local_fields.add(name)
+                continue
             key = field_key(target)
             if key and self._scope(target) is not None:
                 self.modelled.add(key)
-            elif (name := local_field(target)) is not None and op.kind == "set":
-                self.local_fields.add(name)
         # State written only where the inliner left code out is still state, not configuration: a read of it
         # is a slot the widening then sees read, so the next compile keeps those writes.
         self.modelled |= draft.skipped
@@ -139,25 +171,28 @@ class Resolver:
         if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
             pointee = self.aliases.get(expr.arg.name)
             return self.place(pointee) if pointee is not None else None
-        if (name := local_field(expr)) in self.local_fields:
-            return Loc("local", self.slots.local(name), name=name)
+        if (name := local_field(expr)) is not None:  # unassigned here: filled by code not run, any value
+            return Loc("local", self.slots.local(name), name=name) if name in self.local_fields else None
         key = field_key(expr)
         if key is None:
+            return None
+        name = element_key(expr) if key.endswith("[]") else key  # a buffer's element, at a known offset
+        if name is None:
             return None
         scope = self._scope(expr)
         ctype = getattr(deref(expr), "ctype", CType())  # `*&field` is the field
         constant = scope == "cpu" and not self.vcpu_writes(key) and not ctype.ptr
         if key in self.modelled or constant:
             if scope == "vm":
-                return Loc("vm", self.slots.vm.setdefault(key, len(self.slots.vm)), name=key)
+                return Loc("vm", self.slots.vm.setdefault(name, len(self.slots.vm)), name=name)
             if scope == "cpu":
-                slot = self.slots.cpu.setdefault(key, len(self.slots.cpu))
+                slot = self.slots.cpu.setdefault(name, len(self.slots.cpu))
                 if key not in self.modelled:
                     self.slots.cpu_constant[slot] = ctype
                 base = root(expr)
                 if isinstance(base, Var) and base.name in self.refs:
-                    return Loc("cpu", slot, self.slots.local(base.name), name=key)
-                return Loc("mine", slot, name=key)
+                    return Loc("cpu", slot, self.slots.local(base.name), name=name)
+                return Loc("mine", slot, name=name)
         return None
 
     def value(self, expr: Expr) -> Expr:
@@ -214,8 +249,10 @@ class Resolver:
         slot = self.memo[expr]
         self.slots.input_types[slot] = getattr(expr, "ctype", CType())
         op = self.current
-        reads = (field_key(expr),) if field_key(expr) else ()
-        guess = "" if reads else re.sub(r"\b\d+:", "", render(expr))  # memory it cannot name: `*(apic->regs + 848)`
+        # a local struct's field filled by code not run is no state; like memory it cannot name (`*(p + 848)`)
+        # or an element of a modelled buffer at an offset it computes, its value is a guess
+        reads = (field_key(expr),) if field_key(expr) and local_field(expr) is None else ()
+        guess = "" if reads and reads[0] not in self.modelled else re.sub(r"\b\d+:", "", render(expr))
         self.pending.append(Op("input", (Loc("local", slot), None, reads, True, guess), op.function,
                                op.file, op.line, f"reads {render(expr)} (not modelled)", op.api, op.origin))
         return Loc("local", slot)
@@ -224,10 +261,12 @@ class Resolver:
 
     def op(self, op: Op) -> Op | None:
         kind, args = op.kind, op.args
+        if kind == "fill":
+            return self._fill(op)
         if kind == "set":
             target = self.place(args[0]) if not isinstance(args[0], Loc) else args[0]
             if target is None:
-                return None
+                return self._scatter(op, args[0], self.value(args[1]))
             value = self.value(args[1])
             if getattr(args[0], "ctype", CType()).is_bool:  # C converts to bool on store
                 value = Unary("!", Unary("!", value))
@@ -244,7 +283,7 @@ class Resolver:
         if kind == "bit":
             target = self.place(args[0])
             if target is None:
-                return None
+                return self._scatter(op, args[0], None)
             return replace(op, args=(target, self.value(args[1]), self.value(args[2])))
         if kind == "input":
             target = self.place(args[0])
@@ -262,6 +301,52 @@ class Resolver:
         if kind == "each":
             return replace(op, args=(self.place(args[0]), args[1], args[2]))
         return op
+
+    def _buffer_elements(self, place: Expr) -> list[str]:
+        """The elements of a modelled buffer that a place may be, none if it is no such buffer's."""
+        key = field_key(place)
+        return self.elements.get(key, []) if key in self.modelled and key.endswith("[]") else []
+
+    def _element(self, place: Expr, name: str) -> Loc:
+        access = buffer_access(deref(place))
+        base = access[0] if access is not None else place
+        offset = int(name[name.rindex("[") + 1:-1])
+        found = self.place(Unary("*", Binary("+", base, Const(offset))))
+        assert found is not None, name
+        return found
+
+    def _scatter(self, op: Op, place: Expr, value: Expr | None) -> None:
+        """A write of a buffer at an offset the code computes: each element the code names takes the
+        value if the offset is its own (`value` None: an update it does not follow, any value)."""
+        access = buffer_access(deref(place))
+        for name in self._buffer_elements(place):
+            element = self._element(place, name)
+            if value is None or access is None:
+                self._havoc(op, element, render(place))
+                continue
+            offset = int(name[name.rindex("[") + 1:-1])
+            hit = Binary("==", self.value(access[1]), Const(offset))
+            self.pending.append(replace(op, kind="set", args=(element, Select(hit, value, element))))
+        return None
+
+    def _havoc(self, op: Op, element: Loc, guess: str) -> None:
+        slot = self.slots.local(f"%in{len(self.slots.locals)}")
+        self.pending.append(replace(op, kind="input", args=(Loc("local", slot), None, (), False, guess)))
+        self.pending.append(replace(op, kind="set", args=(element, Loc("local", slot))))
+
+    def _fill(self, op: Op) -> None:
+        """A block copy or fill: every modelled element of the buffer (or the field) it writes takes any
+        value; a guess unless it copies from memory the model does not hold (data from user space)."""
+        dest, source = op.args
+        target = _filled(dest)
+        copied = source is not None and field_key(_filled(source)) not in self.modelled
+        guess = "" if copied else re.sub(r"\b\d+:", "", op.text)
+        key = field_key(target)
+        if key and not key.endswith("[]") and (place := self.place(target)) is not None:
+            self._havoc(op, place, guess)
+        for name in self._buffer_elements(target):
+            self._havoc(op, self._element(target, name), guess)
+        return None
 
     def run(self) -> tuple[list[Op], dict[int, int]]:
         """Resolved ops (targets still labels) and the labels moved to them."""

@@ -1,17 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vapics_in_nmi_mode as KVM keeps it: create writes LVT0 into the APIC's
- * register page (masked) and counts the vCPU if that register is in NMI
- * mode; destroy never uncounts. Sound, since the register it reads back is
- * the masked value it just wrote; but the model names no cell of a page
- * reached by pointer arithmetic, so its value there is a guess, and a
- * trace of a leak through it is inconclusive, not a confirmed finding.
+ * vapics_in_nmi_mode, but create reads back the register at an offset a
+ * helper the model does not run computes (the LVT0 it just masked, if
+ * the helper is right); destroy never uncounts. The model follows the
+ * page at the offsets the code names, not at one it cannot know: the
+ * value read there is a guess, and a trace of a leak through it is
+ * inconclusive, not a confirmed finding.
  */
 #define FIXTURE_KVM_ARCH atomic_t vapics_in_nmi_mode;
 #define FIXTURE_VCPU_ARCH char *regs; bool lvt0_nmi;
 #include <fixture.h>
 
 char *alloc_regs(void);
+int lvt0_offset(struct kvm_vcpu *vcpu);
 void free_regs(char *regs);
 
 static u32 get_reg(struct kvm_vcpu *vcpu, int off)
@@ -43,7 +44,7 @@ int kvm_arch_vcpu_create(struct kvm_vcpu *vcpu)
 	if (!vcpu->arch.regs)
 		return -12;
 	set_reg(vcpu, 0x350, 0x10000);
-	manage_nmi(vcpu, get_reg(vcpu, 0x350));
+	manage_nmi(vcpu, get_reg(vcpu, lvt0_offset(vcpu)));
 	return 0;
 }
 
