@@ -273,3 +273,45 @@ def test_a_field_of_a_local_struct_is_the_locals_even_through_a_pointer() -> Non
     assert code[1].args[1] == Loc("local", resolver.slots.locals["h.index"], name="h.index")
     (read,) = [op for op in code if op.kind == "input"]
     assert read.args[2] == () and read.args[4] == "&e->index"  # no state to widen for
+
+
+BACKEND_CORE = """#include <fixture.h>
+struct static_key_false nested_users;
+struct backend_ops { void (*enter)(struct kvm_vcpu *vcpu); void (*leave)(struct kvm_vcpu *vcpu); };
+extern struct backend_ops *backend;
+int kvm_arch_vcpu_create(struct kvm_vcpu *vcpu) { return 0; }
+void kvm_arch_vcpu_destroy(struct kvm_vcpu *vcpu) { backend->leave(vcpu); }
+"""
+BACKEND = """#define FIXTURE_VCPU_ARCH bool nested;
+#include <fixture.h>
+struct static_key_false nested_users;
+struct backend_ops { void (*enter)(struct kvm_vcpu *vcpu); void (*leave)(struct kvm_vcpu *vcpu); };
+static void NAME_enter(struct kvm_vcpu *vcpu)
+{
+	if (COUNTS && !vcpu->arch.nested) { vcpu->arch.nested = true; static_branch_inc(&nested_users); }
+}
+static void NAME_leave(struct kvm_vcpu *vcpu)
+{
+	if (COUNTS && vcpu->arch.nested) { vcpu->arch.nested = false; static_branch_dec(&nested_users); }
+	vcpu->arch.nested = false;
+}
+struct backend_ops NAME_ops = { .enter = NAME_enter, .leave = NAME_leave };
+"""
+
+
+def test_a_vcpu_runs_one_backend_through_every_call_of_its_ops(tmp_path: Path) -> None:
+    """Two vendor modules bind one ops interface; only svm/ counts its nested users (vmx/ enters without
+    a count, and its leave drops the flag), and destroy leaves through the interface. A vCPU runs one
+    backend, in its own entries and in every call through the interface: entering with svm's and
+    destroying with vmx's leave, which would leak the count, is not a behaviour of any vCPU."""
+    tree = tmp_path / "tree"
+    shutil.copytree(Path(__file__).parent / "fixtures/include", tree / "include")
+    for path, text in (("x86.c", "#define FIXTURE_VCPU_ARCH bool nested;\n" + BACKEND_CORE),
+                       ("svm/svm.c", BACKEND.replace("NAME", "svm").replace("COUNTS", "1")),
+                       ("vmx/vmx.c", BACKEND.replace("NAME", "vmx").replace("COUNTS", "0"))):
+        (tree / "arch/x86/kvm" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / "arch/x86/kvm" / path).write_text(text)
+    rule = load_rules(default_rules_dir())[1]
+    result = audit_tree(tree, [rule], model=None, cache_dir=None)
+    outcome = check_key(result.analyses[0], rule, "nested_users", ModelSettings(vcpus=2))
+    assert not isinstance(outcome, Unmodelled) and outcome.status == "verified", outcome

@@ -239,6 +239,6 @@ def test_includes_outside_the_include_path_are_stopped_by_the_worker_bounds(tmp_
     assert time.monotonic() - start < 30
     found = diagnostics_by_tu(data)
     assert found["arch/x86/kvm/hyperv.c"] == ["kaudit: libclang took longer than 5 s on this file; stopped"]
-    (zero,) = found["arch/x86/kvm/lapic.c"]  # libclang gives up or its worker runs out of memory
-    assert "memory bound" in zero or "could not parse this file" in zero
+    (zero,) = found["arch/x86/kvm/lapic.c"]  # libclang gives up, or its worker runs out of memory or time first
+    assert "memory bound" in zero or "could not parse this file" in zero or "longer than 5 s" in zero
     assert data["summary"]["errors"] == 1  # the sample's error is still found in svm.c

@@ -59,6 +59,34 @@ def infer_scopes(program: Program, per_vcpu_seeds: list[str], vm_seeds: list[str
     return Scopes(frozenset(per_vcpu), frozenset(vm))
 
 
+def holder(program: Program, record: str, seeds: tuple[str, ...]) -> str | None:
+    """The field key of the one pointer through which a vCPU reaches a per-vCPU struct it does not
+    embed (`kvm_vcpu.arch.apic` for `kvm_lapic`, `kvm_vcpu.arch.hyperv` for the synic inside
+    `kvm_vcpu_hv`): such an object can be absent (no in-kernel APIC), and code that takes it runs only
+    while it is there. None for a struct the vCPU embeds, or reaches by more than one pointer."""
+    structs = program.structs
+    inside: set[str] = set()
+    found: list[str] = []
+    todo = [(seed, seed) for seed in seeds]
+    while todo:
+        name, path = todo.pop()
+        if name in inside:
+            continue
+        inside.add(name)
+        for f in structs.get(name, {}).get("fields", []):
+            if f["record"] and not f["array"] and f["ptr"] == 0:
+                todo.append((f["record"], f"{path}.{f['name']}"))
+            elif f["record"] == record and not f["array"] and f["ptr"] == 1:
+                found.append(f"{path}.{f['name']}")
+    if record in inside:
+        return None
+    if found:
+        return found[0] if len(found) == 1 else None
+    embedders = [name for name, struct in structs.items()
+                 if any(f["record"] == record and f["ptr"] == 0 for f in struct["fields"])]
+    return holder(program, embedders[0], seeds) if len(embedders) == 1 and embedders[0] != record else None
+
+
 def vcpu_param(program: Program, fid: str, scopes: Scopes) -> str | None:
     """The first parameter through which the function reaches a vCPU."""
     for param in program.functions[fid]["params"]:

@@ -14,14 +14,21 @@ from collections.abc import Iterator
 
 from kaudit.ir.evaluate import evaluate
 from kaudit.ir.nodes import (
+    Assign,
     Binary,
+    Branch,
     Call,
+    CallOp,
+    Cleanup,
     Const,
+    EachVcpu,
     Expr,
     Field,
     FuncRef,
+    Function,
     Index,
     Opaque,
+    Return,
     Select,
     Unary,
     Var,
@@ -188,3 +195,37 @@ def render(expr: Expr | None, temps: dict[str, Call] | None = None) -> str:
 
 def render_call(call: Call, temps: dict[str, Call] | None = None) -> str:
     return f"{callee_name(call)}({', '.join(render(a, temps) for a in call.args)})"
+
+
+def returned_only(function: Function) -> frozenset[str]:
+    """The locals and temps a function uses only to return them (`ret = f(); return ret;`, `return f();`):
+    when its caller drops its value, what the calls put there is never read."""
+    used: dict[str, int] = {}
+    returned: dict[str, int] = {}
+
+    def count(expr: Expr | None) -> None:
+        for sub in subexprs(expr) if expr is not None else ():
+            if isinstance(sub, Var) and sub.scope in ("local", "temp"):
+                used[sub.name] = used.get(sub.name, 0) + 1
+
+    for block in function.blocks:
+        for instr in block.instrs:
+            if isinstance(instr, Assign):
+                count(instr.value)
+                if not (isinstance(instr.target, Var) and instr.target.scope in ("local", "temp")):
+                    count(instr.target)
+            elif isinstance(instr, CallOp):
+                for arg in instr.call.args:
+                    count(arg)
+            elif isinstance(instr, Cleanup):
+                count(instr.var)
+        term = block.term
+        if isinstance(term, Return) and isinstance(term.value, Var):
+            returned[term.value.name] = returned.get(term.value.name, 0) + 1
+        elif isinstance(term, Return):
+            count(term.value)
+        elif isinstance(term, Branch):
+            count(term.cond)
+        elif isinstance(term, EachVcpu):
+            count(term.iterator)
+    return frozenset(name for name, n in returned.items() if used.get(name, 0) == 0)

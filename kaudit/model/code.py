@@ -96,6 +96,7 @@ class Entry:
     kind: str = "transition"  # transition | recompute | create | destroy | env
     armed: bool = False  # runs only after this vCPU's request (an exit handler)
     why: str = ""
+    needs: int = -1  # a per-vCPU slot that must hold a non-NULL pointer: the object the entry takes exists
 
 
 @dataclass
@@ -124,6 +125,8 @@ class Protocol:
     recompute: bool = False  # the value is recomputed over every vCPU
     lifecycle: bool = False
     live: list[frozenset[int]] = field(default_factory=list)  # per pc: local slots that may still be read
+    dead_when_idle: tuple[int, ...] = ()  # per-vCPU slots no entry reads before writing them
+    host_constants: frozenset[int] = frozenset()  # per-vCPU constants every vCPU shares (the backend)
     forced: dict[int, int] = field(default_factory=dict)  # bookkeeping test pc -> where a dry run goes
     domains: dict[int, tuple] = field(default_factory=dict)  # input op pc -> the values it may take
     result_slot: int = 0

@@ -6,8 +6,10 @@ code uses it: a boolean is 0 or 1; a pointer is NULL or the object its type
 says (this vCPU's, the VM's, something else); an integer is 0, 1, each mask
 it is tested with and their union, each constant it is compared with for
 equality and one value equal to none, and both sides of each threshold
-it is ordered against (a constant met through arithmetic, `x + 1 == 3`, is
-such a threshold, solved for x where it can be); an enum is each value
+it is ordered against (a constant met through arithmetic, `x * 2 + 1 == 7`,
+is such a threshold, solved for x by undoing each operation with a
+constant operand; a constant expression such as `BIT(2)` or `-EINVAL` is
+not yet one of these constants); an enum is each value
 from 0 to the largest enumerator the code compares it with (the facts do
 not list an enum's enumerators: a larger one the code never names is not
 tried). Uses are followed through the locals and the state it is copied
@@ -17,9 +19,9 @@ into.
 from __future__ import annotations
 
 from kaudit.analysis.context import Scopes
-from kaudit.ir.evaluate import evaluate, truth
+from kaudit.ir.evaluate import evaluate, fold, truth
 from kaudit.ir.names import subexprs
-from kaudit.ir.nodes import Binary, Const, CType, Expr
+from kaudit.ir.nodes import Binary, Const, CType, Expr, Unary
 from kaudit.model.bookkeeping import op_reads, op_writes, state_of
 from kaudit.model.code import Loc, Op
 from kaudit.model.resolve import SELF, VMOBJ, Slots
@@ -58,16 +60,16 @@ class _Uses:
                         if isinstance(sub.left, Const) else None
                     if const is None or not isinstance(const.value, int):
                         continue
-                    side = sub.left if const is sub.right else sub.right
+                    constant, side = const.value, sub.left if const is sub.right else sub.right
                     if isinstance(side, Loc) or sub.op == "&":
                         for name in _mentioned(sub):
-                            self.tests.setdefault(name, set()).add((sub.op, const.value))
-                            if op.kind == "branch" and sub is op.args[0] and _equality(sub) == (name, const.value):
-                                self.branches.setdefault((name, const.value), []).append(pc)
+                            self.tests.setdefault(name, set()).add((sub.op, constant))
+                            if op.kind == "branch" and sub is op.args[0] and _equality(sub) == (name, constant):
+                                self.branches.setdefault((name, constant), []).append(pc)
                             else:
-                                self.elsewhere.add((name, const.value))
+                                self.elsewhere.add((name, constant))
                         continue
-                    for name, value in _solved(side, const.value):  # `x + 1 == 3`: x near 2, and near 3
+                    for name, value in _solved(side, constant):  # `x * 2 + 1 == 7`: x near 3, and near 7
                         self.tests.setdefault(name, set()).add(("~", value))
             if op.kind == "set":
                 for read in op_reads(op):
@@ -138,16 +140,41 @@ def _equality(expr: Expr) -> tuple[tuple, int] | None:
 
 def _solved(side: Expr, constant: int) -> list[tuple[tuple, int]]:
     """What a constant compared with a computed side says of each location in it: the constant itself,
-    and for `loc + c` or `loc - c` the value of loc that meets it."""
+    and, undoing each operation with a constant operand on the way down (`+ - * / << >> ~`, unary
+    minus), the values of the location at the edges of the set that meets it."""
     out = [(_name(loc), constant) for loc in subexprs(side) if isinstance(loc, Loc)]
-    if isinstance(side, Binary) and side.op in ("+", "-"):
-        if isinstance(side.left, Loc) and isinstance(side.right, Const) and isinstance(side.right.value, int):
-            out.append((_name(side.left), constant - side.right.value if side.op == "+" else
-                        constant + side.right.value))
-        elif isinstance(side.right, Loc) and isinstance(side.left, Const) and isinstance(side.left.value, int):
-            out.append((_name(side.right), constant - side.left.value if side.op == "+" else
-                        side.left.value - constant))
+    todo = [(side, constant)]
+    while todo:
+        expr, value = todo.pop()
+        if isinstance(expr, Loc):
+            out.append((_name(expr), value))
+        elif isinstance(expr, Unary) and expr.op in ("-", "~"):
+            todo.append((expr.arg, -value if expr.op == "-" else ~value))
+        elif isinstance(expr, Binary):
+            right, left = fold(expr.right), fold(expr.left)
+            if right is not None:
+                todo.extend((expr.left, v) for v in _undone(expr.op, value, right, True))
+            elif left is not None:
+                todo.extend((expr.right, v) for v in _undone(expr.op, value, left, False))
     return out
+
+
+def _undone(op: str, value: int, constant: int, constant_right: bool) -> list[int]:
+    """The operands x of `x OP constant` (or `constant OP x`) at the edges of the set whose result is
+    `value`: both ends of an interval (`x / 4 == 2`: 8 and 11), the nearest two where none is exact."""
+    if op == "+":
+        return [value - constant]
+    if op == "-":
+        return [value + constant] if constant_right else [constant - value]
+    if op == "*" and constant:
+        return [value // constant, -(-value // constant)]
+    if op == "/" and constant_right and constant > 0:
+        return [value * constant, value * constant + constant - 1]
+    if op == "<<" and constant_right and 0 <= constant < 64:
+        return [value >> constant, (value >> constant) + 1]
+    if op == ">>" and constant_right and 0 <= constant < 64:
+        return [value << constant, ((value + 1) << constant) - 1]
+    return []
 
 
 def _mentioned(expr: Binary) -> set[tuple]:

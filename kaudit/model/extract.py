@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import networkx as nx
 
-from kaudit.analysis.context import vcpu_param
+from kaudit.analysis.context import holder, vcpu_param
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
 from kaudit.ir.names import render_call, storage_of, subexprs
@@ -42,7 +42,7 @@ from kaudit.model.code import Action, Entry, Loc, Op, Protocol
 from kaudit.model.domains import domains
 from kaudit.model.flat import decided_by, deciders, link, post_dominators, reachable, reaching, rebuild, successors
 from kaudit.model.generations import generations
-from kaudit.model.inline import RESULT, Core, Inliner
+from kaudit.model.inline import BACKEND, RESULT, Core, Inliner
 from kaudit.model.resolve import SELF, VMOBJ, Resolver
 from kaudit.rules import Rule
 
@@ -122,6 +122,13 @@ class Extractor:
             elif param.ctype.ptr and param.ctype.record in self.scopes.vm_wide:
                 out[param.name] = VMOBJ
         return out
+
+    def object_holder(self, fid: str) -> str | None:
+        """The pointer through which a vCPU holds the per-vCPU object an entry takes, when the vCPU does
+        not embed it (`kvm_vcpu.arch.apic` for `apic_set_spiv(struct kvm_lapic *apic, ...)`)."""
+        param = next((p for p in self.lowered.function(fid).params
+                      if p.ctype.ptr and p.ctype.record in self.scopes.per_vcpu), None)
+        return holder(self.analysis.program, param.ctype.record, self.rule.per_vcpu_types) if param else None
 
     def is_exit_handler(self, fid: str) -> bool:
         return any(e["target"] == fid for t in self.lowered.program.tables if t["array"] for e in t["entries"])
@@ -405,6 +412,38 @@ def forced_successors(code: list[Op], flow: Dataflow, books: Bookkeeping) -> dic
     return out
 
 
+def dead_when_idle(code: list[Op], actions: list[Action], starts: list[int], fields: int) -> tuple[int, ...]:
+    """The per-vCPU slots no entry can read before it writes them: their value once a call returns is
+    never seen again, so the explorer forgets it (two idle vCPUs that differ only there are alike).
+    A slot another vCPU reads (through a loop over every vCPU) is never forgotten."""
+    value_reads = {a.id: {loc.slot for loc in reads(a.value) if loc.kind == "mine"} for a in actions}
+    shared = {loc.slot for op in code for loc in op_reads(op) + op_writes(op) if loc.kind == "cpu"}
+    uses, kills = [], []
+    for op in code:
+        used = {loc.slot for loc in op_reads(op) if loc.kind == "mine"}
+        if op.kind == "decide":
+            used |= value_reads.get(op.args[0], set())
+        elif op.kind == "dry":
+            used |= {loc.slot for r in reachable(code, [op.args[0]]) for loc in op_reads(code[r]) if loc.kind == "mine"}
+        uses.append(used)
+        kills.append({loc.slot for loc in op_writes(op) if loc.kind == "mine" and op.kind in ("set", "input")})
+    live: list[frozenset[int]] = [frozenset()] * len(code)
+    changed = True
+    while changed:
+        changed = False
+        for pc in range(len(code) - 1, -1, -1):
+            out: set[int] = set()
+            for nxt in successors(code, pc):
+                if nxt < len(code):
+                    out |= live[nxt]
+            new = frozenset((out - kills[pc]) | uses[pc])
+            if new != live[pc]:
+                live[pc] = new
+                changed = True
+    read = shared.union(*(live[pc] for pc in starts if 0 <= pc < len(code)))
+    return tuple(slot for slot in range(fields) if slot not in read)
+
+
 def liveness(code: list[Op], result_slot: int, actions: list[Action]) -> list[frozenset[int]]:
     """Per pc, the local slots that may still be read: the explorer forgets the others."""
     value_reads = {a.id: {loc.slot for loc in reads(a.value) if loc.kind == "local"} for a in actions}
@@ -592,8 +631,12 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     protocol.live = liveness(code, result_slot, actions)
     protocol.result_slot = result_slot
     protocol.domains, protocol.cpu_init = domains(code, slots, extractor.scopes)
+    protocol.host_constants = frozenset(slot for name, slot in slots.cpu.items() if BACKEND in name)
     protocol.recompute = any(a.direction == "contribution" for a in actions)
-    protocol.entries = _entries(extractor, code, actions, entries, starts)
+    protocol.entries = _entries(extractor, code, actions, entries, starts, slots)
+    needed = {e.needs for e in protocol.entries}  # read each time the entry may start
+    protocol.dead_when_idle = tuple(slot for slot in dead_when_idle(
+        code, actions, starts + ([env_start] if env_start >= 0 else []), len(slots.cpu)) if slot not in needed)
     protocol.lifecycle = any(e.kind == "create" for e in protocol.entries)
     if env_start >= 0:
         api = extractor.env_api()
@@ -640,14 +683,19 @@ ENTRY_WHY = {
 
 
 def _entries(extractor: Extractor, code: list[Op], actions: list[Action], entries: list[tuple[str, str]],
-             starts: list[int]) -> list[Entry]:
+             starts: list[int], slots) -> list[Entry]:
     out = []
+    lifecycle = any(kind == "create" for _, kind in entries)
     for start, (fid, kind) in zip(starts, entries, strict=True):
         decided = {actions[code[pc].args[0]].direction for pc in reachable(code, [start]) if code[pc].kind == "decide"}
         fn = extractor.lowered.program.functions[fid]
         armed = kind == "transition" and bool(actions) and extractor.is_exit_handler(fid) and decided <= {"release"}
-        out.append(Entry(fn["name"], fid, start, fn["file"], fn["line"], kind, armed,
-                         ENTRY_WHY["armed" if armed else kind]))
+        why = ENTRY_WHY["armed" if armed else kind]
+        needs = -1
+        if lifecycle and kind != "create" and (object_key := extractor.object_holder(fid)) in slots.cpu:
+            needs = slots.cpu[object_key]  # the vCPU's create made it, or it is not there
+            why += f"; only while {object_key} is set (the object it takes exists)"
+        out.append(Entry(fn["name"], fid, start, fn["file"], fn["line"], kind, armed, why, needs))
     return out
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kaudit.ir.effects import Effects, primitive_effects, written_operand
-from kaudit.ir.names import counted_key, deref, field_key, lock_key, render, render_call, subexprs
+from kaudit.ir.names import counted_key, deref, field_key, lock_key, render, render_call, returned_only, subexprs
 from kaudit.ir.nodes import (
     Assign,
     Binary,
@@ -24,6 +24,7 @@ from kaudit.ir.nodes import (
     CallOp,
     Cleanup,
     Const,
+    CType,
     EachVcpu,
     Expr,
     Field,
@@ -61,6 +62,7 @@ SUMMARY_BUDGET = 8  # functions: a callee that would compile more, moving none o
 TINY_INSTRUCTIONS = 8  # a helper this small, with its callees, is compiled whenever its value is used
 SUMMARY_INSTRUCTIONS = 100  # ... or more of their instructions than this (kvm_pmu_set_msr() behind an MSR write)
 RESULT = Var("%result", "local")  # an entry's return value
+BACKEND = "%backend:"  # the field naming which backend (vendor module) a vCPU runs, host-wide
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class Inliner:
         self.interesting = interesting
         self.core = core  # what a callee must move to be compiled in full, whatever its size
         self._heavies: dict[str, bool] = {}
+        self._returned: dict[str, frozenset[str]] = {}
+        self._tables: dict[str, set[str]] = {}  # function id -> directories of the ops tables that bind it
         self.readers = readers  # callees that only read interesting state, compiled because a decision reads them
         self.update_lock = update_lock
         self.word = word
@@ -181,6 +185,11 @@ class Inliner:
         frame = Frame(fid, f"{self.frames}:", subst, fid in self._api_fids(), (), RESULT if returns else None, end)
         self.draft.place(start)
         function = self.lowered.function(fid)
+        if (backend := self._backend_of(fid)) is not None:  # one backend's function: only on its vCPUs
+            run = self.draft.label()
+            self.emit("branch", (Binary("==", backend[0], Const(backend[1])), run, end), frame, function.line,
+                      f"{function.name} runs on a vCPU of its backend")
+            self.draft.place(run)
         for param in function.params:
             if param.name not in subst:
                 value = self.rename(Var(param.name, "local", param.ctype), frame)
@@ -341,6 +350,8 @@ class Inliner:
         text = render_call(call, self.lowered.function(frame.fid).temps) if frame.fid in \
             self.lowered.program.functions else render_call(call)
         dst = self.rename(instr.result, frame) if instr.result is not None else None
+        if dst is not None and frame.result is None and instr.result.name in self._returned_only(frame.fid):
+            dst = None  # only returned, and this frame's value is dropped: the callee's returns need no compile
         if self._primitive(name, args, dst, frame, instr.line, text):
             return
         outer = self.origin
@@ -350,6 +361,38 @@ class Inliner:
             self._call(instr, args, dst, frame, text)
         finally:
             self.origin = outer
+
+    def _backends(self, targets: list[str]) -> dict[str, str] | None:
+        """The directory of the ops table that binds each target of an indirect call, when each comes
+        from its own (svm/, vmx/): alternative backends of one interface, of which a vCPU runs one
+        throughout. None when two targets share a directory, or one is bound by no table or several."""
+        if not self._tables:
+            for table in self.lowered.program.tables:
+                if not table["array"]:
+                    for entry in table["entries"]:
+                        self._tables.setdefault(entry["target"], set()).add(table["file"].rsplit("/", 1)[0])
+        dirs = [self._tables.get(t, set()) for t in targets]
+        if len(targets) < 2 or any(len(d) != 1 for d in dirs) or len(set().union(*dirs)) != len(targets):
+            return None
+        return {t: next(iter(d)) for t, d in zip(targets, dirs, strict=True)}
+
+    def _backend_of(self, fid: str) -> tuple[Expr, int] | None:
+        """For a function that one backend's ops table binds (svm_set_efer, for `set_efer` of
+        kvm_x86_ops, which vmx/ binds too): the vCPU's backend and the index that is this one's."""
+        bound = [(table["record"], entry["key"]) for table in self.lowered.program.tables if not table["array"]
+                 for entry in table["entries"] if entry["target"] == fid]
+        if len(bound) != 1:
+            return None
+        backends = self._backends(self.lowered.program.table_targets(*bound[0]))
+        if backends is None or fid not in backends:
+            return None
+        names = sorted(backends.values())
+        return _backend_choice(names), names.index(backends[fid])
+
+    def _returned_only(self, fid: str) -> frozenset[str]:
+        if fid not in self._returned:
+            self._returned[fid] = returned_only(self.lowered.function(fid))
+        return self._returned[fid]
 
     def _call(self, instr: CallOp, args: tuple[Expr, ...], dst: Var | None, frame: Frame, text: str) -> None:
         call = instr.call
@@ -378,11 +421,19 @@ class Inliner:
         if len(targets) == 1:
             self.inline(targets[0], instr, args, into, frame)
         else:
-            choice = Var(f"{frame.prefix}%choice{instr.line}:{instr.call.col}", "local")
-            self.emit("input", (choice, tuple(range(len(targets))), (), False, ""), frame, instr.line,
-                      f"{text}: one of {', '.join(t.split('@')[0] for t in targets)}")
+            every = [t for t in self.lowered.targets(frame.fid, call) if t in self.lowered.program.functions]
+            backends = self._backends(every)
+            if backends is not None:  # one backend per vCPU: every call through its tables agrees
+                names = sorted(backends.values())
+                choice: Expr = _backend_choice(names)
+                indexes = [names.index(backends[t]) for t in targets]
+            else:
+                choice = Var(f"{frame.prefix}%choice{instr.line}:{instr.call.col}", "local")
+                self.emit("input", (choice, tuple(range(len(targets))), (), False, ""), frame, instr.line,
+                          f"{text}: one of {', '.join(t.split('@')[0] for t in targets)}")
+                indexes = list(range(len(targets)))
             after = self.draft.label()
-            for index, target in enumerate(targets):
+            for index, target in zip(indexes, targets, strict=True):
                 here, nxt = self.draft.label(), self.draft.label()
                 self.emit("branch", (Binary("==", choice, Const(index)), here, nxt), frame, instr.line, "")
                 self.draft.place(here)
@@ -558,6 +609,11 @@ class Inliner:
         else:
             return False
         return True
+
+
+def _backend_choice(directories: list[str]) -> Expr:
+    """Which of the backends in these directories a vCPU runs: a per-vCPU constant, chosen at its start."""
+    return Field(Var("%vcpu", "local"), f"{BACKEND}{'|'.join(directories)}", True, "kvm_vcpu", CType("enum %backend"))
 
 
 def _storage(key: str) -> Expr:

@@ -212,12 +212,15 @@ class Machine:
         return (tuple(0 for _ in self.p.vm_names), tuple(threads), IDLE)
 
     def initial_states(self) -> list[State]:
-        """Every choice of the per-vCPU constants (`vcpu->vcpu_idx`...)."""
+        """Every choice of the per-vCPU constants (`vcpu->vcpu_idx`...); a host-wide one (the backend)
+        is the same on every vCPU."""
         states = [self.initial()]
         for slot, values in sorted(self.p.cpu_init.items()):
             out = []
+            choices = [(value,) * self.n for value in values] if slot in self.p.host_constants else \
+                list(_product(values, self.n))
             for state in states:
-                for choice in _product(values, self.n):
+                for choice in choices:
                     vm, threads, vd = state
                     new = list(threads)
                     for i, value in enumerate(choice):
@@ -299,6 +302,8 @@ class Machine:
             if (entry.kind == "env") != env or (entry.armed and not thread[6]):
                 continue
             if not env and not _allowed(phase, entry.kind):
+                continue
+            if entry.needs >= 0 and not truth(thread[3][entry.needs]):  # its object is not there
                 continue
             run = _Run(state, me)
             if entry.kind in ("transition", "recompute") and phase == CREATED:
@@ -627,6 +632,8 @@ class Machine:
             run.phase = EARLY if run.phase == CREATED else GONE
         if run.phase in (FAILED, EARLY, GONE) and not self.shared_cpu:  # no code reads a dead vCPU's fields:
             run.fields = [0] * len(run.fields)  # how its life ended makes no two states differ
+        for slot in self.p.dead_when_idle:  # never read before it is written again: forgotten
+            run.fields[slot] = 0
         if run.demand == PENDING:
             run.demand = ACTIVE
         if isinstance(run.vm_demand, tuple) and run.vm_demand[1] == run.me:
