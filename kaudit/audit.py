@@ -95,13 +95,16 @@ def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | N
     check_inputs(rules, compdb, objtree)
     loaded = read_program(root, rule_sources(rules), jobs, cache_dir, compdb, objtree, progress, timings, pch, reader)
     program, graph = loaded.program, loaded.graph
-    gc.freeze()  # the program lives to the end: collections that rescan its millions of objects find nothing
-    with timings.phase("rules"):
-        lowered = LoweredProgram(program)
-        analyses = [ENGINES[rule.engine](lowered, graph, rule) for rule in rules]
-    gc.freeze()  # ... and so do its lowered form and the analyses the model reads
-    if model is not None:
-        with timings.phase("model and cost simulation"):
-            for rule, analysis in zip(rules, analyses, strict=True):
-                apply_model(analysis, rule, model, loaded.store)
+    gc.freeze()  # the program lives through the audit: collections that rescan its millions of objects find nothing
+    try:
+        with timings.phase("rules"):
+            lowered = LoweredProgram(program)
+            analyses = [ENGINES[rule.engine](lowered, graph, rule) for rule in rules]
+        gc.freeze()  # ... and so do its lowered form and the analyses the model reads
+        if model is not None:
+            with timings.phase("model and cost simulation"):
+                for rule, analysis in zip(rules, analyses, strict=True):
+                    apply_model(analysis, rule, model, loaded.store)
+    finally:
+        gc.unfreeze()  # frozen objects are never collected: a caller that audits again must get them back
     return AuditResult(root, program, graph, rules, analyses, config_used(root, compdb), loaded.store)

@@ -41,9 +41,19 @@ class Failed:
     timed_out: bool = False
 
 
+def _mapped() -> int:
+    """The address space this process maps already: a forked worker inherits its parent's."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _bound(memory: int) -> None:
     faulthandler.disable()  # a libclang crash is reported as the TU's error, not as a Python stack dump
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    limit = _mapped() + memory  # what the task may add, whatever the caller holds when it forks
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file in the user's directory
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
 
