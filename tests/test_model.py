@@ -315,3 +315,19 @@ def test_a_vcpu_runs_one_backend_through_every_call_of_its_ops(tmp_path: Path) -
     result = audit_tree(tree, [rule], model=None, cache_dir=None)
     outcome = check_key(result.analyses[0], rule, "nested_users", ModelSettings(vcpus=2))
     assert not isinstance(outcome, Unmodelled) and outcome.status == "verified", outcome
+
+
+@pytest.mark.parametrize(("fixture", "key", "vcpus", "violation"), [
+    ("KVM002/create-leak.c", "apic_sw_disabled", 1, "leak"),
+    ("KVM002/generation-matched-count.c", "kvm.arch.nr_matched", 3, ""),
+])
+def test_a_count_whose_vcpus_share_nothing_else_is_explored_with_one(tmp_path: Path, fixture: str, key: str,
+                                                                      vcpus: int, violation: str) -> None:
+    """A static key each vCPU raises and lowers blindly: one vCPU's lifetime shows every leak (and the
+    create-leak is still found). A count reset and compared through VM-wide state (the TSC generation)
+    couples the vCPUs: they are explored together."""
+    rule = load_rules(default_rules_dir())[1]
+    result = audit_tree(_fixture_tree(tmp_path, fixture), [rule], model=None, cache_dir=None)
+    outcome = check_key(result.analyses[0], rule, key, ModelSettings(vcpus=3))
+    assert not isinstance(outcome, Unmodelled)
+    assert (outcome.vcpus, outcome.violation) == (vcpus, violation)

@@ -127,6 +127,7 @@ class Protocol:
     live: list[frozenset[int]] = field(default_factory=list)  # per pc: local slots that may still be read
     dead_when_idle: tuple[int, ...] = ()  # per-vCPU slots no entry reads before writing them
     host_constants: frozenset[int] = frozenset()  # per-vCPU constants every vCPU shares (the backend)
+    independent: bool = False  # a count whose vCPUs share nothing else: one vCPU shows every behaviour
     forced: dict[int, int] = field(default_factory=dict)  # bookkeeping test pc -> where a dry run goes
     domains: dict[int, tuple] = field(default_factory=dict)  # input op pc -> the values it may take
     result_slot: int = 0

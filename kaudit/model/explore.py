@@ -129,7 +129,7 @@ class Explorer:
     def __init__(self, protocol: Protocol, vcpus: int = 3, calls: int = 0, env_calls: int = 0,
                  max_states: int = 1_000_000, ablate: frozenset[str] = frozenset()) -> None:
         self.p = protocol
-        self.n = vcpus
+        self.n = vcpus = 1 if protocol.independent else vcpus
         self.machine = Machine(protocol, vcpus, calls, env_calls, ablate)
         self.max_states = max_states
         self.refs_at = reference_pcs(protocol)

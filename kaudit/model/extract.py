@@ -412,6 +412,22 @@ def forced_successors(code: list[Op], flow: Dataflow, books: Bookkeeping) -> dic
     return out
 
 
+def independent(code: list[Op], count: tuple[str, int]) -> bool:
+    """Whether the vCPUs of a count's protocol share nothing but the count, which each only moves by
+    read-modify-writes whose value it does not use: no code reads VM-wide state or another vCPU's, and
+    nothing sets the count outright. Then each vCPU's lifetime is a behaviour of its own, the count the
+    sum of what each added: exploring one vCPU decides every leak and drift of any number of them."""
+    for op in code:
+        if op.kind == "each":
+            return False
+        blind = op.kind == "atomic" and op.args[0] is None
+        if any(loc.kind == "cpu" or (loc.kind == "vm" and not blind) for loc in op_reads(op)):
+            return False
+        if op.kind != "atomic" and any(state_of(loc) == count for loc in op_writes(op)):
+            return False
+    return True
+
+
 def dead_when_idle(code: list[Op], actions: list[Action], starts: list[int], fields: int) -> tuple[int, ...]:
     """The per-vCPU slots no entry can read before it writes them: their value once a call returns is
     never seen again, so the explorer forgets it (two idle vCPUs that differ only there are alike).
@@ -631,6 +647,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     protocol.live = liveness(code, result_slot, actions)
     protocol.result_slot = result_slot
     protocol.domains, protocol.cpu_init = domains(code, slots, extractor.scopes)
+    protocol.independent = kind == "counter" and independent(code, word)
     protocol.host_constants = frozenset(slot for name, slot in slots.cpu.items() if BACKEND in name)
     protocol.recompute = any(a.direction == "contribution" for a in actions)
     protocol.entries = _entries(extractor, code, actions, entries, starts, slots)
