@@ -432,50 +432,36 @@ def dead_when_idle(code: list[Op], actions: list[Action], starts: list[int], fie
     """The per-vCPU slots no entry can read before it writes them: their value once a call returns is
     never seen again, so the explorer forgets it (two idle vCPUs that differ only there are alike).
     A slot another vCPU reads (through a loop over every vCPU) is never forgotten."""
-    value_reads = {a.id: {loc.slot for loc in reads(a.value) if loc.kind == "mine"} for a in actions}
     shared = {loc.slot for op in code for loc in op_reads(op) + op_writes(op) if loc.kind == "cpu"}
-    uses, kills = [], []
-    for op in code:
-        used = {loc.slot for loc in op_reads(op) if loc.kind == "mine"}
-        if op.kind == "decide":
-            used |= value_reads.get(op.args[0], set())
-        elif op.kind == "dry":
-            used |= {loc.slot for r in reachable(code, [op.args[0]]) for loc in op_reads(code[r]) if loc.kind == "mine"}
-        uses.append(used)
-        kills.append({loc.slot for loc in op_writes(op) if loc.kind == "mine" and op.kind in ("set", "input")})
-    live: list[frozenset[int]] = [frozenset()] * len(code)
-    changed = True
-    while changed:
-        changed = False
-        for pc in range(len(code) - 1, -1, -1):
-            out: set[int] = set()
-            for nxt in successors(code, pc):
-                if nxt < len(code):
-                    out |= live[nxt]
-            new = frozenset((out - kills[pc]) | uses[pc])
-            if new != live[pc]:
-                live[pc] = new
-                changed = True
+    live = _slot_liveness(code, actions, "mine", lambda op: op.kind in ("set", "input"), frozenset())
     read = shared.union(*(live[pc] for pc in starts if 0 <= pc < len(code)))
     return tuple(slot for slot in range(fields) if slot not in read)
 
 
 def liveness(code: list[Op], result_slot: int, actions: list[Action]) -> list[frozenset[int]]:
     """Per pc, the local slots that may still be read: the explorer forgets the others."""
-    value_reads = {a.id: {loc.slot for loc in reads(a.value) if loc.kind == "local"} for a in actions}
+    return _slot_liveness(code, actions, "local", lambda op: op.kind != "each", frozenset({result_slot}))
+
+
+def _slot_liveness(code: list[Op], actions: list[Action], kind: str, kills_in, at_end: frozenset[int]
+                   ) -> list[frozenset[int]]:
+    """Per pc, the slots of one kind (locals, or this vCPU's fields) that may still be read: a backward
+    fixpoint. A decide reads its action's value, a dry run all it may walk, an entry's end `at_end`;
+    an op writes its slots away where `kills_in(op)` (a loop head's iterator is read again)."""
+    value_reads = {a.id: {loc.slot for loc in reads(a.value) if loc.kind == kind} for a in actions}
     uses, kills = [], []
     for op in code:
-        used = {loc.slot for loc in op_reads(op) if loc.kind == "local"} | {loc.ref for loc in op_reads(op)
-                                                                              if loc.ref >= 0}
+        used = {loc.slot for loc in op_reads(op) if loc.kind == kind}
+        if kind == "local":
+            used |= {loc.ref for loc in op_reads(op) if loc.ref >= 0}
         if op.kind == "end":
-            used.add(result_slot)
+            used |= at_end
         elif op.kind == "decide":
             used |= value_reads.get(op.args[0], set())
         elif op.kind == "dry":
-            for r in reachable(code, [op.args[0]]):
-                used |= {loc.slot for loc in op_reads(code[r]) if loc.kind == "local"}
+            used |= {loc.slot for r in reachable(code, [op.args[0]]) for loc in op_reads(code[r]) if loc.kind == kind}
         uses.append(used)
-        kills.append({loc.slot for loc in op_writes(op) if loc.kind == "local" and op.kind != "each"})
+        kills.append({loc.slot for loc in op_writes(op) if loc.kind == kind} if kills_in(op) else set())
     live: list[frozenset[int]] = [frozenset()] * len(code)
     changed = True
     while changed:
