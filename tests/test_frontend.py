@@ -110,3 +110,16 @@ void f(struct vm *vm) { vm->n++; ++vm->n; }
     assert (fields["vcpus"]["record"], fields["vcpus"]["ptr"], fields["vcpus"]["array"]) == ("kvm_vcpu", 1, True)
     ops = [(s["e"]["op"], s["e"].get("post", False)) for s in function(facts, "f")["body"]]
     assert ops == [("++", True), ("++", False)]
+
+
+def test_an_unnamed_struct_is_named_by_its_place_in_the_tree_wherever_the_tree_is(tmp_path: Path) -> None:
+    """libclang spells an unnamed struct or union by its absolute file path; the facts say where it is in
+    the tree, so two copies of one tree give the same facts (and share cached reports)."""
+    body = """
+struct cpu { union { int a; long b; }; struct { int c; } d; };
+int get(struct cpu *x) { return x->a + x->d.c; }
+"""
+    facts = [facts_of(tmp_path / copy, body) for copy in ("one", "two") if (tmp_path / copy).mkdir() is None]
+    assert facts[0]["functions"] == facts[1]["functions"] and facts[0]["structs"] == facts[1]["structs"]
+    text = repr(facts[0]["functions"]) + repr(facts[0]["structs"])
+    assert "(unnamed struct at t.c:" in text and str(tmp_path) not in text

@@ -12,6 +12,8 @@ any reader of the facts downstream can recurse without bound.
 from __future__ import annotations
 
 import ctypes
+import re
+from collections.abc import Callable
 from functools import cache
 from typing import Any, ClassVar
 
@@ -68,12 +70,24 @@ def evaluate_int(cursor: ci.Cursor) -> int | None:
         lib.clang_EvalResult_dispose(result)
 
 
+_LOCATED = re.compile(r" at ([^():]+):(\d+):(\d+)\)")
+
+
+def tree_located(spelling: str, rel: Callable[[str], str | None]) -> str:
+    """An unnamed struct's spelling with its place tree-relative (`struct (unnamed at
+    arch/x86/include/asm/kvm_host.h:988:2)`): the same code gives the same facts wherever the tree is."""
+    if " at " not in spelling:
+        return spelling
+    return _LOCATED.sub(lambda m: f" at {rel(m[1]) or m[1]}:{m[2]}:{m[3]})", spelling)
+
+
 class TypeInfo:
     """Type info (docs/facts.md) per clang type, computed once: a QualType
     is uniqued by its ASTContext, so its pointer and its TU name it."""
 
-    def __init__(self) -> None:
+    def __init__(self, rel: Callable[[str], str | None]) -> None:
         self._memo: dict[tuple[int | None, int | None], dict[str, Any]] = {}
+        self.rel = rel  # a file's tree-relative path (None outside the tree)
 
     def of(self, ctype: ci.Type) -> dict[str, Any]:
         """Spelling, pointer depth and the struct/union it designates (if any)."""
@@ -83,8 +97,7 @@ class TypeInfo:
             found = self._memo[key] = self._compute(ctype)
         return found
 
-    @staticmethod
-    def _compute(ctype: ci.Type) -> dict[str, Any]:
+    def _compute(self, ctype: ci.Type) -> dict[str, Any]:
         a = capi.api()
         canon = a.canonical(ctype)
         ptr = 0
@@ -98,8 +111,8 @@ class TypeInfo:
                 canon = a.canonical(a.element(canon))
         record = ""
         if canon._kind_id == _RECORD:
-            record = capi.spelling(a.declaration(canon))
-        return {"type": a.type_spelling(ctype), "record": record, "ptr": ptr, "array": array}
+            record = tree_located(capi.spelling(a.declaration(canon)), self.rel)
+        return {"type": tree_located(a.type_spelling(ctype), self.rel), "record": record, "ptr": ptr, "array": array}
 
     def of_cursor(self, cursor: ci.Cursor) -> dict[str, Any]:
         return self.of(capi.api().cursor_type(cursor))
@@ -218,7 +231,7 @@ class ExprBuilder:
         return {
             "k": "member",
             "base": base,
-            "field": capi.spelling(cursor),
+            "field": tree_located(capi.spelling(cursor), self.types.rel),  # an anonymous member is named by place
             "arrow": base_ptr > 0,
             "record": base_record,  # the struct that has the field
             "type": own["type"],

@@ -17,7 +17,16 @@ import clang.cindex as ci
 
 from kaudit.frontend import capi
 from kaudit.frontend.capi import children, kind
-from kaudit.frontend.exprs import MAX_DEPTH, Nesting, TypeInfo, evaluate_int, expression_kinds, strip, stripped
+from kaudit.frontend.exprs import (
+    MAX_DEPTH,
+    Nesting,
+    TypeInfo,
+    evaluate_int,
+    expression_kinds,
+    strip,
+    stripped,
+    tree_located,
+)
 from kaudit.frontend.failed import failed_tu
 from kaudit.frontend.stmts import StmtBuilder
 from kaudit.pch import Pch
@@ -111,7 +120,7 @@ class _Extractor:
         self.tu = tu
         self.tree = tree
         self.main_file = main_file
-        self.types = TypeInfo()
+        self.types = TypeInfo(tree.rel)
         self.nesting = Nesting()
         self.stmts = StmtBuilder(self.types, self.nesting)
         self._names: dict[int, tuple[set[str], set[str]]] = {}
@@ -150,7 +159,7 @@ class _Extractor:
             "line": start,
             "end_line": end,
             "static": capi.is_static(cursor),
-            "returns": capi.api().type_spelling(capi.api().result_type(cursor)),
+            "returns": tree_located(capi.api().type_spelling(capi.api().result_type(cursor)), self.tree.rel),
             "params": params,
             "body": self.stmts.block(body) if body is not None else [],
         }
@@ -160,12 +169,12 @@ class _Extractor:
 
     def _struct(self, cursor: ci.Cursor) -> Facts:
         fields = [
-            {"name": capi.spelling(ch), **self.types.of_cursor(ch)}
+            {"name": tree_located(capi.spelling(ch), self.tree.rel), **self.types.of_cursor(ch)}
             for ch in children(cursor)
             if kind(ch) == _FIELD
         ]
         return {
-            "name": capi.spelling(cursor),
+            "name": tree_located(capi.spelling(cursor), self.tree.rel),
             "file": self.tree.rel(capi.file_name(cursor)),
             "line": capi.line(cursor),
             "fields": fields,
