@@ -7,7 +7,8 @@ same report: it is read back in one lookup after parsing only the changed
 files, without loading the program, lowering it or running the model. The
 key names all the report depends on: the facts of
 every TU in order (warm.program_key), the rules as loaded, the settings,
-the tree's root and configuration, and kaudit's own source. Suppressions
+the tree's configuration, and kaudit's own source; not the tree's place
+(its facts are tree-relative), which the report read back is given. Suppressions
 are applied afresh on every run (json_report.suppressed): a baseline is an
 input of its own, and inline comments are in sources the facts key covers.
 """
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
     from kaudit.model.check import ModelSettings
 
 
-def report_key(program_key: str, rules: list[Rule], model: ModelSettings | None, root: Path, config: str) -> str:
-    parts = [salt(package_digest()), program_key, repr(rules), repr(model), str(root), config]
+def report_key(program_key: str, rules: list[Rule], model: ModelSettings | None, config: str) -> str:
+    """Where the tree is is not in the key: the facts are tree-relative, so a copy of the tree (a patched work
+    copy, another checkout) with the same facts has the same report but for `tree.root`, set on reading."""
+    parts = [salt(package_digest()), program_key, repr(rules), repr(model), config]
     return "report:" + digest_bytes("\0".join(parts).encode())
 
 
@@ -58,13 +61,13 @@ def audit_report(root: Path, rules: list[Rule], jobs: int, cache_dir: Path | Non
             reader.parse_missing()  # their facts may be as cached (an edited comment): then so is the report
     with timings.phase("report cache lookup"):
         store, keys = reader.store, reader.cached_keys()
-        raw = store.get(report_key(warm.program_key(keys), rules, model, root, config)) \
+        raw = store.get(report_key(warm.program_key(keys), rules, model, config)) \
             if store is not None and keys else None
     if _valid(raw):
-        return raw
+        return {**raw, "tree": {**raw["tree"], "root": str(root)}}
     report = build_report(audit_tree(root, rules, jobs, cache_dir, model, compdb, objtree, progress, timings, pch,
                                      reader))
     keys = reader.cached_keys()  # filled by the parse: every TU's facts are stored, the same tree finds it again
     if store is not None and keys:
-        store.put(report_key(warm.program_key(keys), rules, model, root, config), report)
+        store.put(report_key(warm.program_key(keys), rules, model, config), report)
     return report

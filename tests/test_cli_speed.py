@@ -64,6 +64,23 @@ def test_an_edit_that_leaves_the_facts_as_they_were_reparses_that_file_only(tmp_
     assert "parse (1 TU(s) not in the cache)" in err and "rules" in err
 
 
+def test_a_copy_of_the_tree_with_a_comment_reads_the_originals_report_back(tmp_path: Path) -> None:
+    """Facts are tree-relative, and so is the report's key: a copy of the tree elsewhere (a work copy, a
+    patched checkout) whose facts are the original's reads its report back; only `tree.root` differs."""
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--sim-steps", "0", "--timings", "--format", "json"]
+    original, copy = tmp_path / "original", tmp_path / "elsewhere/copy"
+    shutil.copytree(SAMPLE, original, symlinks=True)
+    shutil.copytree(SAMPLE, copy, symlinks=True)
+    svm = copy / "arch/x86/kvm/svm/svm.c"
+    svm.write_text(svm.read_text() + "\n/* a comment */\n")
+    code, out, _ = invoke("audit", *cache, str(original))
+    copied = invoke("audit", *cache, str(copy))
+    assert "rules" not in copied[2] and copied[0] == code
+    report, again = json.loads(out), json.loads(copied[1])
+    assert again["tree"].pop("root") == str(copy) and report["tree"].pop("root") == str(original)
+    assert again == report
+
+
 def test_no_progress_line_off_a_terminal() -> None:
     code, _, err = invoke("audit", "--no-cache", "--sim-steps", "0", "--terse")
     assert code == 1 and err == ""
