@@ -7,7 +7,7 @@ from pathlib import Path
 from kaudit.frontend.tu import extract_tu
 from kaudit.ir.flow import LockTracker, events
 from kaudit.ir.lower import lower_function
-from kaudit.ir.names import render, render_call
+from kaudit.ir.names import render, render_call, returned_only
 from kaudit.ir.nodes import Assign, CallOp, Cleanup, EachVcpu, Function
 
 PRELUDE = """
@@ -161,3 +161,16 @@ void f(struct kvm_vcpu *v, int msr)
 """, "f")
     assert guards(fn, "act") == [("msr >= 144", True), ("msr <= 159", True)]
     assert guards(fn, "other") == [("msr == 128", True)]
+
+
+def test_a_value_only_returned_is_told_from_one_the_function_reads(tmp_path: Path) -> None:
+    """`ret = busy(v); return ret;` and `return busy(v);` only pass the value on; a value the function
+    also tests, or passes to a call, is read there."""
+    body = """
+int passes(struct kvm_vcpu *v) { int ret = busy(v); return ret; }
+int direct(struct kvm_vcpu *v) { return busy(v); }
+int tests(struct kvm_vcpu *v) { int ret = busy(v); if (ret) act(v); return ret; }
+"""
+    assert returned_only(lowered(tmp_path, body, "passes")) == {"ret"}
+    assert len(returned_only(lowered(tmp_path, body, "direct"))) == 1  # the call's temp
+    assert returned_only(lowered(tmp_path, body, "tests")) == frozenset()

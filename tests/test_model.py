@@ -331,3 +331,14 @@ def test_a_count_whose_vcpus_share_nothing_else_is_explored_with_one(tmp_path: P
     outcome = check_key(result.analyses[0], rule, key, ModelSettings(vcpus=3))
     assert not isinstance(outcome, Unmodelled)
     assert (outcome.vcpus, outcome.violation) == (vcpus, violation)
+
+
+def test_a_field_an_entry_writes_before_it_reads_is_forgotten_between_calls() -> None:
+    """Entry 0 writes field 0 then reads it, and reads field 1 before any write: between calls field 0's
+    value is never seen again, field 1's is."""
+    mine0, mine1, x = Loc("mine", 0), Loc("mine", 1), Loc("local", 0)
+    code = [Op("set", (mine0, Const(1)), "f", "f.c", 1, ""),
+            Op("set", (x, Binary("+", mine0, mine1)), "f", "f.c", 2, ""),
+            Op("set", (mine1, x), "f", "f.c", 3, ""),
+            Op("end", (), "f", "f.c", 4, "")]
+    assert extract.dead_when_idle(code, [], [0], 2) == (0,)

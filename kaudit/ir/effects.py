@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kaudit.ir.flow import lock_moves
-from kaudit.ir.names import buffer_access, counted_key, deref, field_key, lock_key, subexprs
+from kaudit.ir.names import counted_key, deref, field_key, lock_key, pointee, subexprs
 from kaudit.ir.nodes import Assign, Binary, Call, CallOp, Expr, Field, Function, Index, Unary, Var
 from kaudit.kernel_api import (
     ATOMIC_READ,
@@ -54,14 +54,8 @@ def _place(expr: Expr, params: list[str]) -> str | None:
 
 
 def _designated(arg: Expr, params: list[str]) -> str | None:
-    """The storage a pointer argument designates: `&x` is x, a pointer field (plus an offset) the buffer
-    it points at, a parameter (plus an offset) what the caller's argument points at."""
-    access = buffer_access(Unary("*", arg))
-    if access is not None:
-        return f"{field_key(access[0])}[]"
-    while isinstance(arg, Binary) and arg.op in ("+", "-"):
-        arg = arg.left
-    return _place(arg, params)
+    """The storage a pointer argument designates (kaudit.ir.names.pointee), by key."""
+    return _place(pointee(arg), params)
 
 
 def written_operand(call: Call) -> Expr | None:
@@ -76,7 +70,7 @@ def written_operand(call: Call) -> Expr | None:
     if (name in BIT_SET or name in BIT_CLEAR) and len(args) > 1:
         return args[1]
     if name in MEM_COPY or name in MEM_FILL:  # the memory the destination pointer points at
-        return args[0] if isinstance(args[0], Unary) and args[0].op == "&" else Unary("&", Unary("*", args[0]))
+        return Unary("&", pointee(args[0]))
     return None
 
 

@@ -84,10 +84,17 @@ def element_key(expr: Expr) -> str | None:
     return f"{field_key(access[0])}[{offset}]" if isinstance(offset, int) else None
 
 
-def storage_of(name: str) -> str:
-    """The field key of the storage a slot name is in: an element's buffer (`kvm_lapic.regs[]`), else
-    the name itself."""
-    return f"{name[:name.rindex('[')]}[]" if name.endswith("]") else name
+def pointee(pointer: Expr) -> Expr:
+    """The storage a pointer argument designates, from where it points on: `&x` is x, an array (or a
+    global) itself, `p` and `p + off` what p points at, `*p` (a pointer field's: its buffer)."""
+    if isinstance(pointer, Unary) and pointer.op == "&":
+        return pointer.arg
+    if isinstance(pointer, (Field, Var)) and (pointer.ctype.array or not pointer.ctype.ptr
+                                              or (isinstance(pointer, Var) and pointer.scope == "global")):
+        return pointer
+    while isinstance(pointer, Binary) and pointer.op in ("+", "-"):
+        pointer = pointer.left
+    return Unary("*", pointer)
 
 
 def field_key(expr: Expr) -> str | None:

@@ -23,7 +23,7 @@ import networkx as nx
 from kaudit.analysis.context import holder, vcpu_param
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
-from kaudit.ir.names import render_call, storage_of, subexprs
+from kaudit.ir.names import render_call, subexprs
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Var
 from kaudit.model.bookkeeping import (
     Bookkeeping,
@@ -634,7 +634,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     protocol.result_slot = result_slot
     protocol.domains, protocol.cpu_init = domains(code, slots, extractor.scopes)
     protocol.independent = kind == "counter" and independent(code, word)
-    protocol.host_constants = frozenset(slot for name, slot in slots.cpu.items() if BACKEND in name)
+    protocol.host_constants = frozenset(slot for slot, ctype in slots.cpu_constant.items() if ctype == BACKEND)
     protocol.recompute = any(a.direction == "contribution" for a in actions)
     protocol.entries = _entries(extractor, code, actions, entries, starts, slots)
     needed = {e.needs for e in protocol.entries}  # read each time the entry may start
@@ -666,8 +666,8 @@ def _guard_state(code: list[Op], flow: Dataflow, count: tuple[str, int], slots) 
 def _state_read(code: list[Op], slots) -> set[str]:
     """The field keys of the modelled state the code reads."""
     read = {(loc.kind == "vm", loc.slot) for op in code for loc in op_reads(op) if loc.kind in ("vm", "cpu", "mine")}
-    return {storage_of(key) for key, slot in slots.vm.items() if (True, slot) in read} | \
-        {storage_of(key) for key, slot in slots.cpu.items() if (False, slot) in read}
+    return {slots.stored_in.get(key, key) for key, slot in slots.vm.items() if (True, slot) in read} | \
+        {slots.stored_in.get(key, key) for key, slot in slots.cpu.items() if (False, slot) in read}
 
 
 def _readers(code: list[Op]) -> frozenset[str]:

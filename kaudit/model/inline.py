@@ -62,7 +62,7 @@ SUMMARY_BUDGET = 8  # functions: a callee that would compile more, moving none o
 TINY_INSTRUCTIONS = 8  # a helper this small, with its callees, is compiled whenever its value is used
 SUMMARY_INSTRUCTIONS = 100  # ... or more of their instructions than this (kvm_pmu_set_msr() behind an MSR write)
 RESULT = Var("%result", "local")  # an entry's return value
-BACKEND = "%backend:"  # the field naming which backend (vendor module) a vCPU runs, host-wide
+BACKEND = CType("enum %backend")  # the type of the constant naming the backend (vendor module) a host runs
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class Inliner:
         self.core = core  # what a callee must move to be compiled in full, whatever its size
         self._heavies: dict[str, bool] = {}
         self._returned: dict[str, frozenset[str]] = {}
-        self._tables: dict[str, set[str]] = {}  # function id -> directories of the ops tables that bind it
+        self._bindings: dict[str, list[tuple[str, str, str]]] | None = None  # (record, member, directory)
         self.readers = readers  # callees that only read interesting state, compiled because a decision reads them
         self.update_lock = update_lock
         self.word = word
@@ -362,16 +362,22 @@ class Inliner:
         finally:
             self.origin = outer
 
+    def _bound(self, fid: str) -> list[tuple[str, str, str]]:
+        """Where ops tables (not handler arrays) bind a function: (struct, member, the table's directory)."""
+        if self._bindings is None:
+            self._bindings = {}
+            for table in self.lowered.program.tables:
+                if not table["array"]:
+                    for entry in table["entries"]:
+                        self._bindings.setdefault(entry["target"], []).append(
+                            (table["record"], entry["key"], table["file"].rsplit("/", 1)[0]))
+        return self._bindings.get(fid, [])
+
     def _backends(self, targets: list[str]) -> dict[str, str] | None:
         """The directory of the ops table that binds each target of an indirect call, when each comes
         from its own (svm/, vmx/): alternative backends of one interface, of which a vCPU runs one
         throughout. None when two targets share a directory, or one is bound by no table or several."""
-        if not self._tables:
-            for table in self.lowered.program.tables:
-                if not table["array"]:
-                    for entry in table["entries"]:
-                        self._tables.setdefault(entry["target"], set()).add(table["file"].rsplit("/", 1)[0])
-        dirs = [self._tables.get(t, set()) for t in targets]
+        dirs = [{where for _, _, where in self._bound(t)} for t in targets]
         if len(targets) < 2 or any(len(d) != 1 for d in dirs) or len(set().union(*dirs)) != len(targets):
             return None
         return {t: next(iter(d)) for t, d in zip(targets, dirs, strict=True)}
@@ -379,11 +385,10 @@ class Inliner:
     def _backend_of(self, fid: str) -> tuple[Expr, int] | None:
         """For a function that one backend's ops table binds (svm_set_efer, for `set_efer` of
         kvm_x86_ops, which vmx/ binds too): the vCPU's backend and the index that is this one's."""
-        bound = [(table["record"], entry["key"]) for table in self.lowered.program.tables if not table["array"]
-                 for entry in table["entries"] if entry["target"] == fid]
+        bound = self._bound(fid)
         if len(bound) != 1:
             return None
-        backends = self._backends(self.lowered.program.table_targets(*bound[0]))
+        backends = self._backends(self.lowered.program.table_targets(*bound[0][:2]))
         if backends is None or fid not in backends:
             return None
         names = sorted(backends.values())
@@ -613,7 +618,7 @@ class Inliner:
 
 def _backend_choice(directories: list[str]) -> Expr:
     """Which of the backends in these directories a vCPU runs: a per-vCPU constant, chosen at its start."""
-    return Field(Var("%vcpu", "local"), f"{BACKEND}{'|'.join(directories)}", True, "kvm_vcpu", CType("enum %backend"))
+    return Field(Var("%vcpu", "local"), f"%backend:{'|'.join(directories)}", True, "kvm_vcpu", BACKEND)
 
 
 def _storage(key: str) -> Expr:

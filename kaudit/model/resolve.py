@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from kaudit.analysis.context import Scopes
-from kaudit.ir.names import buffer_access, deref, element_key, field_key, render, root, subexprs
+from kaudit.ir.evaluate import evaluate
+from kaudit.ir.names import buffer_access, deref, element_key, field_key, pointee, render, root, subexprs
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Select, Unary, Var
 from kaudit.model.code import Loc, Op
 from kaudit.model.inline import Draft
@@ -36,6 +37,7 @@ class Slots:
     vm: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, int] = field(default_factory=dict)
     cpu_constant: dict[int, CType] = field(default_factory=dict)  # per-vCPU constants to choose at start
+    stored_in: dict[str, str] = field(default_factory=dict)  # a buffer element's slot name -> the buffer's key
     input_types: dict[int, CType] = field(default_factory=dict)  # local slot -> type of the input it holds
 
     def local(self, name: str) -> int:
@@ -59,7 +61,7 @@ def local_field(expr: Expr) -> str | None:
 
 def _written(op: Op) -> Expr | None:
     if op.kind == "fill":
-        return _filled(op.args[0])
+        return pointee(op.args[0])
     if op.kind == "set":
         return op.args[0]
     if op.kind in ("atomic", "bit"):
@@ -67,27 +69,17 @@ def _written(op: Op) -> Expr | None:
     return None
 
 
-def _filled(dest: Expr) -> Expr:
-    """The storage a block copy or fill writes through its destination pointer: `&x` is x, a pointer
-    (plus an offset) the buffer it points at."""
-    if isinstance(dest, Unary) and dest.op == "&":
-        return dest.arg
-    while isinstance(dest, Binary) and dest.op in ("+", "-"):
-        dest = dest.left
-    return Unary("*", dest)
-
-
-def _elements(ops: list[Op]) -> dict[str, list[str]]:
-    """Per buffer (`kvm_lapic.regs[]`), the elements the code names at constant offsets."""
-    found: dict[str, set[str]] = {}
+def _elements(ops: list[Op]) -> dict[str, list[int]]:
+    """Per buffer (`kvm_lapic.regs[]`), the constant offsets at which the code names its elements."""
+    found: dict[str, set[int]] = {}
     for op in ops:
         for arg in op.args:
             if not isinstance(arg, Expr):
                 continue
             for sub in subexprs(arg):
-                if (element := element_key(sub)) is not None:
-                    found.setdefault(field_key(sub), set()).add(element)
-    return {buffer: sorted(names) for buffer, names in found.items()}
+                if (access := buffer_access(deref(sub))) is not None and isinstance(offset := evaluate(access[1]), int):
+                    found.setdefault(field_key(sub), set()).add(offset)
+    return {buffer: sorted(offsets) for buffer, offsets in found.items()}
 
 
 def _aliases(ops: list[Op]) -> dict[str, Expr]:
@@ -179,6 +171,8 @@ class Resolver:
         name = element_key(expr) if key.endswith("[]") else key  # a buffer's element, at a known offset
         if name is None:
             return None
+        if name != key:
+            self.slots.stored_in[name] = key
         scope = self._scope(expr)
         ctype = getattr(deref(expr), "ctype", CType())  # `*&field` is the field
         constant = scope == "cpu" and not self.vcpu_writes(key) and not ctype.ptr
@@ -302,30 +296,25 @@ class Resolver:
             return replace(op, args=(self.place(args[0]), args[1], args[2]))
         return op
 
-    def _buffer_elements(self, place: Expr) -> list[str]:
-        """The elements of a modelled buffer that a place may be, none if it is no such buffer's."""
+    def _buffer_offsets(self, place: Expr) -> list[int]:
+        """The offsets of the elements of a modelled buffer a place may be, none if it is no such buffer's."""
         key = field_key(place)
         return self.elements.get(key, []) if key in self.modelled and key.endswith("[]") else []
 
-    def _element(self, place: Expr, name: str) -> Loc:
-        access = buffer_access(deref(place))
-        base = access[0] if access is not None else place
-        offset = int(name[name.rindex("[") + 1:-1])
-        found = self.place(Unary("*", Binary("+", base, Const(offset))))
-        assert found is not None, name
+    def _element(self, place: Expr, offset: int) -> Loc:
+        found = self.place(Unary("*", Binary("+", buffer_access(deref(place))[0], Const(offset))))
+        assert found is not None, (place, offset)
         return found
 
     def _scatter(self, op: Op, place: Expr, value: Expr | None) -> None:
         """A write of a buffer at an offset the code computes: each element the code names takes the
         value if the offset is its own (`value` None: an update it does not follow, any value)."""
-        access = buffer_access(deref(place))
-        for name in self._buffer_elements(place):
-            element = self._element(place, name)
-            if value is None or access is None:
+        for offset in self._buffer_offsets(place):
+            element = self._element(place, offset)
+            if value is None:
                 self._havoc(op, element, render(place))
                 continue
-            offset = int(name[name.rindex("[") + 1:-1])
-            hit = Binary("==", self.value(access[1]), Const(offset))
+            hit = Binary("==", self.value(buffer_access(deref(place))[1]), Const(offset))
             self.pending.append(replace(op, kind="set", args=(element, Select(hit, value, element))))
         return None
 
@@ -338,14 +327,14 @@ class Resolver:
         """A block copy or fill: every modelled element of the buffer (or the field) it writes takes any
         value; a guess unless it copies from memory the model does not hold (data from user space)."""
         dest, source = op.args
-        target = _filled(dest)
-        copied = source is not None and field_key(_filled(source)) not in self.modelled
+        target = pointee(dest)
+        copied = source is not None and field_key(pointee(source)) not in self.modelled
         guess = "" if copied else re.sub(r"\b\d+:", "", op.text)
         key = field_key(target)
         if key and not key.endswith("[]") and (place := self.place(target)) is not None:
             self._havoc(op, place, guess)
-        for name in self._buffer_elements(target):
-            self._havoc(op, self._element(target, name), guess)
+        for offset in self._buffer_offsets(target):
+            self._havoc(op, self._element(target, offset), guess)
         return None
 
     def run(self) -> tuple[list[Op], dict[int, int]]:
