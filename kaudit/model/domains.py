@@ -9,7 +9,7 @@ equality and one value equal to none, and both sides of each threshold
 it is ordered against (a constant met through arithmetic, `x * 2 + 1 == 7`,
 is such a threshold, solved for x by undoing each operation with a
 constant operand; a constant expression such as `BIT(2)` or `-EINVAL` is
-not yet one of these constants); an enum is each value
+a constant like any other); an enum is each value
 from 0 to the largest enumerator the code compares it with (the facts do
 not list an enum's enumerators: a larger one the code never names is not
 tried). Uses are followed through the locals and the state it is copied
@@ -48,19 +48,19 @@ class _Uses:
     def __init__(self, code: list[Op]) -> None:
         self.code = code
         self.tests: dict[tuple, set[tuple[str, int]]] = {}
-        self.copies: dict[tuple, list[Loc]] = {}
+        self.copies: dict[tuple, list[tuple[Loc, Expr]]] = {}  # name -> (where its value goes, through what)
         self.branches: dict[tuple[tuple, int], list[int]] = {}  # (name, constant) -> branches on `name == constant`
         self.elsewhere: set[tuple[tuple, int]] = set()  # ... also tested some other way
+        self.found: dict[tuple, tuple[set[int], set[int], set[int]]] = {}  # name -> of() it
         for pc, op in enumerate(code):
             for expr in _exprs(op):
                 for sub in subexprs(expr):
                     if not isinstance(sub, Binary) or (sub.op != "&" and sub.op not in _COMPARE):
                         continue
-                    const = sub.right if isinstance(sub.right, Const) else sub.left \
-                        if isinstance(sub.left, Const) else None
-                    if const is None or not isinstance(const.value, int):
+                    found = _constant_side(sub)
+                    if found is None:
                         continue
-                    constant, side = const.value, sub.left if const is sub.right else sub.right
+                    constant, side = found
                     if isinstance(side, Loc) or sub.op == "&":
                         for name in _mentioned(sub):
                             self.tests.setdefault(name, set()).add((sub.op, constant))
@@ -73,7 +73,7 @@ class _Uses:
                         self.tests.setdefault(name, set()).add(("~", value))
             if op.kind == "set":
                 for read in op_reads(op):
-                    self.copies.setdefault(_name(read), []).extend(op_writes(op))
+                    self.copies.setdefault(_name(read), []).extend((dst, op.args[1]) for dst in op_writes(op))
 
     def inert(self, name: tuple, value: int) -> bool:
         """Whether `name == value` changes nothing: each test of it is a branch (a switch's case) whose
@@ -107,10 +107,19 @@ class _Uses:
 
     def of(self, start: Loc) -> tuple[set[int], set[int], set[int]]:
         """(thresholds of ordered comparisons, masks, the constants compared with for equality)."""
+        return self._of(_name(start))
+
+    def _of(self, start: tuple) -> tuple[set[int], set[int], set[int]]:
+        """of(), for a name; a value computed from it (`m = mode + 1`) and tested later (`m == 3`) gives it
+        the values that meet the test (2), solved back through the computation. Each name once: a value
+        computed from itself (`i = i + 1`) adds nothing new."""
+        if start in self.found:
+            return self.found[start]
+        self.found[start] = set(), set(), set()  # while it is being found
         ordered, masks, equal, live = set(), set(), set(), set()
         seen, todo = set(), [start]
         while todo:
-            name = _name(todo.pop())
+            name = todo.pop()
             if name in seen:
                 continue
             seen.add(name)
@@ -118,17 +127,33 @@ class _Uses:
                 (masks if op == "&" else equal if op in ("==", "!=") else ordered).add(value)
                 if op in ("==", "!=") and not self.inert(name, value):
                     live.add(value)
-            todo.extend(self.copies.get(name, ()))
-        return ordered, masks, equal & live
+            for dst, through in self.copies.get(name, ()):
+                if isinstance(through, Loc):
+                    todo.append(_name(dst))
+                else:
+                    met = set().union(*self._of(_name(dst)))
+                    ordered |= {v for c in met for n, v in _solved(through, c) if n == name}
+        self.found[start] = ordered, masks, equal & live
+        return self.found[start]
+
+
+def _constant_side(expr: Binary) -> tuple[int, Expr] | None:
+    """(the constant, the other side) of a binary test one side of which folds to a constant
+    (`BIT(8)`, `-EINVAL`, `APIC_SPIV_APIC_ENABLED` are constants as much as `256`)."""
+    right = fold(expr.right)
+    if right is not None:
+        return right, expr.left
+    left = fold(expr.left)
+    return (left, expr.right) if left is not None else None
 
 
 def _comparison(expr: Expr) -> tuple[tuple, str, int] | None:
     """(name, operator, constant) of `loc OP constant`, the operator turned for `constant OP loc`."""
     if isinstance(expr, Binary) and expr.op in _COMPARE:
-        if isinstance(expr.left, Loc) and isinstance(expr.right, Const) and isinstance(expr.right.value, int):
-            return _name(expr.left), expr.op, expr.right.value
-        if isinstance(expr.right, Loc) and isinstance(expr.left, Const) and isinstance(expr.left.value, int):
-            return _name(expr.right), _TURNED[expr.op], expr.left.value
+        found = _constant_side(expr)
+        if found is not None and isinstance(found[1], Loc):
+            op = expr.op if found[1] is expr.left else _TURNED[expr.op]
+            return _name(found[1]), op, found[0]
     return None
 
 

@@ -289,6 +289,6 @@ def shown(step: Step) -> bool:
     op = step.op
     if op is None:
         return True
-    if op.kind in ("decide", "dry", "acquire", "release", "end", "input", "atomic", "bit"):
+    if op.kind in ("decide", "dry", "acquire", "release", "end", "input", "choose", "atomic", "bit"):
         return bool(step.text)
     return op.kind == "set" and getattr(op.args[0], "kind", "local") != "local"

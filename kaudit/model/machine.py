@@ -9,7 +9,8 @@ or pointers: "self" (the running vCPU's own object), "vm", "obj", or
 A move runs one thread from one visible op (one that touches shared state,
 a lock or a demand) through the invisible ops after it: other threads
 cannot observe those, so interleaving them would only repeat states
-(partial-order reduction). Inputs fork the move.
+(partial-order reduction). Inputs fork the move where the code tells their
+values apart (kaudit.model.lazy).
 
 Demand: 0 none, 1 pending (the vCPU decided it needs the key; its request
 is still running), 2 active (the request returned: from now on AVIC must
@@ -25,14 +26,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kaudit.ir.evaluate import evaluate, truth
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Expr
+from kaudit.model import lazy
+from kaudit.model.bookkeeping import op_reads, reads
 from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.domains import OBJECT
 from kaudit.model.flat import successors
+from kaudit.model.lazy import ALL, Lazy, narrowed, split, tags
 from kaudit.model.resolve import SELF, VMOBJ
 
 IDLE, PENDING, ACTIVE = 0, 1, 2
@@ -150,6 +154,14 @@ class Machine:
         self.ablated = {s for kind, s in protocol.flags} if "flags" in ablate else set()
         self.ablated_vm = set(protocol.counts) if "counts" in ablate else set()
         self.ablated_vm |= {s for kind, s in protocol.flags if kind == "vm"} if "flags" in ablate else set()
+        self.lazy = {pc for pc, op in enumerate(self.code) if op.kind == "input" and op.args[0] is not None and
+                     op.args[0].kind == "local" and _numbers(protocol.domains.get(pc, (0, 1)))}
+        self.chosen = {pc: replace(self.code[pc], kind="choose", args=()) for pc in self.lazy}  # trace steps
+        self.needs_choice = [self._needs_choice(op) for op in self.code]
+        self.tested = [tuple(loc.slot for loc in reads(op.args[0] if op.kind == "branch" else op.args[1])
+                             if loc.kind == "local") if op.kind == "branch" or (op.kind == "set" and
+                                                                                 op.args[0].kind == "local")
+                       else () for op in self.code]  # the locals each test or computation into a local reads
 
     # -- structure --------------------------------------------------------------
 
@@ -178,6 +190,21 @@ class Machine:
                             e.slot in self.shared_cpu and ("cpu", e.slot) not in self.protected):
                         return True
         return REFS if refs else False
+
+    def _needs_choice(self, op: Op) -> tuple[int, ...] | None:
+        """The locals whose inputs must be chosen before `op` runs: any it computes with or stores in
+        state (ALL for a walk that may read any). A test splits an input's values itself, a copy
+        between locals keeps them unchosen, an input and an entry's return choose their own."""
+        kind, args = op.kind, op.args
+        if kind in ("branch", "jump", "acquire", "release", "each", "input", "end"):
+            return ()
+        if kind == "set" and args[0].kind == "local":  # a computation on one input is kept unchosen
+            return ()
+        if kind == "dry" or (kind == "decide" and self.action[args[0]].direction == "contribution"):
+            return ALL
+        locs = reads(self.action[args[0]].value) if kind == "decide" else op_reads(op)
+        return tuple(sorted({loc.slot for loc in locs if loc.kind == "local"} |
+                            {loc.ref for loc in locs if loc.kind == "cpu"}))
 
     def _dry_may_release(self, start: int) -> bool:
         """Whether a dry run from `start` may release, or read shared state on its way."""
@@ -419,11 +446,92 @@ class Machine:
         return (vm, tuple(new), vm_demand)
 
     def execute(self, run: _Run, threads: tuple) -> list[_Run]:
-        """Run the op at run.pc; the runs that follow (several for an input)."""
+        """Run the op at run.pc; the runs that follow (several where an input is chosen)."""
+        slots = self.needs_choice[run.pc]
+        pending = tags(run.locals, slots) if slots != () else ()
+        if not pending:
+            return self._execute(run, threads)
+        return self.chosen_first(run, pending, threads)
+
+    def chosen_first(self, run: _Run, pending: list[int], threads: tuple) -> list[_Run]:
+        """The op at run.pc, once the inputs in `pending` are chosen."""
+        return [out for chosen in self.choose(run, pending, threads) for out in self._execute(chosen, threads)]
+
+    def choose(self, run: _Run, pending: list[int], threads: tuple) -> list[_Run]:
+        """One run per value still possible of each input in `pending` (one that no live local holds any
+        more is forgotten)."""
+        runs, live = [run], self.p.live[run.pc]
+        for tag in pending:
+            out = []
+            for each in runs:
+                held = lazy.holders(each.locals, tag)
+                if not any(s in live for s in held):
+                    for slot in held:
+                        del each.locals[slot]
+                    out.append(each)
+                    continue
+                values = lazy.sources(each.locals, tag)
+                forks = [each.fork() for _ in values[1:]] + [each]
+                for fork, value in zip(forks, values, strict=True):
+                    narrowed(fork.locals, tag, (value,))
+                    self.note_choice(fork, tag, value, threads)
+                out.extend(forks)
+            runs = out
+        return runs
+
+    def note_choice(self, run: _Run, tag: int, value: object, threads: tuple) -> None:
+        if self.tracing:
+            op = self.chosen[tag]
+            run.steps = [*run.steps, Step(run.me, op, f"{op.text}: {_spell(value)}", op.function, op.file,
+                                          op.line, run.snapshot(threads))]
+
+    def _split(self, run: _Run, cond: Expr, then: int, orelse: int, threads: tuple) -> list[_Run] | None:
+        """A test of unchosen inputs: one run each way some of their values go (None: it tests none)."""
+        tested = self.tested[run.pc]
+        pending = tags(run.locals, tested) if tested else ()
+        if not pending:
+            return None
+        runs = self.choose(run, pending[1:], threads)  # two inputs tested together: all but one chosen
+        out = []
+        for each in runs:
+            yes, no = split(each.locals, pending[0], lambda each=each: self.value(each, cond, threads), truth)
+            for values, target in ((yes, then), (no, orelse)):
+                if values:
+                    other = each.fork() if values is yes and no else each
+                    narrowed(other.locals, pending[0], values)
+                    if len(values) == 1:
+                        self.note_choice(other, pending[0], values[0], threads)
+                    other.pc = target
+                    out.append(other)
+        return out
+
+    def _derive(self, run: _Run, target: Loc, expr: Expr, threads: tuple) -> list[_Run] | None:
+        """A local computed from unchosen inputs: kept unchosen on the one with most values, the others
+        chosen (None: it reads none)."""
+        tested = self.tested[run.pc]
+        pending = tags(run.locals, tested) if tested else ()
+        if not pending:
+            return None
+        kept = max(pending, key=lambda tag: len(lazy.sources(run.locals, tag)))
+        out = []
+        for each in self.choose(run, [tag for tag in pending if tag != kept], threads):
+            value = lazy.derived(each.locals, kept, lambda each=each: self.value(each, expr, threads))
+            runs = [each] if value is not None else self.choose(each, [kept], threads)
+            for one in runs:
+                self.write(one, target, value if value is not None else self.value(one, expr, threads))
+                one.pc += 1
+            out.extend(runs)
+        return out
+
+    def _execute(self, run: _Run, threads: tuple) -> list[_Run]:
         op = self.code[run.pc]
         kind, args = op.kind, op.args
         if kind == "set":
             target = args[0]
+            if target.kind == "local":
+                derived = self._derive(run, target, args[1], threads)
+                if derived is not None:
+                    return derived
             if target.kind == "vm" and target.slot == self.count:
                 old = run.vm[target.slot]
                 self.write(run, target, self.value(run, args[1], threads))
@@ -439,6 +547,14 @@ class Machine:
                 run.pc += 1
                 return [run]
             values = self.p.domains.get(run.pc, (0, 1))
+            if run.pc in self.lazy:
+                if run.pc in tags(run.locals, ALL):  # its earlier value is chosen first
+                    return self.chosen_first(run, [run.pc], threads)
+                self.write(run, args[0], lazy.read(run.pc, values))
+                run.pc += 1
+                if self.tracing:
+                    run.note = f"{op.text}: one of {len(values)} values, chosen where the code tells them apart"
+                return [run]
             outs = [run.fork() for _ in values[1:]] + [run]
             for other, value in zip(outs, values, strict=True):
                 self.write(other, args[0], _pointer(value))
@@ -474,6 +590,9 @@ class Machine:
         elif kind == "release":
             run.held = tuple(h for h in run.held if h[0] != args[0])
         elif kind == "branch":
+            split_runs = self._split(run, *args, threads)
+            if split_runs is not None:
+                return split_runs
             test = self.value(run, args[0], threads)
             if test is None:  # an ablated read: either way
                 outs = []
@@ -502,6 +621,9 @@ class Machine:
         elif kind == "dry":
             return self.dry(run, args[0], threads)
         elif kind == "end":
+            result = run.locals.get(self.p.result_slot)
+            if type(result) is Lazy and self.p.entries[run.entry].kind == "create":  # its failure is chosen
+                return self.chosen_first(run, [result.tag], threads)
             self.end(run)
             return [run]
         run.pc += 1
@@ -679,6 +801,11 @@ def protected_state(protocol: Protocol, ignored: str = "") -> set[tuple[str, int
             usable = {name for name, mode in locks if mode == "write" or not writing}
             guard[state] = usable if guard.get(state) is None else guard[state] & usable
     return {state for state, locks in guard.items() if locks}
+
+
+def _numbers(values: tuple) -> bool:
+    """Whether an input's values are plain numbers, more than one (a pointer is chosen where it is read)."""
+    return len(values) > 1 and all(type(v) is int for v in values)
 
 
 def _allowed(phase: int, kind: str) -> bool:
