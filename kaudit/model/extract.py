@@ -158,10 +158,11 @@ class Extractor:
         code = link(ops, labelled)
         entry_pcs = [labelled[s] for s in labels] + ([labelled[env_label]] if env_label in labelled else [])
         code, where, live = fold_constant_branches(code, entry_pcs)
+        reached = {label for label, pc in labelled.items() if pc in live}  # a dropped op's pc is its successor's
         labelled = {label: where[pc] for label, pc in labelled.items()}
         points = []
         for point in inliner.draft.points:
-            if point.key != self.key or labelled[point.label] not in live:
+            if point.key != self.key or point.label not in reached:
                 continue
             fixed = None if point.value is not None else ("request" if point.api.action == "set" else "release")
             value = resolver.pure(point.value) if point.value is not None else None
@@ -177,7 +178,7 @@ class Extractor:
 def fold_constant_branches(code: list[Op], starts: list[int]) -> tuple[list[Op], list[int], set[int]]:
     """A branch on locals assigned once with a constant (`msr.index = MSR_IA32_TSC` before the MSR
     switch of kvm_set_msr_common()) goes one way; code no entry reaches any more is dropped.
-    Returns the code, where each old pc starts now, and the new pcs still reached."""
+    Returns the code, where each old pc starts now, and the old pcs still reached."""
     flow = Dataflow(code)
     folded = list(code)
     for pc, op in enumerate(code):
@@ -185,7 +186,7 @@ def fold_constant_branches(code: list[Op], starts: list[int]) -> tuple[list[Op],
             folded[pc] = replace(op, kind="jump", args=(op.args[1] if value else op.args[2],))
     live = reachable(folded, starts)
     out, where = rebuild(folded, {}, [pc in live for pc in range(len(folded))])
-    return out, where, {where[pc] for pc in live}
+    return out, where, live
 
 
 def insert_decisions(code: list[Op], flow: Dataflow, books: Bookkeeping, actions: list[Action]
