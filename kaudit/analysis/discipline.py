@@ -88,11 +88,15 @@ class DisciplineFinder:
         for hop in (*site.hops, *self.callers(path)):
             for guard in hop.event.guards:
                 tested = self.vcpu_state(guard.atom, hop.function)
-                for ev in self.lowered.events(hop.function):
+                for ev in self.events(hop):
                     written = tested & self.vcpu_writes(ev, hop.function) if guard in ev.guards else set()
                     if written:
                         return min(written)
         return None
+
+    def events(self, hop: Hop) -> list[Event]:
+        """The events of the hop's function as the caller sees them: those its event is one of."""
+        return self.lowered.specialised_events(hop.function, dict(hop.bound))
 
     def callers(self, path: list[str]) -> list[Hop]:
         """The calls down a call path (per-vCPU entry first) to its last function, innermost first."""
@@ -143,7 +147,7 @@ class DisciplineFinder:
         return self._count_locks[key]
 
     def _counter_guard(self, hop: Hop) -> str | None:
-        changed = changed_fields(self.lowered.events(hop.function))
+        changed = changed_fields(self.events(hop))
         for guard in hop.event.guards:
             for read in self.reads(guard.atom, hop.function):
                 if isinstance(read, Call) and read.callee in ATOMIC_RETURNS_NEW:

@@ -27,10 +27,12 @@ from kaudit.rules import Rule
 
 @dataclass(frozen=True)
 class Hop:
-    """One call on the way from a site down to the API: where, under what."""
+    """One call on the way from a site down to the API: where, under what. `bound`: the caller's constants
+    the function's events were specialised with (LoweredProgram.specialised_events), the event among them."""
 
     function: str
     event: Event
+    bound: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ class _Search:
         where = (first.event.call.callee, first.event.call.line, first.event.call.col)
         for ev in events:
             if ev.call is not None and (ev.call.callee, ev.call.line, ev.call.col) == where:
-                return (Hop(first.function, ev), *hops[1:])
+                return (Hop(first.function, ev, tuple(sorted(bound.items()))), *hops[1:])
         return None
 
     def is_thin(self, fid: str, event: Event) -> bool:
