@@ -24,8 +24,8 @@ def test_sample_counts_are_transition_guarded(sample_result: AuditResult) -> Non
     assert sites == {
         ("kvm.arch.vapics_in_nmi_mode", "inc", "apic_manage_nmi_watchdog"): "transition-guarded",
         ("kvm.arch.vapics_in_nmi_mode", "dec", "apic_manage_nmi_watchdog"): "transition-guarded",
-        ("kvm_hv.synic_auto_eoi_used", "inc", "synic_update_vector"): "transition-guarded",
-        ("kvm_hv.synic_auto_eoi_used", "dec", "synic_update_vector"): "transition-guarded",
+        ("kvm.arch.hyperv.synic_auto_eoi_used", "inc", "synic_update_vector"): "transition-guarded",
+        ("kvm.arch.hyperv.synic_auto_eoi_used", "dec", "synic_update_vector"): "transition-guarded",
     }
 
 

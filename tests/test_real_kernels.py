@@ -69,8 +69,8 @@ COUNT_BUGS = {"6.12": set(), "6.1": {("kvm_has_noapic_vcpu", "leak", "kvm_arch_v
 # VM-wide (or host-wide) counts of vCPUs and the function that moves them
 COUNTERS = {
     "kvm.arch.vapics_in_nmi_mode": "apic_manage_nmi_watchdog",
-    "kvm_hv.synic_auto_eoi_used": "synic_update_vector",
-    "kvm_hv.num_mismatched_vp_indexes": "kvm_hv_set_msr",
+    "kvm.arch.hyperv.synic_auto_eoi_used": "synic_update_vector",
+    "kvm.arch.hyperv.num_mismatched_vp_indexes": "kvm_hv_set_msr",
     "kvm.arch.nr_vcpus_matched_tsc": "__kvm_synchronize_tsc",
     "apic_sw_disabled": "apic_set_spiv",
     "apic_hw_disabled": {"6.12": "__kvm_apic_set_base", "6.1": "kvm_lapic_set_base"},

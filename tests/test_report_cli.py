@@ -181,7 +181,7 @@ def test_model_key_error_lists_the_keys_that_can_be_modelled() -> None:
     assert code == 2
     assert out.strip() == ("kaudit: error: NOPE: no protocol to model (keys that have one: "
                            "APICV_INHIBIT_REASON_BLOCKIRQ, APICV_INHIBIT_REASON_HYPERV, APICV_INHIBIT_REASON_IRQWIN, "
-                           "kvm.arch.vapics_in_nmi_mode, kvm_hv.synic_auto_eoi_used)")
+                           "kvm.arch.hyperv.synic_auto_eoi_used, kvm.arch.vapics_in_nmi_mode)")
 
 
 def test_sample_paths_are_shown_relative_not_under_the_package() -> None:

@@ -194,11 +194,11 @@ class Effects:
             reads |= _bind(self.reads.get(target, ()), call.args, params)
         return writes, reads
 
-    def target_writes(self, caller: str, call: Call, target: str) -> set[str]:
-        """The storage (no parameter; a lock by its name) one callee of a call writes, in its caller's terms
-        (`drop(&vcpu->arch.flag)` writes the flag)."""
-        params = [p.name for p in self.lowered.function(caller).params]
-        return _plain(_bind(self.writes.get(target, ()), call.args, params))
+    def target_writes(self, target: str, args: tuple[Expr, ...]) -> set[str]:
+        """The storage (no parameter; a lock by its name) a callee writes when called with these arguments,
+        which name what they point at themselves (`drop(&vcpu->arch.flag)` writes the flag; the model's
+        inliner passes arguments already in its outermost caller's terms, however deep the call)."""
+        return _plain(_bind(self.writes.get(target, ()), args, []))
 
     def data_writes(self, caller: str, call: Call) -> set[str]:
         """The storage (no lock, no parameter) one call writes, in its caller's terms."""

@@ -73,8 +73,9 @@ def has_effects(expr: Facts | None) -> bool:
 class _Lowerer:
     """Builds the CFG of one function; `cur` is the block being filled."""
 
-    def __init__(self, bound: dict[str, int]) -> None:
+    def __init__(self, bound: dict[str, int], paths: dict[str, str]) -> None:
         self.bound = bound  # parameters with a caller's constant
+        self.paths = paths  # struct -> the one place it is embedded (embedding_paths)
         self.blocks: list[Block] = []
         self.loops: list[Loop] = []
         self.loop_stack: list[int] = []
@@ -428,7 +429,8 @@ class _Lowerer:
         if kind == "func":
             return FuncRef(e["name"])
         if kind == "member":
-            return Field(self.value(e["base"], line), e["field"], e["arrow"], e["record"], ctype(e, "type_record"))
+            return Field(self.value(e["base"], line), e["field"], e["arrow"], e["record"], ctype(e, "type_record"),
+                         self.paths.get(e["record"], ""))
         if kind == "call":
             if e.get("callee") in BUILTIN_IDENTITY and e["args"]:
                 return self.value(e["args"][0], line)
@@ -590,11 +592,13 @@ def _renumber(term: Any, new: dict[int, int]) -> Any:
     return term
 
 
-def lower_function(fid: str, facts: Facts, bound: dict[str, int] | None = None) -> Function:
+def lower_function(fid: str, facts: Facts, bound: dict[str, int] | None = None,
+                   paths: dict[str, str] | None = None) -> Function:
     """Lower one function's facts (docs/facts.md) to its CFG; `bound`
     parameters (never assigned in the body) read as the caller's constants,
-    so the branches they decide fold away."""
-    lowerer = _Lowerer(bound or {})
+    so the branches they decide fold away; `paths` (embedding_paths) name the
+    fields of structs embedded in one place by that place."""
+    lowerer = _Lowerer(bound or {}, paths or {})
     lowerer.body(facts["body"])
     lowerer.finish(facts["end_line"])
     function = Function(
@@ -611,6 +615,32 @@ def lower_function(fid: str, facts: Facts, bound: dict[str, int] | None = None) 
             function.blocks.append(block)
     function.loops = [replace(loop, head=new.get(loop.head, -1), exit=new.get(loop.exit, -1)) for loop in lowerer.loops]
     return function
+
+
+def embedding_paths(structs: dict[str, Facts]) -> dict[str, str]:
+    """Each struct embedded by value (not in an array) in exactly one place, and nowhere in an array:
+    that place, itself named by its own one place (`kvm_vcpu_arch` -> `kvm_vcpu.arch`; `kvm_arch` ->
+    `kvm.arch`). A struct embedded in two places (`kvm_mmu` as root_mmu and guest_mmu) has none: which
+    one a pointer to it designates is not known."""
+    places: dict[str, list[tuple[str, str]]] = {}
+    for name, struct in sorted(structs.items()):
+        for f in struct["fields"]:
+            if f["record"] and f["ptr"] == 0:
+                places.setdefault(f["record"], []).append((name, "" if f["array"] else f["name"]))
+    one = {record: where[0] for record, where in places.items() if len(where) == 1 and where[0][1]}
+    paths: dict[str, str] = {}
+
+    def path(record: str, seen: frozenset[str]) -> str:
+        if record not in one or record in seen:
+            return record
+        if record not in paths:
+            outer, member = one[record]
+            paths[record] = f"{path(outer, seen | {record})}.{member}"
+        return paths[record]
+
+    for record in sorted(one):
+        path(record, frozenset())
+    return paths
 
 
 def _lock_object(e: Facts) -> Facts:

@@ -102,6 +102,8 @@ def field_key(expr: Expr) -> str | None:
     if (access := buffer_access(expr)) is not None:
         return f"{field_key(access[0])}[]"
     if isinstance(expr, Field):
+        if expr.path:
+            return f"{expr.path}.{expr.name}"
         if expr.arrow:
             return f"{expr.owner}.{expr.name}"
         base = field_key(expr.base)
@@ -197,7 +199,8 @@ def render(expr: Expr | None, temps: dict[str, Call] | None = None) -> str:
         return f"{render(expr.test, temps)} ? {render(expr.then, temps)} : {render(expr.orelse, temps)}"
     if isinstance(expr, Index):
         return f"{render(expr.base, temps)}[{render(expr.index, temps)}]"
-    return "..."
+    name = getattr(expr, "name", "")  # a place the model made (kaudit.model.code.Loc): its variable's name
+    return name.rsplit(":", 1)[-1] if isinstance(name, str) and name else "..."
 
 
 def render_call(call: Call, temps: dict[str, Call] | None = None) -> str:

@@ -55,13 +55,16 @@ class Var(Expr):
 
 @dataclass(frozen=True, slots=True)
 class Field(Expr):
-    """`base.name` or `base->name`; `owner` is the struct that has the field."""
+    """`base.name` or `base->name`; `owner` is the struct that has the field; `path`, when the owner is
+    embedded by value in exactly one place (`kvm_vcpu_arch` as `kvm_vcpu.arch`), that place: the field is
+    named by it however it is reached (`vcpu->arch.x`, `arch->x`, `svm->vcpu.arch.x`)."""
 
     base: Expr
     name: str
     arrow: bool
     owner: str
     ctype: CType = NO_TYPE
+    path: str = ""
 
 
 @dataclass(frozen=True, slots=True)

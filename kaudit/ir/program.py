@@ -11,7 +11,7 @@ from functools import cached_property
 
 from kaudit.ir.effects import Effects
 from kaudit.ir.flow import Event, LockTracker, events
-from kaudit.ir.lower import lower_function
+from kaudit.ir.lower import embedding_paths, lower_function
 from kaudit.ir.names import lock_key, subexprs
 from kaudit.ir.nodes import Assign, Call, CallOp, FuncRef, Function, Var
 from kaudit.kernel_api import LOCK_ACQUIRE
@@ -25,10 +25,11 @@ class LoweredProgram:
         self._events: dict[str, list[Event]] = {}
         self._specialised: dict[tuple, list[Event]] = {}
         self.tracker = LockTracker(self.guard_lock)
+        self.paths = embedding_paths(program.structs)
 
     def function(self, fid: str) -> Function:
         if fid not in self._functions:
-            self._functions[fid] = lower_function(fid, self.program.functions[fid])
+            self._functions[fid] = lower_function(fid, self.program.functions[fid], paths=self.paths)
         return self._functions[fid]
 
     def events(self, fid: str) -> list[Event]:
@@ -46,7 +47,7 @@ class LoweredProgram:
             return self.events(fid)
         key = (fid, *sorted(bound.items()))
         if key not in self._specialised:
-            function = lower_function(fid, self.program.functions[fid], bound)
+            function = lower_function(fid, self.program.functions[fid], bound, self.paths)
             self._specialised[key] = events(function, self.tracker)
         return self._specialised[key]
 

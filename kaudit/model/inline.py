@@ -12,7 +12,7 @@ labels until `Draft.link`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kaudit.ir.effects import Effects, primitive_effects, written_operand
 from kaudit.ir.names import counted_key, deref, field_key, lock_key, render, render_call, returned_only, subexprs
@@ -54,7 +54,7 @@ from kaudit.kernel_api import (
     STATIC_KEY_READ,
     STATIC_KEY_UPDATE,
 )
-from kaudit.model.code import Op
+from kaudit.model.code import Loc, Op
 from kaudit.rules import ApiEntry
 
 MAX_DEPTH = 12
@@ -156,7 +156,7 @@ class Inliner:
                 return frame.subst[expr.name]
             return Var(f"{frame.prefix}{expr.name}", "local", expr.ctype)
         if isinstance(expr, Field):
-            return Field(self.rename(expr.base, frame), expr.name, expr.arrow, expr.owner, expr.ctype)
+            return replace(expr, base=self.rename(expr.base, frame))
         if isinstance(expr, Unary):
             return simplify(Unary(expr.op, self.rename(expr.arg, frame)))
         if isinstance(expr, Binary):
@@ -461,7 +461,7 @@ class Inliner:
                     or target == frame.fid:
                 continue
             if self.effects.writes_any(target, self.interesting) or self.effects.changes_locks(target) \
-                    or self.effects.target_writes(frame.fid, instr.call, target) & self.interesting \
+                    or self.effects.target_writes(target, args) & self.interesting \
                     or target in self.readers or self._fills_used_local(frame.fid, instr.call, target) \
                     or self._tiny(instr, target) \
                     or self._determined(instr, args, target):
@@ -652,7 +652,7 @@ def _local_storage(place: Expr) -> Var | None:
 
 def _is_stable(expr: Expr) -> bool:
     """A value that names the same thing for the whole call (no input, no temp)."""
-    if isinstance(expr, (Const, Var)):
+    if isinstance(expr, (Const, Var, Loc)):  # a Loc: this vCPU's object, the VM's (a caller's `vcpu`)
         return True
     if isinstance(expr, Field):
         return _is_stable(expr.base)

@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from kaudit.analysis.context import Scopes
-from kaudit.ir.evaluate import evaluate
+from kaudit.ir.evaluate import evaluate, fold
 from kaudit.ir.names import buffer_access, deref, element_key, field_key, pointee, render, root, subexprs
-from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Select, Unary, Var
+from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Index, Select, Unary, Var
 from kaudit.model.code import Loc, Op
 from kaudit.model.inline import Draft
 
-SELF = Loc("self", 0, name="this vCPU")
-VMOBJ = Loc("vmobj", 0, name="the VM")
+SELF = Loc("self", 0, name="vcpu")  # this vCPU's object, as the code names it
+VMOBJ = Loc("vmobj", 0, name="kvm")
 ENABLED = Const(-1)  # a configuration value the code never writes: every feature on
 
 
@@ -160,6 +160,8 @@ class Resolver:
             if expr.name in self.modelled:
                 return Loc("vm", self.slots.vm.setdefault(expr.name, len(self.slots.vm)), name=expr.name)
             return None
+        if isinstance(expr, Index) and fold(expr.index) == 0:  # `f[0]` is `*f`
+            expr = Unary("*", expr.base)
         if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
             pointee = self.aliases.get(expr.arg.name)
             return self.place(pointee) if pointee is not None else None
