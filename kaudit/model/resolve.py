@@ -82,15 +82,33 @@ def _elements(ops: list[Op]) -> dict[str, list[int]]:
     return {buffer: sorted(offsets) for buffer, offsets in found.items()}
 
 
-def _aliases(ops: list[Op]) -> dict[str, Expr]:
-    """Locals that point at one field all their life (`bool *f = &vcpu->arch.flag`, assigned once): `*f`
-    is that field."""
+def _pointers(ops: list[Op]) -> dict[str, list[Expr]]:
+    """Locals only ever assigned addresses of fields (`bool *f = &vcpu->arch.flag`, and perhaps later
+    `f = &vcpu->arch.other`): the fields each may point at, in order. One field: `*f` is that field; more:
+    `*f` is whichever the local holds the address of when it runs (`pointer_to`)."""
     assigned: dict[str, list[Expr]] = {}
     for op in ops:
         if op.kind == "set" and isinstance(op.args[0], Var) and op.args[0].scope == "local":
             assigned.setdefault(op.args[0].name, []).append(op.args[1])
-    return {name: values[0].arg for name, values in assigned.items() if len(values) == 1
-            and isinstance(values[0], Unary) and values[0].op == "&" and field_key(values[0].arg) is not None}
+    out = {}
+    for name, values in assigned.items():
+        fields = [_addressed(v) for v in values]
+        if all(f is not None for f in fields):
+            out[name] = list(dict.fromkeys(field for found in fields for field in found))
+    return out
+
+
+def _addressed(value: Expr) -> list[Expr] | None:
+    """The fields an address value may be of: `&x`, or `c ? &x : &y`; None for anything else."""
+    if isinstance(value, Unary) and value.op == "&" and field_key(value.arg) is not None:
+        return [value.arg]
+    if isinstance(value, Select):
+        then, orelse = _addressed(value.then), _addressed(value.orelse)
+        return then + orelse if then is not None and orelse is not None else None
+    return None
+
+
+ADDRESS = 1 << 48  # the value of the address of a local's i-th possible field: ADDRESS + i (never NULL)
 
 
 class Resolver:
@@ -101,12 +119,15 @@ class Resolver:
         self.slots = Slots()
         self.modelled: set[str] = set()
         self.local_fields: set[str] = set()  # fields of local structs the code assigns: locals of their own
-        self.aliases = _aliases(draft.ops)
+        self.pointers = _pointers(draft.ops)
         self.elements = _elements(draft.ops)
         for op in draft.ops:
             target = _written(op)
             if target is None or isinstance(target, Loc):
                 continue
+            for candidate in self._pointees(target):  # a write through a local that points at one of these
+                if self._scope(candidate) is not None:
+                    self.modelled.add(field_key(candidate))
             if (name := local_field(target)) is not None:  # a local struct's field is the local's, whatever its type
                 if op.kind == "set":
                     self.local_fields.add(name)
@@ -160,11 +181,11 @@ class Resolver:
             if expr.name in self.modelled:
                 return Loc("vm", self.slots.vm.setdefault(expr.name, len(self.slots.vm)), name=expr.name)
             return None
-        if isinstance(expr, Index) and fold(expr.index) == 0:  # `f[0]` is `*f`
-            expr = Unary("*", expr.base)
+        fields = self._pointees(expr)
+        if fields:
+            return self.place(fields[0]) if len(fields) == 1 else None
         if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
-            pointee = self.aliases.get(expr.arg.name)
-            return self.place(pointee) if pointee is not None else None
+            return None
         if (name := local_field(expr)) is not None:  # unassigned here: filled by code not run, any value
             return Loc("local", self.slots.local(name), name=name) if name in self.local_fields else None
         key = field_key(expr)
@@ -191,9 +212,41 @@ class Resolver:
                 return Loc("mine", slot, name=name)
         return None
 
+    def _pointees(self, expr: Expr) -> list[Expr]:
+        """The fields `*f` (or `f[0]`) may be, for a local f that only ever holds addresses of fields."""
+        if isinstance(expr, Index) and fold(expr.index) == 0:
+            expr = Unary("*", expr.base)
+        if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
+            return self.pointers.get(expr.arg.name, [])
+        return []
+
+    def _through(self, expr: Expr) -> Expr | None:
+        """A read of `*f` for a local that may point at several fields: the one whose address it holds
+        (None when one of them is not modelled: an input, as any unmodelled read)."""
+        fields = self._pointees(expr)
+        places = [self.place(candidate) for candidate in fields]
+        if len(fields) < 2 or None in places:
+            return None
+        pointer = self.place(deref(expr).arg if isinstance(deref(expr), Unary) else expr.base)
+        out: Expr = places[-1]
+        for i in range(len(places) - 2, -1, -1):
+            out = Select(Binary("==", pointer, Const(ADDRESS + i)), places[i], out)
+        return out
+
+    def address(self, target: Expr, value: Expr) -> Expr | None:
+        """What `f = &field` stores for a local that may point at several fields: that field's number."""
+        fields = self.pointers.get(target.name, []) if isinstance(target, Var) and target.scope == "local" else []
+        if len(fields) < 2:
+            return None
+        if isinstance(value, Select):
+            return Select(self.value(value.test), self.address(target, value.then), self.address(target, value.orelse))
+        return Const(ADDRESS + fields.index(value.arg), render(value))
+
     def value(self, expr: Expr) -> Expr:
         if isinstance(expr, (Const, Loc)):
             return expr
+        if (through := self._through(expr)) is not None:
+            return through
         if isinstance(expr, FuncRef):
             return ENABLED
         if isinstance(expr, Unary):
@@ -263,7 +316,7 @@ class Resolver:
             target = self.place(args[0]) if not isinstance(args[0], Loc) else args[0]
             if target is None:
                 return self._scatter(op, args[0], self.value(args[1]))
-            value = self.value(args[1])
+            value = self.address(args[0], args[1]) or self.value(args[1])
             if getattr(args[0], "ctype", CType()).is_bool:  # C converts to bool on store
                 value = Unary("!", Unary("!", value))
             return replace(op, args=(target, value))
@@ -310,7 +363,21 @@ class Resolver:
 
     def _scatter(self, op: Op, place: Expr, value: Expr | None) -> None:
         """A write of a buffer at an offset the code computes: each element the code names takes the
-        value if the offset is its own (`value` None: an update it does not follow, any value)."""
+        value if the offset is its own (`value` None: an update it does not follow, any value); a write
+        through a local that may point at several fields: each takes it if the local holds its address."""
+        fields = self._pointees(place)
+        if len(fields) > 1:
+            pointer = self.place(deref(place).arg if isinstance(deref(place), Unary) else place.base)
+            for i, candidate in enumerate(fields):
+                element = self.place(candidate)
+                if element is None:
+                    continue
+                if value is None:
+                    self._havoc(op, element, render(place))
+                    continue
+                hit = Binary("==", pointer, Const(ADDRESS + i))
+                self.pending.append(replace(op, kind="set", args=(element, Select(hit, value, element))))
+            return None
         for offset in self._buffer_offsets(place):
             element = self._element(place, offset)
             if value is None:
