@@ -2,7 +2,9 @@
 
 Inferred from the struct definitions in the facts, starting from the rule's
 seed types (`kvm_vcpu` per vCPU, `kvm` VM-wide):
-- VM-wide: the seeds and every struct embedded (by value) in a VM-wide one.
+- VM-wide: the seeds, a struct that embeds a seed (the vendor's container
+  `kvm_svm`: container_of reaches the VM), and every struct embedded (by
+  value) in a VM-wide one.
 - per-vCPU: the seeds; a struct that embeds a per-vCPU struct (vcpu_svm);
   one embedded in a per-vCPU struct (container_of reaches the vCPU); one
   with a single back-pointer to a per-vCPU struct (kvm_lapic::vcpu).
@@ -27,7 +29,8 @@ class Scopes:
 
 def infer_scopes(program: Program, per_vcpu_seeds: list[str], vm_seeds: list[str]) -> Scopes:
     structs = program.structs
-    vm = set(vm_seeds)
+    vm = set(vm_seeds) | {name for name, struct in structs.items() if name not in per_vcpu_seeds and any(
+        f["record"] in vm_seeds and f["ptr"] == 0 and not f["array"] for f in struct["fields"])}
     changed = True
     while changed:
         changed = False

@@ -621,13 +621,16 @@ def embedding_paths(structs: dict[str, Facts]) -> dict[str, str]:
     """Each struct embedded by value (not in an array) in exactly one place, and nowhere in an array:
     that place, itself named by its own one place (`kvm_vcpu_arch` -> `kvm_vcpu.arch`; `kvm_arch` ->
     `kvm.arch`). A struct embedded in two places (`kvm_mmu` as root_mmu and guest_mmu) has none: which
-    one a pointer to it designates is not known."""
+    one a pointer to it designates is not known; nor has an object other structs point at (`struct kvm`,
+    `struct kvm_vcpu`, though a tree with one vendor embeds each in one container): it is named by itself."""
     places: dict[str, list[tuple[str, str]]] = {}
+    pointed = {f["record"] for struct in structs.values() for f in struct["fields"] if f["record"] and f["ptr"]}
     for name, struct in sorted(structs.items()):
         for f in struct["fields"]:
             if f["record"] and f["ptr"] == 0:
                 places.setdefault(f["record"], []).append((name, "" if f["array"] else f["name"]))
-    one = {record: where[0] for record, where in places.items() if len(where) == 1 and where[0][1]}
+    one = {record: where[0] for record, where in places.items()
+           if len(where) == 1 and where[0][1] and record not in pointed}
     paths: dict[str, str] = {}
 
     def path(record: str, seen: frozenset[str]) -> str:
