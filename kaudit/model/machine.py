@@ -192,9 +192,9 @@ class Machine:
         return REFS if refs else False
 
     def _needs_choice(self, op: Op) -> tuple[int, ...] | None:
-        """The locals whose inputs must be chosen before `op` runs: any it computes with or stores in
-        state (ALL for a walk that may read any). A test splits an input's values itself, a copy
-        between locals keeps them unchosen, an input and an entry's return choose their own."""
+        """The locals whose inputs must be chosen before `op` runs: any it stores in state or decides by
+        (ALL for a walk that may read any). A test splits an input's values itself, a computation into a
+        local keeps them unchosen (_derive), an input and an entry's return choose their own."""
         kind, args = op.kind, op.args
         if kind in ("branch", "jump", "acquire", "release", "each", "input", "end"):
             return ()
