@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kaudit.frontend.tu import extract_tu
 from kaudit.ir.flow import LockTracker, events
-from kaudit.ir.lower import lower_function
+from kaudit.ir.lower import embedding_paths, lower_function
 from kaudit.ir.names import render, render_call, returned_only
 from kaudit.ir.nodes import Assign, CallOp, Cleanup, EachVcpu, Function
 
@@ -174,3 +174,19 @@ int tests(struct kvm_vcpu *v) { int ret = busy(v); if (ret) act(v); return ret; 
     assert returned_only(lowered(tmp_path, body, "passes")) == {"ret"}
     assert len(returned_only(lowered(tmp_path, body, "direct"))) == 1  # the call's temp
     assert returned_only(lowered(tmp_path, body, "tests")) == frozenset()
+
+
+def test_a_struct_embedded_in_one_place_is_named_by_it_unless_embedded_twice_or_pointed_at() -> None:
+    """kvm_vcpu_arch lives only in kvm_vcpu: its fields are kvm_vcpu.arch.*; kvm_mmu is embedded twice
+    (which one a pointer designates is unknown) and kvm is pointed at (an object of its own, though one
+    container embeds it): both keep their own names."""
+    def field(name: str, record: str, ptr: int = 0) -> dict:
+        return {"name": name, "record": record, "ptr": ptr, "array": False}
+
+    structs = {
+        "kvm_vcpu": {"fields": [field("arch", "kvm_vcpu_arch"), field("kvm", "kvm", 1)]},
+        "kvm_vcpu_arch": {"fields": [field("root_mmu", "kvm_mmu"), field("guest_mmu", "kvm_mmu")]},
+        "kvm_svm": {"fields": [field("kvm", "kvm")]},
+        "kvm": {"fields": [field("arch", "kvm_arch")]},
+    }
+    assert embedding_paths(structs) == {"kvm_vcpu_arch": "kvm_vcpu.arch", "kvm_arch": "kvm.arch"}

@@ -158,10 +158,7 @@ class Machine:
                      op.args[0].kind == "local" and _numbers(protocol.domains.get(pc, (0, 1)))}
         self.chosen = {pc: replace(self.code[pc], kind="choose", args=()) for pc in self.lazy}  # trace steps
         self.needs_choice = [self._needs_choice(op) for op in self.code]
-        self.tested = [tuple(loc.slot for loc in reads(op.args[0] if op.kind == "branch" else op.args[1])
-                             if loc.kind == "local") if op.kind == "branch" or (op.kind == "set" and
-                                                                                 op.args[0].kind == "local")
-                       else () for op in self.code]  # the locals each test or computation into a local reads
+        self.tested = [_tested(op) for op in self.code]
 
     # -- structure --------------------------------------------------------------
 
@@ -447,8 +444,7 @@ class Machine:
 
     def execute(self, run: _Run, threads: tuple) -> list[_Run]:
         """Run the op at run.pc; the runs that follow (several where an input is chosen)."""
-        slots = self.needs_choice[run.pc]
-        pending = tags(run.locals, slots) if slots != () else ()
+        pending = _unchosen(run, self.needs_choice[run.pc])
         if not pending:
             return self._execute(run, threads)
         return self.chosen_first(run, pending, threads)
@@ -487,8 +483,7 @@ class Machine:
 
     def _split(self, run: _Run, cond: Expr, then: int, orelse: int, threads: tuple) -> list[_Run] | None:
         """A test of unchosen inputs: one run each way some of their values go (None: it tests none)."""
-        tested = self.tested[run.pc]
-        pending = tags(run.locals, tested) if tested else ()
+        pending = _unchosen(run, self.tested[run.pc])
         if not pending:
             return None
         runs = self.choose(run, pending[1:], threads)  # two inputs tested together: all but one chosen
@@ -508,8 +503,7 @@ class Machine:
     def _derive(self, run: _Run, target: Loc, expr: Expr, threads: tuple) -> list[_Run] | None:
         """A local computed from unchosen inputs: kept unchosen on the one with most values, the others
         chosen (None: it reads none)."""
-        tested = self.tested[run.pc]
-        pending = tags(run.locals, tested) if tested else ()
+        pending = _unchosen(run, self.tested[run.pc])
         if not pending:
             return None
         kept = max(pending, key=lambda tag: len(lazy.sources(run.locals, tag)))
@@ -801,6 +795,22 @@ def protected_state(protocol: Protocol, ignored: str = "") -> set[tuple[str, int
             usable = {name for name, mode in locks if mode == "write" or not writing}
             guard[state] = usable if guard.get(state) is None else guard[state] & usable
     return {state for state, locks in guard.items() if locks}
+
+
+def _tested(op: Op) -> tuple[int, ...]:
+    """The locals a test, or a computation into a local, reads: where unchosen inputs are split or kept."""
+    if op.kind == "branch":
+        expr = op.args[0]
+    elif op.kind == "set" and op.args[0].kind == "local":
+        expr = op.args[1]
+    else:
+        return ()
+    return tuple(loc.slot for loc in reads(expr) if loc.kind == "local")
+
+
+def _unchosen(run: _Run, slots: tuple[int, ...] | None) -> list[int]:
+    """The tags of the unchosen inputs among these locals of the run (every local for ALL)."""
+    return tags(run.locals, slots) if slots != () else []
 
 
 def _numbers(values: tuple) -> bool:

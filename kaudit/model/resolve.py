@@ -85,7 +85,7 @@ def _elements(ops: list[Op]) -> dict[str, list[int]]:
 def _pointers(ops: list[Op]) -> dict[str, list[Expr]]:
     """Locals only ever assigned addresses of fields (`bool *f = &vcpu->arch.flag`, and perhaps later
     `f = &vcpu->arch.other`): the fields each may point at, in order. One field: `*f` is that field; more:
-    `*f` is whichever the local holds the address of when it runs (`pointer_to`)."""
+    `*f` is whichever the local holds the address of when it runs (Resolver._through, _scatter)."""
     assigned: dict[str, list[Expr]] = {}
     for op in ops:
         if op.kind == "set" and isinstance(op.args[0], Var) and op.args[0].scope == "local":
@@ -105,6 +105,15 @@ def _addressed(value: Expr) -> list[Expr] | None:
     if isinstance(value, Select):
         then, orelse = _addressed(value.then), _addressed(value.orelse)
         return then + orelse if then is not None and orelse is not None else None
+    return None
+
+
+def _through_local(expr: Expr) -> Var | None:
+    """The local `*f` and `f[0]` read through."""
+    if isinstance(expr, Index) and fold(expr.index) == 0:
+        expr = Unary("*", expr.base)
+    if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
+        return expr.arg
     return None
 
 
@@ -182,7 +191,7 @@ class Resolver:
                 return Loc("vm", self.slots.vm.setdefault(expr.name, len(self.slots.vm)), name=expr.name)
             return None
         fields = self._pointees(expr)
-        if fields:
+        if fields:  # several possible fields: _through, _scatter
             return self.place(fields[0]) if len(fields) == 1 else None
         if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
             return None
@@ -214,11 +223,14 @@ class Resolver:
 
     def _pointees(self, expr: Expr) -> list[Expr]:
         """The fields `*f` (or `f[0]`) may be, for a local f that only ever holds addresses of fields."""
-        if isinstance(expr, Index) and fold(expr.index) == 0:
-            expr = Unary("*", expr.base)
-        if isinstance(expr, Unary) and expr.op == "*" and isinstance(expr.arg, Var) and expr.arg.scope == "local":
-            return self.pointers.get(expr.arg.name, [])
-        return []
+        pointer = _through_local(expr)
+        return self.pointers.get(pointer.name, []) if pointer is not None else []
+
+    def _holds(self, expr: Expr, i: int) -> Expr:
+        """Whether the local that `*f` goes through holds the address of its i-th possible field."""
+        pointer = _through_local(expr)
+        assert pointer is not None, expr
+        return Binary("==", self.place(pointer), Const(ADDRESS + i))
 
     def _through(self, expr: Expr) -> Expr | None:
         """A read of `*f` for a local that may point at several fields: the one whose address it holds
@@ -227,10 +239,9 @@ class Resolver:
         places = [self.place(candidate) for candidate in fields]
         if len(fields) < 2 or None in places:
             return None
-        pointer = self.place(deref(expr).arg if isinstance(deref(expr), Unary) else expr.base)
         out: Expr = places[-1]
         for i in range(len(places) - 2, -1, -1):
-            out = Select(Binary("==", pointer, Const(ADDRESS + i)), places[i], out)
+            out = Select(self._holds(expr, i), places[i], out)
         return out
 
     def address(self, target: Expr, value: Expr) -> Expr | None:
@@ -367,7 +378,6 @@ class Resolver:
         through a local that may point at several fields: each takes it if the local holds its address."""
         fields = self._pointees(place)
         if len(fields) > 1:
-            pointer = self.place(deref(place).arg if isinstance(deref(place), Unary) else place.base)
             for i, candidate in enumerate(fields):
                 element = self.place(candidate)
                 if element is None:
@@ -375,7 +385,7 @@ class Resolver:
                 if value is None:
                     self._havoc(op, element, render(place))
                     continue
-                hit = Binary("==", pointer, Const(ADDRESS + i))
+                hit = self._holds(place, i)
                 self.pending.append(replace(op, kind="set", args=(element, Select(hit, value, element))))
             return None
         for offset in self._buffer_offsets(place):
