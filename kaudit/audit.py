@@ -14,8 +14,10 @@ from kaudit.analysis import counter_transition, inhibit_balance
 from kaudit.analysis.results import Analysis
 from kaudit.cache import Store
 from kaudit.callgraph import build_call_graph
+from kaudit.gctune import rare_collections
 from kaudit.ir.program import LoweredProgram
-from kaudit.model.check import ModelSettings, apply_model
+from kaudit.model.run import judge_all
+from kaudit.model.settings import ModelSettings
 from kaudit.program import Program
 from kaudit.progress import Progress
 from kaudit.rules import Rule, rule_sources
@@ -97,14 +99,14 @@ def audit_tree(root: Path, rules: list[Rule], jobs: int = 1, cache_dir: Path | N
     program, graph = loaded.program, loaded.graph
     gc.freeze()  # the program lives through the audit: collections that rescan its millions of objects find nothing
     try:
-        with timings.phase("rules"):
-            lowered = LoweredProgram(program)
-            analyses = [ENGINES[rule.engine](lowered, graph, rule) for rule in rules]
-        gc.freeze()  # ... and so do its lowered form and the analyses the model reads
-        if model is not None:
-            with timings.phase("model and cost simulation"):
-                for rule, analysis in zip(rules, analyses, strict=True):
-                    apply_model(analysis, rule, model, loaded.store)
+        with rare_collections():  # the analyses build long-lived objects by the million
+            with timings.phase("rules"):
+                lowered = LoweredProgram(program)
+                analyses = [ENGINES[rule.engine](lowered, graph, rule) for rule in rules]
+            gc.freeze()  # ... and so do its lowered form and the analyses the model reads
+            if model is not None:
+                with timings.phase("model and cost simulation"):
+                    judge_all(rules, analyses, model, loaded.store, jobs)
     finally:
         gc.unfreeze()  # frozen objects are never collected: a caller that audits again must get them back
     return AuditResult(root, program, graph, rules, analyses, config_used(root, compdb), loaded.store)

@@ -8,10 +8,12 @@ libclang is a fatal parse error of that TU, never a crash of the run.
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,25 @@ from kaudit.treewalk import Found, escaped_headers, shown, walk
 from kaudit.workers import Failed, Limits, run_tasks
 
 PARSE_LIMITS = Limits()  # per TU: a hang or a runaway include is named, not waited for
+
+
+def parse_failure(err: BaseException, limits: Limits) -> str:
+    """What ended a parse task, in words for the TU's diagnostic."""
+    from pebble import ProcessExpired
+
+    if isinstance(err, FutureTimeout):
+        return f"kaudit: libclang took longer than {limits.seconds:g} s on this file; stopped"
+    if isinstance(err, ProcessExpired):
+        code = err.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            bound = f", or hit the {limits.memory >> 20} MiB memory bound" if -code in (6, 9) else ""  # ABRT, KILL
+            return f"kaudit: libclang crashed ({name}{bound}) on this file"
+        return f"kaudit: the parse worker died (exit status {code}) on this file"
+    if isinstance(err, MemoryError):
+        return f"kaudit: parsing this file needed more than {limits.memory >> 20} MiB; stopped"
+    return f"kaudit: internal error while reading this file: {type(err).__name__}: {err}"
+
 
 Facts = dict[str, Any]
 
@@ -174,7 +195,7 @@ class TreeReader:
         with tempfile.TemporaryDirectory(prefix="kaudit-parse-") as scratch:
             plan = _Plan(self, missing, Path(scratch))
             for phase in plan.phases():
-                for n, outcome in run_tasks(_work, phase, self.workers, PARSE_LIMITS):
+                for n, outcome in run_tasks(_work, phase, self.workers, PARSE_LIMITS, parse_failure):
                     task = phase[n]
                     if isinstance(task, _PchTask):
                         plan.built(task, outcome if isinstance(outcome, Pch) else None)

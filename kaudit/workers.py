@@ -29,7 +29,7 @@ T = TypeVar("T")
 class Limits:
     """Bounds on one task: wall-clock seconds and address space in bytes."""
 
-    seconds: float = 50.0  # a kernel TU takes a few; a hang is named within a minute
+    seconds: float | None = 50.0  # a kernel TU takes a few; a hang is named within a minute (None: no bound)
     memory: int = 4 << 30
 
 
@@ -58,26 +58,10 @@ def _bound(memory: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
 
 
-def _why(err: BaseException, limits: Limits) -> str:
-    from pebble import ProcessExpired
-
-    if isinstance(err, FutureTimeout):
-        return f"kaudit: libclang took longer than {limits.seconds:g} s on this file; stopped"
-    if isinstance(err, ProcessExpired):
-        code = err.exitcode
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            bound = f", or hit the {limits.memory >> 20} MiB memory bound" if -code in (6, 9) else ""  # ABRT, KILL
-            return f"kaudit: libclang crashed ({name}{bound}) on this file"
-        return f"kaudit: the parse worker died (exit status {code}) on this file"
-    if isinstance(err, MemoryError):
-        return f"kaudit: parsing this file needed more than {limits.memory >> 20} MiB; stopped"
-    return f"kaudit: internal error while reading this file: {type(err).__name__}: {err}"
-
-
-def run_tasks(fn: Callable[[Any], T], tasks: Sequence[Any], workers: int,
-              limits: Limits = Limits()) -> Iterator[tuple[int, T | Failed]]:
-    """(index, result or Failed) of every task, in the order they finish."""
+def run_tasks(fn: Callable[[Any], T], tasks: Sequence[Any], workers: int, limits: Limits,
+              explain: Callable[[BaseException, Limits], str]) -> Iterator[tuple[int, T | Failed]]:
+    """(index, result or Failed) of every task, in the order they finish; explain(error, limits)
+    words the Failed of a task that raised, timed out or whose worker died."""
     if not tasks:
         return
     from pebble import ProcessPool  # imported on first parse: a warm run starts no worker
@@ -94,7 +78,7 @@ def run_tasks(fn: Callable[[Any], T], tasks: Sequence[Any], workers: int,
                     try:
                         yield futures[future], future.result()
                     except Exception as err:  # whatever ended the task, it is that TU's failure
-                        yield futures[future], Failed(_why(err, limits), isinstance(err, FutureTimeout))
+                        yield futures[future], Failed(explain(err, limits), isinstance(err, FutureTimeout))
         finally:
             if pending:  # interrupted: end the workers now
                 pool.stop()

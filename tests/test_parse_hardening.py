@@ -19,7 +19,7 @@ from kaudit.audit import parse_jobs
 from kaudit.frontend.exprs import MAX_DEPTH
 from kaudit.resources import default_rules_dir
 from kaudit.rules import load_rules, rule_sources
-from kaudit.scan import TreeReader
+from kaudit.scan import TreeReader, parse_failure
 from kaudit.workers import Failed, Limits, run_tasks
 
 GLOBS = rule_sources(load_rules(default_rules_dir()))
@@ -90,12 +90,12 @@ def _allocate(_: object) -> bytes:
 
 def test_workers_turn_crashes_timeouts_and_memory_into_failures() -> None:
     limits = Limits(seconds=2, memory=1 << 30)
-    slept = dict(run_tasks(_sleep, [0.0, 30.0], 2, limits))
+    slept = dict(run_tasks(_sleep, [0.0, 30.0], 2, limits, parse_failure))
     assert slept[0] == "slept"
     assert isinstance(slept[1], Failed) and "longer than 2 s" in slept[1].message
-    (_, crashed), = run_tasks(_crash, [None], 1, limits)
+    (_, crashed), = run_tasks(_crash, [None], 1, limits, parse_failure)
     assert isinstance(crashed, Failed) and "SIGSEGV" in crashed.message
-    (_, grown), = run_tasks(_allocate, [None], 1, limits)
+    (_, grown), = run_tasks(_allocate, [None], 1, limits, parse_failure)
     assert isinstance(grown, Failed) and "1024 MiB" in grown.message
 
 

@@ -29,6 +29,7 @@ from kaudit.frontend.exprs import (
 )
 from kaudit.frontend.failed import failed_tu
 from kaudit.frontend.stmts import StmtBuilder
+from kaudit.gctune import rare_collections
 from kaudit.pch import Pch
 
 K = ci.CursorKind
@@ -407,7 +408,8 @@ def parse_tu(path: Path, args: list[str], root: Path, pch: Pch | None = None) ->
     if pch is not None and diagnostics:
         return parse_tu(path, args, root)
     extractor = _Extractor(tu, tree, tu.spelling, pch)
-    facts = extractor.run()
+    with rare_collections():
+        facts = extractor.run()
     diagnostics += _too_deep(extractor.nesting, tree)
     inclusions = [(inc.source.name if inc.source else "", inc.location.line, inc.include.name)
                   for inc in tu.get_includes()]

@@ -13,6 +13,8 @@ finding saying the model could not check it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kaudit.analysis.discipline import UNSAFE, Verdict
 from kaudit.analysis.results import Analysis, Finding, JudgedSite
 from kaudit.cache import Store
@@ -129,24 +131,51 @@ def _how(outcome: Outcome, analysis: Analysis, at: JudgedSite, counter: bool) ->
     return f"{text}; the runtime model shows it with {outcome.vcpus} vCPUs in a {len(outcome.trace)}-step trace"
 
 
-def apply_model(analysis: Analysis, rule: Rule, settings: ModelSettings, store: Store | None = None) -> None:
+@dataclass(frozen=True)
+class KeyTask:
+    """One key of one rule for the model to judge: the rule's index among the audit's rules."""
+
+    rule: int
+    key: str
+
+
+def _vcpu_sites(analysis: Analysis, rule: Rule, key: str) -> list[JudgedSite]:
+    """The sites of a key the model judges: every site of a count; an inhibit's per-vCPU, not sticky ones."""
+    sites = [j for j in analysis.sites if j.site.key == key]
+    if rule.engine == "counter-transition":
+        return sites
+    return [j for j in sites if j.context == "per-vcpu" and j.verdict.discipline != "sticky"]
+
+
+def model_tasks(rules: list[Rule], analyses: list[Analysis]) -> list[KeyTask]:
+    """The keys the model judges, in report order."""
+    return [KeyTask(i, key) for i, (rule, analysis) in enumerate(zip(rules, analyses, strict=True))
+            for key in sorted({j.site.key for j in analysis.sites}) if _vcpu_sites(analysis, rule, key)]
+
+
+def judged(analysis: Analysis, rule: Rule, key: str, settings: ModelSettings, store: Store | None
+           ) -> tuple[Protocol | Unmodelled, Judgement | None]:
+    """Extract one key's protocol and judge it (from the cache when it was judged before)."""
+    protocol = protocol_of(analysis, rule, key)
+    if isinstance(protocol, Unmodelled):
+        return protocol, None
+    return protocol, cached(store, protocol, settings, lambda p: judge(p, settings))
+
+
+def mark_unjudged(analysis: Analysis, rule: Rule) -> None:
+    """Sites the model does not judge say why (VM-scope, sticky, not run from per-vCPU code)."""
     for key in sorted({j.site.key for j in analysis.sites}):
-        sites = [j for j in analysis.sites if j.site.key == key]
-        if rule.engine == "counter-transition":
-            _judge(analysis, rule, key, sites, counter_protocol(analysis, rule, key), settings, store)
-            continue
-        vcpu_sites = [j for j in sites if j.context == "per-vcpu" and j.verdict.discipline != "sticky"]
-        for j in sites:
-            if j not in vcpu_sites:
+        judged_sites = _vcpu_sites(analysis, rule, key)
+        for j in analysis.sites:
+            if j.site.key == key and j not in judged_sites:
                 j.model = {"status": "not-modelled", "reason": NOT_PER_VCPU.get(j.verdict.discipline,
                                                                                  "not run from per-vCPU code")}
-        if vcpu_sites:
-            _judge(analysis, rule, key, vcpu_sites, inhibit_protocol(analysis, rule, key), settings, store)
 
 
-def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], protocol: Protocol | Unmodelled,
-           settings: ModelSettings, store: Store | None) -> None:
+def apply_judgement(analysis: Analysis, rule: Rule, key: str, protocol: Protocol | Unmodelled,
+                    judgement: Judgement | None) -> None:
     """The model's verdict on one key decides its findings."""
+    sites = _vcpu_sites(analysis, rule, key)
     static = [f for f in analysis.findings if f.key == key and f.kind != "sticky"]
     if isinstance(protocol, Unmodelled):
         for j in sites:
@@ -158,8 +187,8 @@ def _judge(analysis: Analysis, rule: Rule, key: str, sites: list[JudgedSite], pr
                 analysis.findings.append(Finding(rule, kind.severity, kind.name, key,
                                                  kind.text(key=key, why=j.verdict.why, reason=protocol.reason), j))
         return
+    assert judgement is not None  # a protocol is always judged
     counter = protocol.kind == "counter"
-    judgement = cached(store, protocol, settings, lambda p: judge(p, settings))
     outcome = judgement.outcome
     status = "inconclusive" if outcome.assumes else outcome.status
     entry = {"rule": rule.id, "key": key, "status": status, "violation": outcome.violation,
