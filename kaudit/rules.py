@@ -63,9 +63,11 @@ class FindingKind:
 
 @dataclass(frozen=True)
 class Lifecycle:
-    """The kernel's vCPU lifecycle entry points (create may fail: a non-zero return)."""
+    """The kernel's vCPU lifecycle entry points (create may fail: a non-zero return; reset runs any
+    number of times while the vCPU lives)."""
 
     create: tuple[str, ...] = ()
+    reset: tuple[str, ...] = ()
     destroy: tuple[str, ...] = ()
 
 
@@ -184,7 +186,7 @@ def load_rule(path: Path) -> Rule:
         per_vcpu_types=tuple(data.get("per_vcpu_types", ["kvm_vcpu"])),
         vm_types=tuple(data.get("vm_types", ["kvm"])), update_lock=data.get("update_lock", ""),
         word=data.get("word", ""),
-        lifecycle=Lifecycle(tuple(lifecycle.get("create", ())), tuple(lifecycle.get("destroy", ()))),
+        lifecycle=Lifecycle(*(tuple(lifecycle.get(kind, ())) for kind in ("create", "reset", "destroy"))),
         path=str(path), key_lines={key: doc.key_line([], key) for key in data},
     )
 

@@ -334,6 +334,28 @@ def test_a_count_whose_vcpus_share_nothing_else_is_explored_with_one(tmp_path: P
     assert (outcome.vcpus, outcome.violation) == (vcpus, violation)
 
 
+def test_a_reset_runs_with_its_callers_constant_and_the_other_way_is_never_compiled(tmp_path: Path) -> None:
+    """kvm_vcpu_reset() is called with `false` from create and `true` on INIT: the reset entry takes
+    `true`, and the code behind `if (!init_event)` is not compiled for it (the constant-branch fold would
+    drop it). As an input, init_event takes both ways."""
+    rule = load_rules(default_rules_dir())[1]
+    result = audit_tree(_fixture_tree(tmp_path, "KVM002/reset-on-init-keeps-the-flag.c"), [rule], model=None,
+                        cache_dir=None)
+    extractor = extract.Extractor(result.analyses[0], rule, "lint1_watchers")
+    reset = next(iter(result.program.functions_named("kvm_vcpu_reset")))
+    assert extractor.entry_subst(reset, "reset")["init_event"] == Const(1)
+
+    def drops_the_flag(subst: dict) -> bool:
+        inliner = inline.Inliner(extractor.lowered, extractor.effects, extractor.api, {"lint1_watchers",
+                                 "kvm_vcpu.arch.lint1_unmasked"}, rule.update_lock, rule.word,
+                                 inline.Core(frozenset(), frozenset()))
+        inliner.entry(reset, subst, False)
+        return any(op.text == "vcpu->arch.lint1_unmasked = false" for op in inliner.draft.ops)
+
+    assert not drops_the_flag(extractor.entry_subst(reset, "reset"))
+    assert drops_the_flag(extractor.entry_subst(reset, "transition"))
+
+
 def test_a_field_an_entry_writes_before_it_reads_is_forgotten_between_calls() -> None:
     """Entry 0 writes field 0 then reads it, and reads field 1 before any write: between calls field 0's
     value is never seen again, field 1's is."""

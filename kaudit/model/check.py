@@ -91,9 +91,14 @@ def proof(protocol: Protocol, settings: ModelSettings) -> Proof:
     return Proof(name, why + lock, relied)
 
 
+def _entries_json(protocol: Protocol) -> list[dict]:
+    """Each entry the model runs, and each lifecycle entry it left out, with what it assumes."""
+    return [{"function": e.name, "assumption": e.why} for e in protocol.entries] + \
+        [{"function": name, "assumption": why} for name, why in protocol.left_out]
+
+
 def _model_json(outcome: Outcome, status: str, protocol: Protocol) -> dict:
-    return {**outcome.to_json(), "status": status,
-            "entries": [{"function": e.name, "assumption": e.why} for e in protocol.entries]}
+    return {**outcome.to_json(), "status": status, "entries": _entries_json(protocol)}
 
 
 def _site_for(analysis: Analysis, outcome: Outcome, sites: list[JudgedSite]) -> JudgedSite:
@@ -194,7 +199,7 @@ def apply_judgement(analysis: Analysis, rule: Rule, key: str, protocol: Protocol
     entry = {"rule": rule.id, "key": key, "status": status, "violation": outcome.violation,
              "assumes": outcome.assumes,
              "vcpus": outcome.vcpus, "states": outcome.states, "bound_hit": outcome.bound_hit, "cost": None,
-             "entries": [{"function": e.name, "assumption": e.why} for e in protocol.entries]}
+             "entries": _entries_json(protocol)}
     analysis.model[key] = entry
     for f in static:
         analysis.findings.remove(f)

@@ -93,7 +93,7 @@ class Entry:
     pc: int
     file: str = ""
     line: int = 0
-    kind: str = "transition"  # transition | recompute | create | destroy | env
+    kind: str = "transition"  # transition | recompute | create | reset | destroy | env
     armed: bool = False  # runs only after this vCPU's request (an exit handler)
     why: str = ""
     needs: int = -1  # a per-vCPU slot that must hold a non-NULL pointer: the object the entry takes exists
@@ -124,6 +124,7 @@ class Protocol:
     vm_demand: bool = False  # the bit is a function of VM-wide state: one VM-wide demand
     recompute: bool = False  # the value is recomputed over every vCPU
     lifecycle: bool = False
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # lifecycle entries not run: (function, why)
     live: list[frozenset[int]] = field(default_factory=list)  # per pc: local slots that may still be read
     dead_when_idle: tuple[int, ...] = ()  # per-vCPU slots no entry reads before writing them
     host_constants: frozenset[int] = frozenset()  # per-vCPU constants every vCPU shares (the backend)

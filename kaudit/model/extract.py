@@ -16,15 +16,18 @@ inlining while the slice reads unmodelled state that some callee writes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import networkx as nx
 
 from kaudit.analysis.context import holder, vcpu_param
+from kaudit.analysis.counter_transition import lifecycle_only
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
+from kaudit.ir.evaluate import fold
 from kaudit.ir.names import render_call, subexprs
-from kaudit.ir.nodes import Binary, Const, CType, Expr, Var
+from kaudit.ir.nodes import Binary, CallOp, Const, CType, Expr, Var
 from kaudit.model.bookkeeping import (
     Bookkeeping,
     Dataflow,
@@ -58,6 +61,7 @@ class Unmodelled:
     """Why a key's protocol is not modelled (a reason a reviewer would accept)."""
 
     reason: str
+    too_large: bool = False
 
 
 def nearest_vcpu_functions(graph: nx.DiGraph, vcpu_fns: set[str], fid: str) -> set[str]:
@@ -113,15 +117,36 @@ class Extractor:
         self.api = {a.function: a for a in rule.api}
         self.effects = program_effects(analysis)
 
-    def entry_subst(self, fid: str) -> dict[str, Expr]:
-        """Pointer parameters to a vCPU's or the VM's object are that object; the rest are inputs."""
-        out: dict[str, Expr] = {}
+    def entry_subst(self, fid: str, kind: str) -> dict[str, Expr]:
+        """Pointer parameters to a vCPU's or the VM's object are that object; the rest are inputs, but
+        a reset's parameters that its callers all pass as one constant."""
+        out: dict[str, Expr] = self.constant_args(fid) if kind == "reset" else {}
         for param in self.lowered.function(fid).params:
             if param.ctype.ptr and param.ctype.record in self.scopes.per_vcpu:
                 out[param.name] = SELF
             elif param.ctype.ptr and param.ctype.record in self.scopes.vm_wide:
                 out[param.name] = VMOBJ
         return out
+
+    @functools.cache  # noqa: B019 -- one extractor per key; its compiles ask for the same entries
+    def constant_args(self, fid: str) -> dict[str, Expr]:
+        """The parameters every call of a lifecycle entry from outside create and destroy passes as one
+        constant: kvm_vcpu_reset(vcpu, true) on INIT (create's own reset(vcpu, false) is part of create).
+        Nothing for a function whose address is taken: who calls it, with what, is not known."""
+        function, graph = self.lowered.function(fid), self.analysis.graph
+        if function.name in self.lowered.address_taken or fid not in graph:
+            return {}
+        inside = lifecycle_only(graph, self.lowered, self.rule)
+        passed: dict[int, set[int | None]] = {}
+        for caller in sorted(set(graph.predecessors(fid)) - inside):
+            for block in self.lowered.function(caller).blocks:
+                for instr in block.instrs:
+                    if isinstance(instr, CallOp) and fid in self.lowered.targets(caller, instr.call):
+                        for i, arg in enumerate(instr.call.args):
+                            passed.setdefault(i, set()).add(fold(arg))
+        return {function.params[i].name: Const(value) for i, (value,) in
+                ((i, values) for i, values in passed.items() if len(values) == 1)
+                if value is not None and i < len(function.params)}
 
     def object_holder(self, fid: str) -> str | None:
         """The pointer through which a vCPU holds the per-vCPU object an entry takes, when the vCPU does
@@ -140,7 +165,7 @@ class Extractor:
                 core: Core, coarse: bool) -> _Compiled:
         inliner = Inliner(self.lowered, self.effects, self.api, interesting, self.rule.update_lock, self.rule.word,
                           core, readers, coarse)
-        labels = [inliner.entry(fid, self.entry_subst(fid), kind == "create") for fid, kind in entries]
+        labels = [inliner.entry(fid, self.entry_subst(fid, kind), kind == "create") for fid, kind in entries]
         fids = [fid for fid, _ in entries]
         env_label = -1
         api = self.env_api() if env else None
@@ -537,14 +562,23 @@ def counter_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     that move the count, the destroy entries."""
     sites = [j for j in analysis.sites if j.site.key == key]
     program = analysis.program
-    lifecycle = {fid: kind for kind, names in (("create", rule.lifecycle.create), ("destroy", rule.lifecycle.destroy))
+    lifecycle = {fid: kind for kind, names in (("create", rule.lifecycle.create), ("reset", rule.lifecycle.reset),
+                                               ("destroy", rule.lifecycle.destroy))
                  for name in names for fid in program.functions_named(name)}
     moving = [j for j in sites if j.verdict.discipline != "lifecycle"]
     entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, moving, lift=True) if fid not in lifecycle]
     entries += sorted(lifecycle.items())
     if not entries:
         return Unmodelled("no per-vCPU function moves it")
-    return build(Extractor(analysis, rule, key), entries, {key}, "counter")
+    extractor = Extractor(analysis, rule, key)
+    protocol = build(extractor, entries, {key}, "counter")
+    resets = [fid for fid, kind in entries if kind == "reset"]
+    if isinstance(protocol, Unmodelled) and protocol.too_large and resets:  # the rest may still be judged
+        protocol = build(extractor, [e for e in entries if e[1] != "reset"], {key}, "counter")
+        if isinstance(protocol, Protocol):
+            protocol.left_out = [(program.functions[fid]["name"], "not run: with it the protocol is too large to "
+                                  "explore; assumed not to move the count") for fid in resets]
+    return protocol
 
 
 def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set[str], kind: str
@@ -568,7 +602,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         if len(compiled.code) > MAX_COMPILED:
             return Unmodelled(f"its protocol is too large to explore: {len(compiled.code)} ops before slicing (at "
                               f"most {MAX_COMPILED}), from {len({op.function for op in compiled.code})} functions "
-                              f"its entries reach")
+                              f"its entries reach", too_large=True)
         slots = compiled.resolver.slots
         if target not in slots.vm:
             return Unmodelled(f"no code the model runs writes {target}")
@@ -617,7 +651,8 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
                           f"reads {', '.join(unsettled[:3])}, written by code not compiled")
     if len(code) > MAX_OPS:  # only the last: modelling more can make the slice smaller (an input becomes state)
         return Unmodelled(f"its protocol is too large to explore: {len(code)} ops after slicing (at most "
-                          f"{MAX_OPS}), from {len({op.function for op in code})} functions its entries reach")
+                          f"{MAX_OPS}), from {len({op.function for op in code})} functions its entries reach",
+                          too_large=True)
     code = observed_bits(code)
     flow = Dataflow(code)
     protocol = Protocol(rule.id, key, code, [], actions, sorted(slots.vm, key=slots.vm.get),
@@ -682,6 +717,8 @@ ENTRY_WHY = {
                  "any state its callers leave (its decision alone is the VM's demand)",
     "armed": "an exit handler whose actions only release: assumed to run only after this vCPU's request",
     "create": "creates the vCPU, once; a non-zero return is a failed create, after which it is never destroyed",
+    "reset": "resets the vCPU (INIT, a triple fault): any number of times while it lives, with the arguments its "
+             "callers outside create pass",
     "destroy": "destroys the vCPU, once, at any time after it was created",
 }
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from kaudit.ir.effects import Effects, primitive_effects, written_operand
+from kaudit.ir.evaluate import fold
 from kaudit.ir.names import counted_key, deref, field_key, lock_key, render, render_call, returned_only, subexprs
 from kaudit.ir.nodes import (
     Assign,
     Binary,
+    Block,
     Branch,
     Call,
     CallOp,
@@ -221,7 +223,8 @@ class Inliner:
         return {fid for name in self.api for fid in program.functions_named(name)}
 
     def body(self, function: Function, frame: Frame) -> None:
-        kept = self._kept_blocks(function, frame)
+        taken = self._constant_tests(function, frame)
+        kept = self._kept_blocks(function, frame, taken)
         labels = {block.id: self.draft.label() if block.id in kept else frame.end for block in function.blocks}
         loop_of_head = {loop.head: loop for loop in function.loops if loop.kind == "vcpus"}
         for block in function.blocks:
@@ -230,30 +233,55 @@ class Inliner:
             self.draft.place(labels[block.id])
             for instr in block.instrs:
                 self.instr(instr, frame)
-            self.term(block, function, frame, labels, loop_of_head)
+            if block.id in taken:
+                self.emit("jump", (labels[taken[block.id]],), frame, block.term.line,
+                          f"if ({render(block.term.cond, function.temps)})")
+            else:
+                self.term(block, function, frame, labels, loop_of_head)
 
-    def _kept_blocks(self, function: Function, frame: Frame) -> set[int]:
-        """The blocks that can matter once the function returns: those from which an instruction with
-        an effect outside the frame (kaudit.model.inline._visible), or a return of a value the caller
-        uses, is reachable. The others do nothing the model could see: they compile to a jump to the
-        frame's end, a slice before inlining (the MSR cases of kvm_set_msr_common() that move nothing
-        modelled). A write they skip to state that is not interesting cannot be read as modelled: what
-        the slice reads and some code writes becomes interesting by widening (kaudit.model.extract)."""
+    def _constant_tests(self, function: Function, frame: Frame) -> dict[int, int]:
+        """The blocks whose test is a constant in this frame (`if (init_event)` for a caller's `true`),
+        and the block each goes to. The code behind the other way is never compiled: the fold of
+        constant branches (kaudit.model.extract) would drop it, after compiling it for nothing."""
+        taken = {}
+        for block in function.blocks:
+            if isinstance(block.term, Branch) and (value := fold(self.rename(block.term.cond, frame))) is not None:
+                taken[block.id] = block.term.then if value else block.term.orelse
+        return taken
+
+    def _kept_blocks(self, function: Function, frame: Frame, taken: dict[int, int]) -> set[int]:
+        """The blocks that can matter once the function returns: those the entry reaches (a constant
+        test goes one way) from which an instruction with an effect outside the frame
+        (kaudit.model.inline._visible), or a return of a value the caller uses, is reachable. The
+        others do nothing the model could see: they compile to a jump to the frame's end, a slice
+        before inlining (the MSR cases of kvm_set_msr_common() that move nothing modelled). A write
+        they skip to state that is not interesting cannot be read as modelled: what the slice reads
+        and some code writes becomes interesting by widening (kaudit.model.extract)."""
+        def successors(block: Block) -> tuple[int, ...]:
+            return (taken[block.id],) if block.id in taken else function.successors(block)
+
+        live, todo = {0}, [0]
+        while todo:
+            for nxt in successors(function.blocks[todo.pop()]):
+                if nxt not in live:
+                    live.add(nxt)
+                    todo.append(nxt)
         preds: dict[int, list[int]] = {}
         for block in function.blocks:
-            for nxt in function.successors(block):
-                preds.setdefault(nxt, []).append(block.id)
-        todo = [block.id for block in function.blocks
-                if any(self._visible(instr, frame) for instr in block.instrs)
-                or (frame.result is not None and isinstance(block.term, Return) and block.term.value is not None)]
+            if block.id in live:
+                for nxt in successors(block):
+                    preds.setdefault(nxt, []).append(block.id)
+        todo = [block.id for block in function.blocks if block.id in live and (
+                any(self._visible(instr, frame) for instr in block.instrs)
+                or (frame.result is not None and isinstance(block.term, Return) and block.term.value is not None))]
         kept = set(todo)
         while todo:
             for prev in preds.get(todo.pop(), ()):
                 if prev not in kept:
                     kept.add(prev)
                     todo.append(prev)
-        for block in function.blocks:
-            if block.id not in kept:
+        for block in function.blocks:  # code that cannot run here writes nothing, not even state left out
+            if block.id in live and block.id not in kept:
                 self.draft.skipped |= set().union(*(self._writes(instr, frame) for instr in block.instrs))
         return kept
 

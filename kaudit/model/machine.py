@@ -330,7 +330,7 @@ class Machine:
             if entry.needs >= 0 and not truth(thread[3][entry.needs]):  # its object is not there
                 continue
             run = _Run(state, me)
-            if entry.kind in ("transition", "recompute") and phase == CREATED:
+            if entry.kind in ("transition", "recompute", "reset") and phase == CREATED:
                 run.phase = LIVE
             run.entry, run.pc, run.locals, run.calls = index, entry.pc, {}, run.calls + bool(limit)
             if entry.armed:
@@ -823,7 +823,7 @@ def _allowed(phase: int, kind: str) -> bool:
     if phase == NEW:
         return kind == "create"
     if phase in (CREATED, LIVE):
-        return kind in ("transition", "recompute", "destroy")
+        return kind in ("transition", "recompute", "reset", "destroy")
     return False
 
 
