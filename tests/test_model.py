@@ -273,7 +273,7 @@ def test_a_field_of_a_local_struct_is_the_locals_even_through_a_pointer() -> Non
     assert not resolver.slots.cpu and "msr_entry.index" not in resolver.modelled
     assert code[1].args[1] == Loc("local", resolver.slots.locals["h.index"], name="h.index")
     (read,) = [op for op in code if op.kind == "input"]
-    assert read.args[2] == () and read.args[4] == "&e->index"  # no state to widen for
+    assert read.args[2] == () and read.args[4] == "(&e)->index"  # no state to widen for
 
 
 BACKEND_CORE = """#include <fixture.h>

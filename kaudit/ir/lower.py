@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from kaudit.ir.addresses import resolve_addresses
 from kaudit.ir.evaluate import fold
 from kaudit.ir.nodes import (
     NO_TYPE,
@@ -614,6 +615,7 @@ def lower_function(fid: str, facts: Facts, bound: dict[str, int] | None = None,
             block.term = _renumber(block.term, new)
             function.blocks.append(block)
     function.loops = [replace(loop, head=new.get(loop.head, -1), exit=new.get(loop.exit, -1)) for loop in lowerer.loops]
+    resolve_addresses(function)
     return function
 
 

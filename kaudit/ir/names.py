@@ -188,8 +188,10 @@ def render(expr: Expr | None, temps: dict[str, Call] | None = None) -> str:
         return expr.name
     if isinstance(expr, FuncRef):
         return expr.name
-    if isinstance(expr, Field):
-        return f"{render(expr.base, temps)}{'->' if expr.arrow else '.'}{expr.name}"
+    if isinstance(expr, Field):  # `(&key)->key`, not `&key->key`, which is another place
+        base = render(expr.base, temps)
+        base = f"({base})" if isinstance(expr.base, (Unary, Binary, Select)) else base
+        return f"{base}{'->' if expr.arrow else '.'}{expr.name}"
     if isinstance(expr, Unary):
         inner = render(expr.arg, temps)
         return f"{expr.op}({inner})" if isinstance(expr.arg, (Binary, Select)) else f"{expr.op}{inner}"

@@ -1,0 +1,185 @@
+"""A local pointer that holds one place's address wherever it is read is that place.
+
+`bool *f = &vcpu->arch.counted; ... if (!*f) { *f = true; ... }` tests and
+sets vcpu->arch.counted: the rules (a transition guard) and the model must
+both read the field, not a pointer they each resolve their own way. The
+lowered form says so: where every assignment reaching a read of the local
+stores the same address, `*f`, `f->m` and `f[0]` are that place. A local
+that may hold several addresses at a read (reassigned on another path,
+`c ? &a : &b`) stays a pointer there; the model tells its places apart when
+it runs (kaudit.model.resolve).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kaudit.ir.names import subexprs
+from kaudit.ir.nodes import (
+    Assign,
+    Binary,
+    Branch,
+    Call,
+    CallOp,
+    Cleanup,
+    Const,
+    Expr,
+    Field,
+    Function,
+    Index,
+    LockAssert,
+    Opaque,
+    Return,
+    Select,
+    Unary,
+    Var,
+)
+
+UNSET = Var("(unset)", "local")  # what a local holds before any assignment reaches it
+Held = dict[str, frozenset[Expr]]  # local -> the addresses the assignments reaching here stored
+
+
+def resolve_addresses(function: Function) -> None:
+    """Rewrite, in place, reads through locals that hold one address where they are read."""
+    locals_ = _address_locals(function)
+    if not locals_:
+        return
+    at_entry = _reaching(function, locals_)
+    for block in function.blocks:
+        held = dict(at_entry[block.id])
+        instrs = []
+        for instr in block.instrs:
+            instr = _instr(instr, held)
+            if isinstance(instr, Assign) and isinstance(instr.target, Var) and instr.target.name in locals_:
+                held[instr.target.name] = frozenset({instr.value})
+            instrs.append(instr)
+        block.instrs = instrs
+        if isinstance(block.term, Branch):
+            block.term = replace(block.term, cond=_expr(block.term.cond, held))
+        elif isinstance(block.term, Return) and block.term.value is not None:
+            block.term = replace(block.term, value=_expr(block.term.value, held))
+
+
+def _address_locals(function: Function) -> set[str]:
+    """Local pointers only ever assigned the address of a place that names the same storage all
+    through the function (its variables are parameters never assigned, or globals), and whose own
+    address is never taken (nothing else can store into them)."""
+    assigned_params = {i.target.name for _, i in function.instructions()
+                       if isinstance(i, Assign) and isinstance(i.target, Var) and i.target.scope == "param"}
+    good: set[str] = set()
+    bad: set[str] = set()
+    terms = [b.term.cond if isinstance(b.term, Branch) else b.term.value if isinstance(b.term, Return) else None
+             for b in function.blocks]
+    for expr in terms:
+        for sub in subexprs(expr) if expr is not None else ():
+            if isinstance(sub, Unary) and sub.op == "&" and isinstance(sub.arg, Var):
+                bad.add(sub.arg.name)
+    for _, instr in function.instructions():
+        if isinstance(instr, Cleanup):
+            bad.add(instr.var.name)
+        for expr in _exprs(instr):
+            for sub in subexprs(expr):
+                if isinstance(sub, Unary) and sub.op == "&" and isinstance(sub.arg, Var):
+                    bad.add(sub.arg.name)
+        if not (isinstance(instr, Assign) and isinstance(instr.target, Var) and instr.target.scope == "local"):
+            continue
+        name, value = instr.target.name, instr.value
+        if instr.target.ctype.ptr and isinstance(value, Unary) and value.op == "&" and \
+                _stable(value.arg, assigned_params):
+            good.add(name)
+        else:
+            bad.add(name)
+    return good - bad
+
+
+def _stable(place: Expr, assigned_params: set[str]) -> bool:
+    return isinstance(place, Field) and all(
+        not isinstance(sub, Var) or sub.scope == "global" or (sub.scope == "param" and sub.name not in assigned_params)
+        for sub in subexprs(place)) and not any(isinstance(sub, (Index, Opaque)) for sub in subexprs(place))
+
+
+def _reaching(function: Function, locals_: set[str]) -> dict[int, Held]:
+    """Per block, the addresses each local may hold on entry (a forward union of assignments)."""
+    entry: dict[int, Held] = {block.id: {} for block in function.blocks}
+    entry[0] = {name: frozenset({UNSET}) for name in locals_}
+    todo = [0]
+    while todo:
+        block = function.blocks[todo.pop()]
+        held = dict(entry[block.id])
+        for instr in block.instrs:
+            if isinstance(instr, Assign) and isinstance(instr.target, Var) and instr.target.name in locals_:
+                held[instr.target.name] = frozenset({instr.value})
+        for nxt in function.successors(block):
+            merged = {name: entry[nxt].get(name, frozenset()) | values for name, values in held.items()}
+            if merged != entry[nxt]:
+                entry[nxt] = merged
+                todo.append(nxt)
+    return entry
+
+
+def _exprs(instr) -> list[Expr]:
+    if isinstance(instr, Assign):
+        return [instr.target, instr.value]
+    if isinstance(instr, CallOp):
+        return list(instr.call.args)
+    if isinstance(instr, Cleanup):
+        return list(instr.init.args)
+    if isinstance(instr, LockAssert):
+        return [instr.lock]
+    return []
+
+
+def _instr(instr, held: Held):
+    if isinstance(instr, Assign):
+        target = instr.target if isinstance(instr.target, Var) else _expr(instr.target, held)
+        return replace(instr, target=target, value=_expr(instr.value, held))
+    if isinstance(instr, CallOp):
+        return replace(instr, call=_call(instr.call, held))
+    if isinstance(instr, Cleanup):
+        return replace(instr, init=_call(instr.init, held))
+    if isinstance(instr, LockAssert):
+        return replace(instr, lock=_expr(instr.lock, held))
+    return instr
+
+
+def _call(call: Call, held: Held) -> Call:
+    return replace(call, args=tuple(_expr(arg, held) for arg in call.args))
+
+
+def _expr(expr: Expr, held: Held) -> Expr:
+    """expr with each dereference of a local holding one address replaced by the place."""
+    if isinstance(expr, Unary) and expr.op == "*" and (place := _held(expr.arg, held)) is not None:
+        return place
+    if isinstance(expr, Index) and (place := _held(expr.base, held)) is not None and \
+            _is_zero(expr.index):
+        return place
+    if isinstance(expr, Field) and expr.arrow and (place := _held(expr.base, held)) is not None:
+        return replace(expr, base=place, arrow=False)
+    if isinstance(expr, Field):
+        return replace(expr, base=_expr(expr.base, held))
+    if isinstance(expr, Unary):
+        return Unary(expr.op, _expr(expr.arg, held))
+    if isinstance(expr, Binary):
+        return Binary(expr.op, _expr(expr.left, held), _expr(expr.right, held))
+    if isinstance(expr, Select):
+        return Select(_expr(expr.test, held), _expr(expr.then, held), _expr(expr.orelse, held))
+    if isinstance(expr, Index):
+        return Index(_expr(expr.base, held), _expr(expr.index, held))
+    if isinstance(expr, Opaque):
+        return Opaque(expr.what, tuple(_expr(sub, held) for sub in expr.subs))
+    return expr
+
+
+def _held(pointer: Expr, held: Held) -> Expr | None:
+    """The place a local pointer holds the address of, when that is one place."""
+    if not isinstance(pointer, Var) or pointer.name not in held:
+        return None
+    values = held[pointer.name]
+    if len(values) != 1:
+        return None
+    (value,) = values
+    return value.arg if isinstance(value, Unary) and value.op == "&" else None
+
+
+def _is_zero(expr: Expr) -> bool:
+    return isinstance(expr, Const) and expr.value == 0
