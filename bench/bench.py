@@ -17,7 +17,9 @@ It times, on the same files with the same flags (kaudit's own, as
 Each round runs the bare parses and the kaudit runs back to back, so the
 machine's load weighs on both alike; each ratio is against the bare parse
 with the same number of processes, from the same round. Peak memory is the
-largest sum of RSS over the kaudit process and its workers (sampled).
+largest sum of PSS over the kaudit process and its workers (sampled): forked
+workers share their parent's pages, which a sum of RSS would count once per
+process.
 """
 
 from __future__ import annotations
@@ -73,14 +75,15 @@ def bare_parse(jobs: list[ParseJob], processes: int) -> tuple[float, float]:
     return time.perf_counter() - start, _cpu() - cpu
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (from /proc)."""
+def _tree_pss(pid: int) -> int:
+    """Proportional resident bytes of a process and all its descendants (from /proc): a page shared by
+    n of them counts 1/n in each, so the sum is the memory they hold together."""
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += next(int(line.split()[1]) << 10 for line in status.splitlines() if line.startswith("VmRSS:"))
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+            total += next(int(line.split()[1]) << 10 for line in rollup.splitlines() if line.startswith("Pss:"))
             for task in Path(f"/proc/{current}/task").iterdir():
                 stack.extend(int(child) for child in (task / "children").read_text().split())
         except (OSError, StopIteration, ValueError):
@@ -89,7 +92,7 @@ def _tree_rss(pid: int) -> int:
 
 
 def kaudit(args: list[str]) -> tuple[float, int, float]:
-    """(wall seconds, peak RSS of the process tree, CPU seconds) of one CLI run."""
+    """(wall seconds, peak PSS of the process tree, CPU seconds) of one CLI run."""
     script = Path(sys.executable).with_name("kaudit")
     command = [str(script)] if script.exists() else [sys.executable, "-c", "from kaudit.cli import main; main()"]
     start, cpu = time.perf_counter(), _cpu()
@@ -99,7 +102,7 @@ def kaudit(args: list[str]) -> tuple[float, int, float]:
     def sample() -> None:
         nonlocal peak
         while proc.poll() is None:
-            peak = max(peak, _tree_rss(proc.pid))
+            peak = max(peak, _tree_pss(proc.pid))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -225,10 +228,10 @@ def main() -> None:
             show(f"bare parse of {CHANGED_C} alone (1 process)", "bare_c")
         show(f"after a comment added to {CHANGED_H} too", "one_h")
         show("the original tree again (still warm?)", "original_again")
-    print(f"peak memory (kaudit and its workers, RSS summed): {max(peaks) / (1 << 30):.2f} GiB")
+    print(f"peak memory (kaudit and its workers, PSS summed): {max(peaks) / (1 << 30):.2f} GiB")
     print(f"cache after the runs: {cache_size / (1 << 20):.1f} MiB")
     print(json.dumps({"wall_s": {k: round(v, 3) for k, v in med.items()},
-                      "cpu_s": {k: round(v, 3) for k, v in cpu.items()}, "peak_rss_bytes": max(peaks),
+                      "cpu_s": {k: round(v, 3) for k, v in cpu.items()}, "peak_pss_bytes": max(peaks),
                       "cache_bytes": cache_size}))
     if options.model_vcpus:
         _model_times(root, options)
