@@ -67,20 +67,11 @@ def _address_locals(function: Function) -> set[str]:
     assigned_params = {i.target.name for _, i in function.instructions()
                        if isinstance(i, Assign) and isinstance(i.target, Var) and i.target.scope == "param"}
     good: set[str] = set()
-    bad: set[str] = set()
-    terms = [b.term.cond if isinstance(b.term, Branch) else b.term.value if isinstance(b.term, Return) else None
-             for b in function.blocks]
-    for expr in terms:
-        for sub in subexprs(expr) if expr is not None else ():
-            if isinstance(sub, Unary) and sub.op == "&" and isinstance(sub.arg, Var):
-                bad.add(sub.arg.name)
+    bad = {sub.arg.name for expr in _all_exprs(function) for sub in subexprs(expr)
+           if isinstance(sub, Unary) and sub.op == "&" and isinstance(sub.arg, Var)}
     for _, instr in function.instructions():
         if isinstance(instr, Cleanup):
             bad.add(instr.var.name)
-        for expr in _exprs(instr):
-            for sub in subexprs(expr):
-                if isinstance(sub, Unary) and sub.op == "&" and isinstance(sub.arg, Var):
-                    bad.add(sub.arg.name)
         if not (isinstance(instr, Assign) and isinstance(instr.target, Var) and instr.target.scope == "local"):
             continue
         name, value = instr.target.name, instr.value
@@ -115,6 +106,17 @@ def _reaching(function: Function, locals_: set[str]) -> dict[int, Held]:
                 entry[nxt] = merged
                 todo.append(nxt)
     return entry
+
+
+def _all_exprs(function: Function) -> list[Expr]:
+    """Every expression of the function: its instructions' and its tests' and returned values."""
+    out = [expr for _, instr in function.instructions() for expr in _exprs(instr)]
+    for block in function.blocks:
+        if isinstance(block.term, Branch):
+            out.append(block.term.cond)
+        elif isinstance(block.term, Return) and block.term.value is not None:
+            out.append(block.term.value)
+    return out
 
 
 def _exprs(instr) -> list[Expr]:
