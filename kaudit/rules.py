@@ -186,7 +186,7 @@ def load_rule(path: Path) -> Rule:
         per_vcpu_types=tuple(data.get("per_vcpu_types", ["kvm_vcpu"])),
         vm_types=tuple(data.get("vm_types", ["kvm"])), update_lock=data.get("update_lock", ""),
         word=data.get("word", ""),
-        lifecycle=Lifecycle(*(tuple(lifecycle.get(kind, ())) for kind in ("create", "reset", "destroy"))),
+        lifecycle=Lifecycle(**{kind: tuple(names) for kind, names in lifecycle.items()}),
         path=str(path), key_lines={key: doc.key_line([], key) for key in data},
     )
 

@@ -17,7 +17,7 @@ inlining while the slice reads unmodelled state that some callee writes.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import networkx as nx
 
@@ -139,11 +139,10 @@ class Extractor:
         inside = lifecycle_only(graph, self.lowered, self.rule)
         passed: dict[int, set[int | None]] = {}
         for caller in sorted(set(graph.predecessors(fid)) - inside):
-            for block in self.lowered.function(caller).blocks:
-                for instr in block.instrs:
-                    if isinstance(instr, CallOp) and fid in self.lowered.targets(caller, instr.call):
-                        for i, arg in enumerate(instr.call.args):
-                            passed.setdefault(i, set()).add(fold(arg))
+            for _, instr in self.lowered.function(caller).instructions():
+                if isinstance(instr, CallOp) and fid in self.lowered.targets(caller, instr.call):
+                    for i, arg in enumerate(instr.call.args):
+                        passed.setdefault(i, set()).add(fold(arg))
         return {function.params[i].name: Const(value) for i, (value,) in
                 ((i, values) for i, values in passed.items() if len(values) == 1)
                 if value is not None and i < len(function.params)}
@@ -562,8 +561,7 @@ def counter_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     that move the count, the destroy entries."""
     sites = [j for j in analysis.sites if j.site.key == key]
     program = analysis.program
-    lifecycle = {fid: kind for kind, names in (("create", rule.lifecycle.create), ("reset", rule.lifecycle.reset),
-                                               ("destroy", rule.lifecycle.destroy))
+    lifecycle = {fid: kind for kind, names in asdict(rule.lifecycle).items()
                  for name in names for fid in program.functions_named(name)}
     moving = [j for j in sites if j.verdict.discipline != "lifecycle"]
     entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, moving, lift=True) if fid not in lifecycle]

@@ -41,6 +41,7 @@ from kaudit.model.resolve import SELF, VMOBJ
 
 IDLE, PENDING, ACTIVE = 0, 1, 2
 NEW, CREATED, LIVE, FAILED, EARLY, GONE = range(6)
+WHILE_LIVE = ("transition", "recompute", "reset")  # entries a created vCPU may call any number of times
 UNKNOWN = "unknown"  # what a read of ablated state gives: tests on it go both ways
 REFS = "refs"  # an op that is visible when it touches another vCPU's state
 DRY_STEPS = 2000
@@ -330,7 +331,7 @@ class Machine:
             if entry.needs >= 0 and not truth(thread[3][entry.needs]):  # its object is not there
                 continue
             run = _Run(state, me)
-            if entry.kind in ("transition", "recompute", "reset") and phase == CREATED:
+            if entry.kind in WHILE_LIVE and phase == CREATED:
                 run.phase = LIVE
             run.entry, run.pc, run.locals, run.calls = index, entry.pc, {}, run.calls + bool(limit)
             if entry.armed:
@@ -823,7 +824,7 @@ def _allowed(phase: int, kind: str) -> bool:
     if phase == NEW:
         return kind == "create"
     if phase in (CREATED, LIVE):
-        return kind in ("transition", "recompute", "reset", "destroy")
+        return kind in WHILE_LIVE or kind == "destroy"
     return False
 
 
