@@ -356,6 +356,30 @@ def test_a_reset_runs_with_its_callers_constant_and_the_other_way_is_never_compi
     assert drops_the_flag(extractor.entry_subst(reset, "transition"))
 
 
+def test_an_inhibits_reset_runs_only_where_it_moves_the_protocols_bookkeeping(tmp_path: Path) -> None:
+    """The IRQ window's protocol is built without kvm_vcpu_reset(); INIT dropping the per-vCPU flag moves its
+    bookkeeping, so the reset runs with it (and the leak is found); the same tree with a reset that touches
+    nothing of the protocol leaves it out, saying it cannot change the verdict."""
+    rule = load_rules(default_rules_dir())[0]
+    key = "APICV_INHIBIT_REASON_IRQWIN"
+    result = audit_tree(_fixture_tree(tmp_path / "drops", "KVM001/flag-dropped-on-init.c"), [rule], model=None,
+                        cache_dir=None)
+    protocol = extract.inhibit_protocol(result.analyses[0], rule, key)
+    assert [e.kind for e in protocol.entries if e.name == "kvm_vcpu_reset"] == ["reset"]
+    assert not protocol.left_out
+
+    source = (Path(__file__).parent / "fixtures/KVM001/flag-dropped-on-init.c").read_text()
+    harmless = source.replace("to_svm(vcpu)->avic_irq_window = false;", "vcpu->guest_debug = 0;")
+    assert harmless != source
+    (tmp_path / "harmless.c").write_text(harmless)
+    result = audit_tree(_fixture_tree(tmp_path / "harmless", tmp_path / "harmless.c"), [rule], model=None,
+                        cache_dir=None)
+    protocol = extract.inhibit_protocol(result.analyses[0], rule, key)
+    assert "kvm_vcpu_reset" not in [e.name for e in protocol.entries]
+    assert protocol.left_out == [("kvm_vcpu_reset", "not run: it writes nothing the protocol models or reads and "
+                                  f"reaches no set or clear of {key}, so it cannot change the verdict")]
+
+
 def test_a_field_an_entry_writes_before_it_reads_is_forgotten_between_calls() -> None:
     """Entry 0 writes field 0 then reads it, and reads field 1 before any write: between calls field 0's
     value is never seen again, field 1's is."""

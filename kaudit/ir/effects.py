@@ -222,6 +222,10 @@ class Effects:
                     out |= _plain(_bind(self.writes.get(target, ()), args, params))
         return out
 
+    def own_writes(self, fid: str) -> set[str]:
+        """The storage a function writes itself, not through its calls (no parameters; a lock by its name)."""
+        return _plain(self._direct[fid].writes) if fid in self._direct else set()
+
     def plain_reads(self, fid: str) -> frozenset[str]:
         """The storage a function reads, with what it calls (no parameters; a lock by its name)."""
         if fid not in self._plain_reads:

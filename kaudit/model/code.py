@@ -125,6 +125,7 @@ class Protocol:
     recompute: bool = False  # the value is recomputed over every vCPU
     lifecycle: bool = False
     left_out: list[tuple[str, str]] = field(default_factory=list)  # lifecycle entries not run: (function, why)
+    state: frozenset[str] = frozenset()  # the field keys it models or reads: what an entry left out must not write
     live: list[frozenset[int]] = field(default_factory=list)  # per pc: local slots that may still be read
     dead_when_idle: tuple[int, ...] = ()  # per-vCPU slots no entry reads before writing them
     host_constants: frozenset[int] = frozenset()  # per-vCPU constants every vCPU shares (the backend)

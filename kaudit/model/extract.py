@@ -154,6 +154,25 @@ class Extractor:
                       if p.ctype.ptr and p.ctype.record in self.scopes.per_vcpu), None)
         return holder(self.analysis.program, param.ctype.record, self.rule.per_vcpu_types) if param else None
 
+    def reset_moves(self, fid: str, protocol: Protocol) -> str:
+        """What running `fid` can change of what the protocol sees: "bookkeeping" when it writes the
+        protocol's flags or counts, or the word other than in the rule's API bodies (whose bits of other
+        reasons the environment already moves at will); "state" when it writes other state the protocol
+        models or reads, or reaches a set or clear of the key; else "nothing"."""
+        graph = self.analysis.graph
+        reached = {fid} | (nx.descendants(graph, fid) if fid in graph else set())
+        writes = self.effects.plain_writes(fid)
+        books = {protocol.vm_names[s] for s in protocol.counts} | \
+            {(protocol.vm_names if kind == "vm" else protocol.cpu_names)[s] for kind, s in protocol.flags}
+        api = {f for name in self.api for f in self.lowered.program.functions_named(name)}
+        api |= set().union(*(nx.descendants(graph, f) for f in api if f in graph))
+        if writes & books or any(self.rule.word in self.effects.own_writes(f) for f in reached - api):
+            return "bookkeeping"
+        if writes & (protocol.state - {self.rule.word}) or \
+                any(j.site.key == self.key and j.site.function in reached for j in self.analysis.sites):
+            return "state"
+        return "nothing"
+
     def is_exit_handler(self, fid: str) -> bool:
         return any(e["target"] == fid for t in self.lowered.program.tables if t["array"] for e in t["entries"])
 
@@ -549,7 +568,7 @@ def inhibit_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     # What the static reading took for bookkeeping is modelled from the start (the model judges it):
     # a flag behind an accessor is otherwise an unmodelled call until widening finds it.
     seeds = {rule.word, rule.update_lock} | {k for j in sites for k in (j.verdict.flag, j.verdict.counter) if k}
-    protocol = build(Extractor(analysis, rule, key), entries, seeds, "inhibit")
+    protocol = with_resets(Extractor(analysis, rule, key), entries, seeds, "inhibit")
     if isinstance(protocol, Protocol):
         protocol.vm_demand = recompute
     return protocol
@@ -561,21 +580,52 @@ def counter_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     that move the count, the destroy entries."""
     sites = [j for j in analysis.sites if j.site.key == key]
     program = analysis.program
-    lifecycle = {fid: kind for kind, names in asdict(rule.lifecycle).items()
+    lifecycle = {fid: kind for kind, names in asdict(rule.lifecycle).items() if kind != "reset"
                  for name in names for fid in program.functions_named(name)}
     moving = [j for j in sites if j.verdict.discipline != "lifecycle"]
     entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, moving, lift=True) if fid not in lifecycle]
     entries += sorted(lifecycle.items())
     if not entries:
         return Unmodelled("no per-vCPU function moves it")
-    extractor = Extractor(analysis, rule, key)
-    protocol = build(extractor, entries, {key}, "counter")
-    resets = [fid for fid, kind in entries if kind == "reset"]
-    if isinstance(protocol, Unmodelled) and protocol.too_large and resets:  # the rest may still be judged
-        protocol = build(extractor, [e for e in entries if e[1] != "reset"], {key}, "counter")
-        if isinstance(protocol, Protocol):
-            protocol.left_out = [(program.functions[fid]["name"], "not run: with it the protocol is too large to "
-                                  "explore; assumed not to move the count") for fid in resets]
+    return with_resets(Extractor(analysis, rule, key), entries, {key}, "counter")
+
+
+def with_resets(extractor: Extractor, entries: list[tuple[str, str]], interesting: set[str], kind: str
+                ) -> Protocol | Unmodelled:
+    """The protocol of the entries, run with the rule's resets too where one can break it. A count of
+    vCPUs is kept by create, reset and destroy alike: its resets run from the start. An inhibit's
+    protocol is built without them first, and a reset runs where it moves that protocol's flags, counts
+    or word (INIT dropping a vCPU's flag leaks its share). A reset that changes nothing the protocol sees
+    is left out, proven harmless; one that changes only an inhibit's other state, or makes the protocol
+    too large to explore, is left out as an assumption the report states."""
+    program = extractor.lowered.program
+    resets = sorted(fid for name in extractor.rule.lifecycle.reset for fid in program.functions_named(name))
+    tried = resets if kind == "counter" else []
+    protocol = build(extractor, entries + [(fid, "reset") for fid in tried], interesting, kind)
+    if not resets or (tried and isinstance(protocol, Protocol)):
+        return protocol
+    if isinstance(protocol, Unmodelled):
+        if not (tried and protocol.too_large):
+            return protocol
+        protocol = build(extractor, entries, interesting, kind)  # the rest may still be judged
+        if isinstance(protocol, Unmodelled):
+            return protocol
+    moves = {fid: extractor.reset_moves(fid, protocol) for fid in resets}
+    run = [fid for fid in resets if fid not in tried and moves[fid] == "bookkeeping"]
+    if run:
+        wider = build(extractor, entries + [(fid, "reset") for fid in run], interesting, kind)
+        if isinstance(wider, Protocol) or not wider.too_large:
+            return wider
+        tried = run
+    what = "the count" if kind == "counter" else "the protocol's flags and counts"
+    why = {"nothing": "not run: it writes nothing the protocol models or reads and reaches no set or clear of "
+                      f"{extractor.key}, so it cannot change the verdict",
+           "state": "not run: it moves none of the protocol's flags and counts; assumed to leave what a vCPU "
+                    "demands as it finds it",
+           "too large": f"not run: with it the protocol is too large to explore; assumed not to move {what}"}
+    protocol.left_out = [(program.functions[fid]["name"],
+                          why["too large" if fid in tried and moves[fid] != "nothing" else moves[fid]])
+                         for fid in resets]
     return protocol
 
 
@@ -659,6 +709,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
                         counts=sorted(s for _, s in books.counts),
                         flags=sorted(books.flags), update_lock=rule.update_lock, kind=kind,
                         host_wide="." not in key)
+    protocol.state = frozenset(wanted | {slots.stored_in.get(k, k) for k in (*slots.vm, *slots.cpu)})
     protocol.stepped = sorted({loc.slot for op in code if op.kind in ("atomic", "set") and flow.step(op)
                                for loc in op_writes(op)[-1:] if loc.kind == "vm"})
     protocol.forced = forced_successors(code, flow, books)
