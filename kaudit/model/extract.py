@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 import networkx as nx
 
@@ -105,6 +106,9 @@ class _Compiled:
     other_value: int  # the reason the environment changes
 
 
+ResetMoves = Literal["bookkeeping", "state", "nothing"]
+
+
 class Extractor:
     """Builds the protocol of one key of one rule from the entries given."""
 
@@ -154,7 +158,7 @@ class Extractor:
                       if p.ctype.ptr and p.ctype.record in self.scopes.per_vcpu), None)
         return holder(self.analysis.program, param.ctype.record, self.rule.per_vcpu_types) if param else None
 
-    def reset_moves(self, fid: str, protocol: Protocol) -> str:
+    def reset_moves(self, fid: str, protocol: Protocol) -> ResetMoves:
         """What running `fid` can change of what the protocol sees: "bookkeeping" when it writes the
         protocol's flags or counts, or the word other than in the rule's API bodies (whose bits of other
         reasons the environment already moves at will); "state" when it writes other state the protocol
