@@ -73,8 +73,7 @@ def proof(protocol: Protocol, settings: ModelSettings) -> Proof:
         if present:
             relied[part] = explore(protocol, settings, frozenset({part})).status == "violation"
     lock = f" under {protocol.update_lock}" if relied.get("lock") else ""
-    flags = ", ".join(protocol.cpu_names[s] if kind == "cpu" else protocol.vm_names[s] for kind, s in protocol.flags)
-    counts = ", ".join(protocol.vm_names[s] for s in protocol.counts)
+    flags, counts = ", ".join(protocol.flag_names), ", ".join(protocol.count_names)
     if protocol.vm_demand:
         name, why = "vm-recompute", "the bit follows VM-wide state, recomputed by whichever vCPU runs"
     elif protocol.recompute:

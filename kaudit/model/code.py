@@ -117,7 +117,7 @@ class Protocol:
     other_bit: int = 0
     counts: list[int] = field(default_factory=list)  # vm slots of counts of requests
     stepped: list[int] = field(default_factory=list)  # vm slots moved by constants (counts, generations...)
-    flags: list[tuple[str, int]] = field(default_factory=list)  # ("vm"|"mine", slot)
+    flags: list[tuple[str, int]] = field(default_factory=list)  # ("vm"|"cpu", slot)
     update_lock: str = ""
     kind: str = "inhibit"  # inhibit (a key of the word) | counter (a count of vCPUs)
     host_wide: bool = False  # a counter that outlives the VM (a global, e.g. a static key)
@@ -134,3 +134,11 @@ class Protocol:
     domains: dict[int, tuple] = field(default_factory=dict)  # input op pc -> the values it may take
     result_slot: int = 0
     generations: Generations = field(default_factory=Generations)  # slots held as ranks (model/generations.py)
+
+    @property
+    def flag_names(self) -> list[str]:
+        return [(self.cpu_names if kind == "cpu" else self.vm_names)[slot] for kind, slot in self.flags]
+
+    @property
+    def count_names(self) -> list[str]:
+        return [self.vm_names[slot] for slot in self.counts]

@@ -158,6 +158,13 @@ class Extractor:
                       if p.ctype.ptr and p.ctype.record in self.scopes.per_vcpu), None)
         return holder(self.analysis.program, param.ctype.record, self.rule.per_vcpu_types) if param else None
 
+    @functools.cached_property
+    def api_code(self) -> set[str]:
+        """The rule's API functions and everything they call."""
+        graph = self.analysis.graph
+        api = {f for name in self.api for f in self.lowered.program.functions_named(name)}
+        return api.union(*(nx.descendants(graph, f) for f in api if f in graph))
+
     def reset_moves(self, fid: str, protocol: Protocol) -> ResetMoves:
         """What running `fid` can change of what the protocol sees: "bookkeeping" when it writes the
         protocol's flags or counts, or the word other than in the rule's API bodies (whose bits of other
@@ -166,11 +173,8 @@ class Extractor:
         graph = self.analysis.graph
         reached = {fid} | (nx.descendants(graph, fid) if fid in graph else set())
         writes = self.effects.plain_writes(fid)
-        books = {protocol.vm_names[s] for s in protocol.counts} | \
-            {(protocol.vm_names if kind == "vm" else protocol.cpu_names)[s] for kind, s in protocol.flags}
-        api = {f for name in self.api for f in self.lowered.program.functions_named(name)}
-        api |= set().union(*(nx.descendants(graph, f) for f in api if f in graph))
-        if writes & books or any(self.rule.word in self.effects.own_writes(f) for f in reached - api):
+        books = {*protocol.flag_names, *protocol.count_names}
+        if writes & books or any(self.rule.word in self.effects.own_writes(f) for f in reached - self.api_code):
             return "bookkeeping"
         if writes & (protocol.state - {self.rule.word}) or \
                 any(j.site.key == self.key and j.site.function in reached for j in self.analysis.sites):
