@@ -380,6 +380,28 @@ def test_an_inhibits_reset_runs_only_where_it_moves_the_protocols_bookkeeping(tm
                                   f"reaches no set or clear of {key}, so it cannot change the verdict")]
 
 
+def test_a_writer_of_the_bookkeeping_no_entry_reaches_runs_as_an_entry(tmp_path: Path) -> None:
+    """An ioctl that drops a vCPU's flag (an inhibit's, or the one a count of vCPUs keeps with it) runs
+    although nothing calls it; a caller-less function that writes only other state does not."""
+    rules = load_rules(default_rules_dir())
+    for rule, fixture, build in ((rules[0], "KVM001/flag-dropped-by-an-ioctl.c", extract.inhibit_protocol),
+                                 (rules[1], "KVM002/flag-dropped-by-an-ioctl.c", extract.counter_protocol)):
+        result = audit_tree(_fixture_tree(tmp_path / rule.id, fixture), [rule], model=None, cache_dir=None)
+        analysis = result.analyses[0]
+        protocol = build(analysis, rule, analysis.sites[0].site.key)
+        writers = [e.name for e in protocol.entries if e.kind == "writer"]
+        assert writers and all(name.startswith("kvm_vcpu_ioctl") for name in writers), protocol.entries
+
+    source = (Path(__file__).parent / "fixtures/KVM001/flag-dropped-by-an-ioctl.c").read_text()
+    other = source.replace("to_svm(vcpu)->avic_irq_window = false;", "vcpu->guest_debug = 0;")
+    assert other != source
+    (tmp_path / "other.c").write_text(other)
+    result = audit_tree(_fixture_tree(tmp_path / "other", tmp_path / "other.c"), [rules[0]], model=None,
+                        cache_dir=None)
+    protocol = extract.inhibit_protocol(result.analyses[0], rules[0], "APICV_INHIBIT_REASON_IRQWIN")
+    assert not [e for e in protocol.entries if e.kind == "writer"] and not protocol.left_out
+
+
 def test_a_field_an_entry_writes_before_it_reads_is_forgotten_between_calls() -> None:
     """Entry 0 writes field 0 then reads it, and reads field 1 before any write: between calls field 0's
     value is never seen again, field 1's is."""

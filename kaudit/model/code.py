@@ -93,7 +93,7 @@ class Entry:
     pc: int
     file: str = ""
     line: int = 0
-    kind: str = "transition"  # transition | recompute | create | reset | destroy | env
+    kind: str = "transition"  # transition | recompute | create | reset | destroy | writer | env
     armed: bool = False  # runs only after this vCPU's request (an exit handler)
     why: str = ""
     needs: int = -1  # a per-vCPU slot that must hold a non-NULL pointer: the object the entry takes exists
@@ -118,6 +118,7 @@ class Protocol:
     counts: list[int] = field(default_factory=list)  # vm slots of counts of requests
     stepped: list[int] = field(default_factory=list)  # vm slots moved by constants (counts, generations...)
     flags: list[tuple[str, int]] = field(default_factory=list)  # ("vm"|"cpu", slot)
+    guards: frozenset[str] = frozenset()  # a count's: the field keys of what decides whether it moves
     update_lock: str = ""
     kind: str = "inhibit"  # inhibit (a key of the word) | counter (a count of vCPUs)
     host_wide: bool = False  # a counter that outlives the VM (a global, e.g. a static key)

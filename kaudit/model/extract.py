@@ -22,7 +22,7 @@ from typing import Literal
 
 import networkx as nx
 
-from kaudit.analysis.context import holder, vcpu_param
+from kaudit.analysis.context import holder, per_vcpu_functions, vcpu_param
 from kaudit.analysis.counter_transition import lifecycle_only
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
@@ -180,6 +180,34 @@ class Extractor:
                 any(j.site.key == self.key and j.site.function in reached for j in self.analysis.sites):
             return "state"
         return "nothing"
+
+    def bookkeeping(self, protocol: Protocol) -> set[str]:
+        """The field keys of a protocol's flags and counts, and of a count's flag: what decides whether it
+        moves that the functions moving it also write (the flag destroy tests before undoing a share)."""
+        movers = {j.site.function for j in self.analysis.sites if j.site.key == self.key}
+        kept = protocol.guards & set().union(*map(self.effects.own_writes, movers))
+        return {*protocol.flag_names, *protocol.count_names, *kept}
+
+    def unreached_writers(self, fids: list[str], protocol: Protocol) -> list[str]:
+        """Per-vCPU functions that write the protocol's bookkeeping where nothing it runs reaches: each is
+        the nearest per-vCPU function above such a write that none of the given entries, the rule's API,
+        create or destroy reaches (an ioctl user space issues at will)."""
+        graph, books = self.analysis.graph, self.bookkeeping(protocol)
+        run = set(fids) | lifecycle_only(graph, self.lowered, self.rule) | self.api_code
+        reached = run.union(*(nx.descendants(graph, fid) for fid in run if fid in graph))
+        writes = [fid for fid in sorted(self.lowered.program.functions)
+                  if fid not in reached and self.effects.own_writes(fid) & books]
+        vcpu_fns = per_vcpu_functions(self.analysis.program, self.scopes)
+        return sorted(set().union(*(nearest_vcpu_functions(graph, vcpu_fns, fid) for fid in writes)) - reached)
+
+    def makes(self, fid: str, protocol: Protocol) -> str | None:
+        """The pointer through which the vCPU holds the per-vCPU object whose bookkeeping `fid` writes, when
+        `fid` sets it too: it makes the object (kvm_create_lapic() sets kvm_vcpu.arch.apic), part of
+        creating the vCPU rather than a change of the object a live vCPU holds."""
+        writes = self.effects.plain_writes(fid)
+        holders = {holder(self.analysis.program, book.split(".")[0], self.rule.per_vcpu_types)
+                   for book in self.bookkeeping(protocol) & writes}
+        return min(holders) if holders and None not in holders and holders <= writes else None
 
     def is_exit_handler(self, fid: str) -> bool:
         return any(e["target"] == fid for t in self.lowered.program.tables if t["array"] for e in t["entries"])
@@ -600,40 +628,53 @@ def counter_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
 
 def with_resets(extractor: Extractor, entries: list[tuple[str, str]], interesting: set[str], kind: str
                 ) -> Protocol | Unmodelled:
-    """The protocol of the entries, run with the rule's resets too where one can break it. A count of
-    vCPUs is kept by create, reset and destroy alike: its resets run from the start. An inhibit's
-    protocol is built without them first, and a reset runs where it moves that protocol's flags, counts
-    or word (INIT dropping a vCPU's flag leaks its share). A reset that changes nothing the protocol sees
-    is left out, proven harmless; one that changes only an inhibit's other state, or makes the protocol
-    too large to explore, is left out as an assumption the report states."""
+    """The protocol of the entries, run with the rule's resets too where one can break it, and with the
+    per-vCPU functions nothing else reaches that write its flags or counts. A count of vCPUs is kept by
+    create, reset and destroy alike: its resets run from the start. An inhibit's protocol is built without
+    them first, and a reset runs where it moves that protocol's flags, counts or word (INIT dropping a
+    vCPU's flag leaks its share). A reset that changes nothing the protocol sees is left out, proven
+    harmless; one that changes only an inhibit's other state, or makes the protocol too large to explore,
+    is left out as an assumption the report states. A writer of the bookkeeping that no entry, reset or
+    lifecycle entry reaches (an ioctl user space issues) runs at any time, as the entries do."""
     program = extractor.lowered.program
     resets = sorted(fid for name in extractor.rule.lifecycle.reset for fid in program.functions_named(name))
-    tried = resets if kind == "counter" else []
-    protocol = build(extractor, entries + [(fid, "reset") for fid in tried], interesting, kind)
-    if not resets or (tried and isinstance(protocol, Protocol)):
-        return protocol
+    ran = resets if kind == "counter" else []
+    too_large: list[str] = []
+    protocol = build(extractor, entries + [(fid, "reset") for fid in ran], interesting, kind)
     if isinstance(protocol, Unmodelled):
-        if not (tried and protocol.too_large):
+        if not (ran and protocol.too_large):
             return protocol
+        too_large, ran = ran, []
         protocol = build(extractor, entries, interesting, kind)  # the rest may still be judged
         if isinstance(protocol, Unmodelled):
             return protocol
     moves = {fid: extractor.reset_moves(fid, protocol) for fid in resets}
-    run = [fid for fid in resets if fid not in tried and moves[fid] == "bookkeeping"]
-    if run:
-        wider = build(extractor, entries + [(fid, "reset") for fid in run], interesting, kind)
-        if isinstance(wider, Protocol) or not wider.too_large:
+    extra = [(fid, "reset") for fid in resets if fid not in ran + too_large and moves[fid] == "bookkeeping"]
+    writers = extractor.unreached_writers([fid for fid, _ in entries] + resets, protocol)
+    makes = {fid: made for fid in writers if (made := extractor.makes(fid, protocol))}
+    extra += [(fid, "writer") for fid in writers if fid not in makes]
+    if extra:
+        wider = build(extractor, entries + [(fid, "reset") for fid in ran] + extra, interesting, kind)
+        if isinstance(wider, Unmodelled) and not wider.too_large:
             return wider
-        tried = run
+        if isinstance(wider, Protocol):
+            protocol, ran = wider, ran + [fid for fid, _ in extra]
+        else:
+            too_large += [fid for fid, _ in extra]
     what = "the count" if kind == "counter" else "the protocol's flags and counts"
     why = {"nothing": "not run: it writes nothing the protocol models or reads and reaches no set or clear of "
                       f"{extractor.key}, so it cannot change the verdict",
            "state": "not run: it moves none of the protocol's flags and counts; assumed to leave what a vCPU "
                     "demands as it finds it",
            "too large": f"not run: with it the protocol is too large to explore; assumed not to move {what}"}
-    protocol.left_out = [(program.functions[fid]["name"],
-                          why["too large" if fid in tried and moves[fid] != "nothing" else moves[fid]])
-                         for fid in resets]
+
+    def left_out(fid: str) -> str:
+        if fid in makes:
+            return f"not run: it sets {makes[fid]}, making the object whose bookkeeping it writes: part of " \
+                   "creating the vCPU"
+        return why["too large" if fid in too_large and moves.get(fid) != "nothing" else moves[fid]]
+
+    protocol.left_out = [(program.functions[fid]["name"], left_out(fid)) for fid in resets + writers if fid not in ran]
     return protocol
 
 
@@ -649,7 +690,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     graph = extractor.analysis.graph
     leads = set(sites).union(*(nx.ancestors(graph, f) for f in sites if f in graph))
     core = Core(frozenset(leads), frozenset(interesting - {rule.word, rule.update_lock}))
-    coarse, unsettled = False, []
+    coarse, unsettled, guards = False, [], frozenset()
     for widening in range(MAX_WIDENINGS):
         compiled = extractor.compile(entries, interesting, readers, kind == "inhibit", core, coarse)
         if len(compiled.code) > MAX_COMPILED and not coarse:  # heavy callees' values become guesses
@@ -717,6 +758,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
                         counts=sorted(s for _, s in books.counts),
                         flags=sorted(books.flags), update_lock=rule.update_lock, kind=kind,
                         host_wide="." not in key)
+    protocol.guards = guards
     protocol.state = frozenset(wanted | {slots.stored_in.get(k, k) for k in (*slots.vm, *slots.cpu)})
     protocol.stepped = sorted({loc.slot for op in code if op.kind in ("atomic", "set") and flow.step(op)
                                for loc in op_writes(op)[-1:] if loc.kind == "vm"})
@@ -777,6 +819,8 @@ ENTRY_WHY = {
     "reset": "resets the vCPU (INIT, a triple fault): any number of times while it lives, with the arguments its "
              "callers outside create pass",
     "destroy": "destroys the vCPU, once, at any time after it was created",
+    "writer": "writes the protocol's flags or counts where no other entry reaches (user space calls it): may run "
+              "at any time, any number of times",
 }
 
 

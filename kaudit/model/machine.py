@@ -41,7 +41,7 @@ from kaudit.model.resolve import SELF, VMOBJ
 
 IDLE, PENDING, ACTIVE = 0, 1, 2
 NEW, CREATED, LIVE, FAILED, EARLY, GONE = range(6)
-WHILE_LIVE = ("transition", "recompute", "reset")  # entries a created vCPU may call any number of times
+WHILE_LIVE = ("transition", "recompute", "reset", "writer")  # entries a created vCPU may call any number of times
 UNKNOWN = "unknown"  # what a read of ablated state gives: tests on it go both ways
 REFS = "refs"  # an op that is visible when it touches another vCPU's state
 DRY_STEPS = 2000
