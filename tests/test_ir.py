@@ -190,3 +190,22 @@ def test_a_struct_embedded_in_one_place_is_named_by_it_unless_embedded_twice_or_
         "kvm": {"fields": [field("arch", "kvm_arch")]},
     }
     assert embedding_paths(structs) == {"kvm_vcpu_arch": "kvm_vcpu.arch", "kvm_arch": "kvm.arch"}
+
+
+def test_a_pointer_to_a_field_of_a_call_evaluated_once_is_that_field(tmp_path: Path) -> None:
+    """`int *p = &self(v)->flag` outside any loop: the call's result never changes after it, so `*p` is
+    the field where it is tested and where it is written (the rules' flag as the model's)."""
+    fn = lowered(tmp_path, """
+struct kvm_vcpu *self(struct kvm_vcpu *v);
+void f(struct kvm_vcpu *v)
+{
+	int *p = &self(v)->flag;
+
+	if (!*p) {
+		*p = 1;
+		act(v);
+	}
+}
+""", "f")
+    assert guards(fn, "act") == [("self(v)->flag", False)]
+    assert "self(v)->flag" in [render(i.target, fn.temps) for _, i in fn.instructions() if isinstance(i, Assign)]

@@ -62,10 +62,11 @@ def resolve_addresses(function: Function) -> None:
 
 def _address_locals(function: Function) -> set[str]:
     """Local pointers only ever assigned the address of a place that names the same storage all
-    through the function (its variables are parameters never assigned, or globals), and whose own
-    address is never taken (nothing else can store into them)."""
+    through the function (its variables are parameters never assigned, globals, or results of calls
+    evaluated once), and whose own address is never taken (nothing else can store into them)."""
     assigned_params = {i.target.name for _, i in function.instructions()
                        if isinstance(i, Assign) and isinstance(i.target, Var) and i.target.scope == "param"}
+    once = _single_valued_temps(function)
     good: set[str] = set()
     bad = {sub.arg.name for expr in _all_exprs(function) for sub in subexprs(expr)
            if isinstance(sub, Unary) and sub.op == "&" and isinstance(sub.arg, Var)}
@@ -76,17 +77,41 @@ def _address_locals(function: Function) -> set[str]:
             continue
         name, value = instr.target.name, instr.value
         if instr.target.ctype.ptr and isinstance(value, Unary) and value.op == "&" and \
-                _stable(value.arg, assigned_params):
+                _stable(value.arg, assigned_params, once):
             good.add(name)
         else:
             bad.add(name)
     return good - bad
 
 
-def _stable(place: Expr, assigned_params: set[str]) -> bool:
+def _stable(place: Expr, assigned_params: set[str], once: set[str]) -> bool:
     return isinstance(place, Field) and all(
         not isinstance(sub, Var) or sub.scope == "global" or (sub.scope == "param" and sub.name not in assigned_params)
+        or (sub.scope == "temp" and sub.name in once)
         for sub in subexprs(place)) and not any(isinstance(sub, (Index, Opaque)) for sub in subexprs(place))
+
+
+def _single_valued_temps(function: Function) -> set[str]:
+    """Results of calls evaluated at most once in a run of the function (`to_svm(vcpu)` outside any loop):
+    once a place built on one has been addressed, the result it names never changes."""
+    out = set()
+    for block in function.blocks:
+        if any(isinstance(i, CallOp) and i.result is not None for i in block.instrs) and \
+                not _on_a_cycle(function, block.id):
+            out |= {i.result.name for i in block.instrs if isinstance(i, CallOp) and i.result is not None}
+    return out
+
+
+def _on_a_cycle(function: Function, start: int) -> bool:
+    seen, todo = set(), list(function.successors(function.blocks[start]))
+    while todo:
+        block = todo.pop()
+        if block == start:
+            return True
+        if block not in seen:
+            seen.add(block)
+            todo.extend(function.successors(function.blocks[block]))
+    return False
 
 
 def _reaching(function: Function, locals_: set[str]) -> dict[int, Held]:
