@@ -83,7 +83,7 @@ class PackedUnit:
         """The TU's facts, every function decoded, keys in the front end's order."""
         unit = self.unit
         return {**{k: unit[k] for k in _UNIT_KEYS}, "functions": [unpack(f.packed) for f in self.functions],
-                "structs": unit["structs"], "tables": unit["tables"]}
+                "structs": unit["structs"], "tables": unit["tables"], "enums": unit["enums"]}
 
     def content_key(self) -> str:
         """A digest of the facts themselves, not of their packing: a TU parsed against a PCH and parsed
@@ -137,9 +137,11 @@ def _is_unit(raw: object) -> bool:
         return False
     if not isinstance(raw.get("warnings"), int):
         return False
-    if not all(isinstance(raw.get(key), list) for key in ("diagnostics", "includes", "structs", "tables")):
+    if not all(isinstance(raw.get(key), list) for key in ("diagnostics", "includes", "structs", "tables", "enums")):
         return False
-    named = [*raw["structs"], *raw["tables"]]
+    named = [*raw["structs"], *raw["tables"], *raw["enums"]]
     return (all(isinstance(item, dict) and isinstance(item.get("name"), str) for item in named)
+            and all(isinstance(item.get("values"), list) and all(type(v) is int for v in item["values"])
+                    for item in raw["enums"])
             and all(isinstance(item, dict) for item in raw["diagnostics"])
             and all(isinstance(item, str) for item in raw["includes"]))

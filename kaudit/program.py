@@ -70,6 +70,7 @@ class Program:
     # per function id: {callee, via, line} of its calls, in body order (from PackedFunction.calls)
     _call_sites: dict[str, list[Facts]] = field(default_factory=dict)
     _heads: dict[str, tuple[str, str | None, int]] = field(default_factory=dict)  # name, file, line
+    enums: dict[str, list[int]] = field(default_factory=dict)  # enum name -> its enumerators' values
 
     @classmethod
     def from_facts(cls, units: list[Facts]) -> Program:
@@ -103,7 +104,7 @@ class Program:
             "ids": list(texts), "digests": [self.digest(fid) for fid in texts],
             "structs": self.structs, "tables": self.tables, "files": self.files, "diagnostics": self.diagnostics,
             "scope_maps": tables, "scope": {fid: scopes[id(m)] for fid, m in self._scope.items()},
-            "by_name": self._by_name,
+            "by_name": self._by_name, "enums": self.enums,
         }
         return header, list(texts.values())
 
@@ -113,7 +114,8 @@ class Program:
         maps = header["scope_maps"]
         return cls(FunctionTable(dict(zip(header["ids"], packed, strict=True))), header["structs"], header["tables"],
                    header["files"], header["diagnostics"], {fid: maps[i] for fid, i in header["scope"].items()},
-                   header["by_name"], dict(zip(header["ids"], header["digests"], strict=True)))
+                   header["by_name"], dict(zip(header["ids"], header["digests"], strict=True)),
+                   enums=header["enums"])
 
     def header(self, fid: str) -> tuple[str, str | None, int]:
         """(name, file, line) of a function, without decoding it."""
@@ -141,6 +143,8 @@ class Program:
             self._scope.setdefault(fid, statics)
         for struct in unit["structs"]:
             self.structs.setdefault(struct["name"], struct)
+        for enum in unit["enums"]:
+            self.enums.setdefault(enum["name"], enum["values"])
         for table in unit["tables"]:
             if any(t["name"] == table["name"] and t["file"] == table["file"] for t in self.tables):
                 continue

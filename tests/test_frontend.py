@@ -123,3 +123,14 @@ int get(struct cpu *x) { return x->a + x->d.c; }
     assert facts[0]["functions"] == facts[1]["functions"] and facts[0]["structs"] == facts[1]["structs"]
     text = repr(facts[0]["functions"]) + repr(facts[0]["structs"])
     assert "(unnamed struct at t.c:" in text and str(tmp_path) not in text
+
+
+def test_an_enum_the_code_spells_lists_every_enumerator(tmp_path: Path) -> None:
+    """The model needs what a value of an enum can be, including enumerators no code names; enums the
+    recorded code never spells are left out."""
+    facts = facts_of(tmp_path, """
+enum mode { M_OFF, M_ON = 4, M_ALSO = 4, M_LAST };
+enum unused { U_A, U_B };
+int f(enum mode m) { return m == M_ON; }
+""")
+    assert facts["enums"] == [{"name": "mode", "values": [0, 4, 5]}]

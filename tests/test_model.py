@@ -185,7 +185,7 @@ def test_an_input_takes_every_value_a_test_tells_apart_and_none_a_slice_emptied(
             Op("jump", (9,), "f", "f.c", 8, ""),
             Op("jump", (9,), "f", "f.c", 8, ""),
             Op("end", (), "f", "f.c", 9, "")]
-    inputs, _ = domains(code, Slots(), Scopes(frozenset(), frozenset()))
+    inputs, _ = domains(code, Slots(), Scopes(frozenset(), frozenset()), {})
     assert inputs[0] == (0, 1, 0x1b, 0x4000008f, 0x40000090, 0x40000091)
 
 

@@ -19,4 +19,5 @@ def failed_tu(file: str | None, message: str) -> dict[str, Any]:
         "functions": [],
         "structs": [],
         "tables": [],
+        "enums": [],
     }

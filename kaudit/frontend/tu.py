@@ -62,11 +62,13 @@ class _Tree:
         return os.path.relpath(path, self.root) if path.startswith(self.root + os.sep) else path
 
 
-def _names_in(value: Any) -> tuple[set[str], set[str]]:
-    """(struct names, called or address-taken function names) anywhere in a
-    fact subtree, in one iterative walk (it runs over every function)."""
+def _names_in(value: Any) -> tuple[set[str], set[str], set[str]]:
+    """(struct names, called or address-taken function names, enum names of
+    types spelled `enum X`) anywhere in a fact subtree, in one iterative walk
+    (it runs over every function)."""
     records: set[str] = set()
     callees: set[str] = set()
+    enums: set[str] = set()
     stack = [value]
     while stack:
         node = stack.pop()
@@ -80,12 +82,15 @@ def _names_in(value: Any) -> tuple[set[str], set[str]]:
                 records.add(v)
             elif v and (key == "callee" or (key == "name" and node.get("k") == "func")):
                 callees.add(v)
-    return records, callees
+            elif key == "type" and type(v) is str and v.startswith("enum "):
+                enums.add(v[5:])
+    return records, callees, enums
 
 
 _FUNCTION, _VAR = K.FUNCTION_DECL.value, K.VAR_DECL.value
 _RECORDS = frozenset({K.STRUCT_DECL.value, K.UNION_DECL.value})
-_TOP_LEVEL = frozenset({_FUNCTION, _VAR, *_RECORDS})
+_ENUM, _ENUMERATOR = K.ENUM_DECL.value, K.ENUM_CONSTANT_DECL.value
+_TOP_LEVEL = frozenset({_FUNCTION, _VAR, _ENUM, *_RECORDS})
 _COMPOUND, _FIELD, _INIT_LIST = K.COMPOUND_STMT.value, K.FIELD_DECL.value, K.INIT_LIST_EXPR.value
 
 
@@ -96,9 +101,10 @@ class _Decls:
     header_defs: dict[str, tuple[ci.Cursor, str]]  # function definitions in tree headers, by name
     structs: _Structs
     tables: list[Facts]
+    enums: dict[str, ci.Cursor]  # named enum definitions, by name
 
     def copy(self) -> _Decls:
-        return _Decls(dict(self.header_defs), self.structs.copy(), list(self.tables))
+        return _Decls(dict(self.header_defs), self.structs.copy(), list(self.tables), dict(self.enums))
 
 
 class _FromPch:
@@ -124,7 +130,7 @@ class _Extractor:
         self.types = TypeInfo(tree.rel)
         self.nesting = Nesting()
         self.stmts = StmtBuilder(self.types, self.nesting)
-        self._names: dict[int, tuple[set[str], set[str]]] = {}
+        self._names: dict[int, tuple[set[str], set[str], set[str]]] = {}
         self._pch_files = pch.files if pch is not None else frozenset()
         if pch is not None and pch.path not in _FROM_PCH:
             _FROM_PCH[pch.path] = _FromPch(pch)
@@ -141,7 +147,7 @@ class _Extractor:
             shared[key] = build()
         return shared[key]
 
-    def names(self, facts: Facts) -> tuple[set[str], set[str]]:
+    def names(self, facts: Facts) -> tuple[set[str], set[str], set[str]]:
         """_names_in of one function's facts, computed once."""
         if id(facts) not in self._names:
             self._names[id(facts)] = _names_in(facts)
@@ -224,10 +230,10 @@ class _Extractor:
 
     def run(self) -> Facts:
         if self._pch is None:
-            decls = _Decls({}, _Structs(), [])
+            decls = _Decls({}, _Structs(), [], {})
         else:  # the PCH's declarations come first, as they would in a plain parse
             if self._pch.decls is None:
-                self._pch.decls = _Decls({}, _Structs(), [])
+                self._pch.decls = _Decls({}, _Structs(), [], {})
                 self._scan(children(self._pch.tu.cursor), self._pch.decls)
                 self._pch.decls.structs.scan_nested()  # once for the group, not per TU
             decls = self._pch.decls.copy()
@@ -238,6 +244,7 @@ class _Extractor:
             "functions": functions,
             "structs": self._used_structs(functions, decls.structs),
             "tables": decls.tables,
+            "enums": self._used_enums(functions, decls.enums),
         }
 
     def _scan(self, cursors: list[ci.Cursor], decls: _Decls) -> list[Facts]:
@@ -257,6 +264,8 @@ class _Extractor:
                     decls.header_defs.setdefault(capi.spelling(cursor), (cursor, filename))
             elif k in _RECORDS and capi.is_definition(cursor):
                 decls.structs.add(cursor)
+            elif k == _ENUM and capi.is_definition(cursor) and not capi.is_anonymous(cursor):
+                decls.enums.setdefault(capi.spelling(cursor), cursor)
             elif k == _VAR:
                 table = self.table(cursor)
                 if table is not None:
@@ -298,6 +307,16 @@ class _Extractor:
             done[name] = self.struct(cursor)
             pending.extend(f["record"] for f in done[name]["fields"] if f["record"])
         return [done[name] for name in sorted(done)]
+
+
+    def _used_enums(self, functions: list[Facts], enums: dict[str, ci.Cursor]) -> list[Facts]:
+        """The enums whose type the recorded code spells `enum X`, with every enumerator's value: what a
+        value of that type can be."""
+        used = set().union(*(self.names(f)[2] for f in functions)) & enums.keys()
+        return [self._once("enum", enums[name], capi.file_name(enums[name]), lambda cursor=enums[name]: {
+            "name": capi.spelling(cursor),
+            "values": sorted({capi.enum_value(ch) for ch in children(cursor) if kind(ch) == _ENUMERATOR})})
+            for name in sorted(used)]
 
 
 class _Structs:

@@ -9,11 +9,12 @@ equality and one value equal to none, and both sides of each threshold
 it is ordered against (a constant met through arithmetic, `x * 2 + 1 == 7`,
 is such a threshold, solved for x by undoing each operation with a
 constant operand; a constant expression such as `BIT(2)` or `-EINVAL` is
-a constant like any other); an enum is each value
-from 0 to the largest enumerator the code compares it with (the facts do
-not list an enum's enumerators: a larger one the code never names is not
-tried). Uses are followed through the locals and the state it is copied
-into.
+a constant like any other); an enum is each of its enumerators (the facts
+list them for every enum a function's type spells `enum X`) and each
+constant the code compares it with; an enum the facts do not define (a
+typedef of an anonymous one) is each value from 0 to the largest constant
+the code compares it with. Uses are followed through the locals and the
+state it is copied into.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from kaudit.model.code import Loc, Op
 from kaudit.model.resolve import SELF, VMOBJ, Slots
 
 OBJECT = ("obj",)
-MAX_ENUMERATOR = 64  # an enum compared with no larger constant is taken for 0 .. its largest one
+MAX_ENUMERATOR = 64  # an enum not in the facts compared with no larger constant is taken for 0 .. its largest one
 _COMPARE = frozenset({"==", "!=", "<", ">", "<=", ">="})
 _TURNED = {"==": "==", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
 
@@ -213,7 +214,8 @@ def _mentioned(expr: Binary) -> set[tuple]:
     return out
 
 
-def _values(ctype: CType, scopes: Scopes, ordered: set[int], masks: set[int], equal: set[int]) -> tuple:
+def _values(ctype: CType, scopes: Scopes, enums: dict[str, list[int]], ordered: set[int], masks: set[int],
+            equal: set[int]) -> tuple:
     """Every value that can take a test another way: each constant compared for equality, each side of
     each ordered threshold (a value no equality test names), each mask and their union, and one value
     unequal to every constant. None is left out: a value the explorer never tries would be a behaviour
@@ -227,8 +229,11 @@ def _values(ctype: CType, scopes: Scopes, ordered: set[int], masks: set[int], eq
     if ctype.is_bool:
         return (0, 1)
     named = equal | ordered
+    enumerators = enums.get(ctype.spelling[5:]) if ctype.spelling.startswith("enum ") else None
+    if enumerators and not masks:
+        return tuple(sorted(set(enumerators) | named))  # what a value of the enum is, and what the code names
     if ctype.spelling.startswith("enum ") and not masks and all(0 <= v <= MAX_ENUMERATOR for v in named):
-        return tuple(range(max(named, default=1) + 1))  # its enumerators, counted from 0 as C does
+        return tuple(range(max(named, default=1) + 1))  # an enum not defined in the facts: counted from 0 as C does
     values = {0, 1} | equal | {_unequal(0, 1, equal)}
     for threshold in ordered:
         values |= {threshold, _unequal(threshold - 1, -1, equal), _unequal(threshold + 1, 1, equal)}
@@ -251,7 +256,8 @@ def _union(masks: set[int]) -> int:
     return union
 
 
-def domains(code: list[Op], slots: Slots, scopes: Scopes) -> tuple[dict[int, tuple], dict[int, tuple]]:
+def domains(code: list[Op], slots: Slots, scopes: Scopes, enums: dict[str, list[int]]
+            ) -> tuple[dict[int, tuple], dict[int, tuple]]:
     """(input op pc -> values, per-vCPU constant slot -> values)."""
     uses = _Uses(code)
     inputs = {}
@@ -261,8 +267,8 @@ def domains(code: list[Op], slots: Slots, scopes: Scopes) -> tuple[dict[int, tup
                 inputs[pc] = tuple(op.args[1])
                 continue
             loc = op.args[0]
-            inputs[pc] = _values(slots.input_types.get(loc.slot, CType()), scopes, *uses.of(loc))
+            inputs[pc] = _values(slots.input_types.get(loc.slot, CType()), scopes, enums, *uses.of(loc))
     read = {loc.slot for op in code for loc in op_reads(op) if loc.kind in ("mine", "cpu")}
-    constants = {slot: _values(ctype, scopes, *uses.of(Loc("mine", slot))) for slot, ctype in
+    constants = {slot: _values(ctype, scopes, enums, *uses.of(Loc("mine", slot))) for slot, ctype in
                  slots.cpu_constant.items() if slot in read}  # a constant nothing reads any more is no state
     return inputs, constants

@@ -767,7 +767,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     protocol.generations = generations(code, [a.value for a in actions if a.value is not None], numbers)
     protocol.live = liveness(code, result_slot, actions)
     protocol.result_slot = result_slot
-    protocol.domains, protocol.cpu_init = domains(code, slots, extractor.scopes)
+    protocol.domains, protocol.cpu_init = domains(code, slots, extractor.scopes, extractor.lowered.program.enums)
     protocol.independent = kind == "counter" and independent(code, word)
     protocol.host_constants = frozenset(slot for slot, ctype in slots.cpu_constant.items() if ctype == BACKEND)
     protocol.recompute = any(a.direction == "contribution" for a in actions)
