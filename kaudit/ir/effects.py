@@ -154,6 +154,7 @@ class Effects:
         self._locks: dict[str, LockEffect] = {}
         self._plain_reads: dict[str, frozenset[str]] = {}
         self._plain_writes: dict[str, frozenset[str]] = {}
+        self._of_call: dict[tuple[str, Call], tuple[frozenset[str], frozenset[str]]] = {}
         self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
 
     def _propagate(self, params: dict[str, list[str]]) -> None:
@@ -182,17 +183,20 @@ class Effects:
                             work.append(fid)
                         new[fid][index].update(added)
 
-    def of_call(self, caller: str, call: Call) -> tuple[set[str], set[str]]:
-        """(writes, reads) of one call, in its caller's terms."""
-        params = [p.name for p in self.lowered.function(caller).params]
-        prim = primitive_effects(call, params)
-        if prim is not None:
-            return prim
-        writes, reads = set(), set()
-        for target in self.lowered.targets(caller, call):
-            writes |= _bind(self.writes.get(target, ()), call.args, params)
-            reads |= _bind(self.reads.get(target, ()), call.args, params)
-        return writes, reads
+    def of_call(self, caller: str, call: Call) -> tuple[frozenset[str], frozenset[str]]:
+        """(writes, reads) of one call, in its caller's terms; computed once per call (the model's
+        widening compiles asks again for every call it meets)."""
+        memo = (caller, call)
+        if memo not in self._of_call:
+            params = [p.name for p in self.lowered.function(caller).params]
+            prim = primitive_effects(call, params)
+            writes, reads = prim if prim is not None else (set(), set())
+            if prim is None:
+                for target in self.lowered.targets(caller, call):
+                    writes |= _bind(self.writes.get(target, ()), call.args, params)
+                    reads |= _bind(self.reads.get(target, ()), call.args, params)
+            self._of_call[memo] = (frozenset(writes), frozenset(reads))
+        return self._of_call[memo]
 
     def target_writes(self, target: str, args: tuple[Expr, ...]) -> set[str]:
         """The storage (no parameter; a lock by its name) a callee writes when called with these arguments,

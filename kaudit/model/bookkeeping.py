@@ -292,12 +292,13 @@ def reaching_local_defs(code: list[Op]) -> ReachingDefs:
         for slot in slots:
             kill[pc] |= of_slot.get(slot, 0)
     into = [0] * (len(code) + 1)
+    succ = [successors(code, pc) for pc in range(len(code))]
     changed = True
     while changed:
         changed = False
         for pc in range(len(code)):
             out = gen[pc] | (into[pc] & ~kill[pc])
-            for nxt in successors(code, pc):
+            for nxt in succ[pc]:
                 if out & ~into[nxt]:
                     into[nxt] |= out
                     changed = True

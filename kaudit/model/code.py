@@ -69,6 +69,11 @@ class Op:
     api: bool = False  # compiled from the body of an API function (or the environment)
     origin: int = -1  # the action point (Draft.points index) whose API call this op belongs to
 
+    def but(self, args: tuple, kind: str = "") -> Op:
+        """This op with other arguments (and kind): dataclasses.replace without its cost, which the passes
+        pay hundreds of thousands of times a run."""
+        return Op(kind or self.kind, args, self.function, self.file, self.line, self.text, self.api, self.origin)
+
 
 @dataclass(frozen=True)
 class Action:

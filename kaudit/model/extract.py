@@ -262,7 +262,7 @@ def fold_constant_branches(code: list[Op], starts: list[int]) -> tuple[list[Op],
     folded = list(code)
     for pc, op in enumerate(code):
         if op.kind == "branch" and (value := flow.fold(op.args[0])) is not None:
-            folded[pc] = replace(op, kind="jump", args=(op.args[1] if value else op.args[2],))
+            folded[pc] = op.but(kind="jump", args=(op.args[1] if value else op.args[2],))
     live = reachable(folded, starts)
     out, where = rebuild(folded, {}, [pc in live for pc in range(len(folded))])
     return out, where, live
@@ -430,9 +430,9 @@ def thread_jumps(code: list[Op], starts: list[int]) -> tuple[list[Op], list[int]
     threaded = []
     for op in code:
         if op.kind == "jump":
-            op = replace(op, args=(final(op.args[0]),))
+            op = op.but(args=(final(op.args[0]),))
         elif op.kind in ("branch", "each"):
-            op = replace(op, args=(op.args[0], final(op.args[1]), final(op.args[2])))
+            op = op.but(args=(op.args[0], final(op.args[1]), final(op.args[2])))
         threaded.append(op)
     live = reachable(threaded, starts)
     keep = [pc in live and not (op.kind == "jump" and op.args[0] == pc + 1) for pc, op in enumerate(threaded)]
@@ -475,7 +475,7 @@ def observed_bits(code: list[Op]) -> list[Op]:
     out = []
     for op in code:
         if op.kind == "set" and (name := state_of(op.args[0])) and masks.get(name):
-            op = replace(op, args=(op.args[0], Binary("&", op.args[1], Const(masks[name]))))
+            op = op.but(args=(op.args[0], Binary("&", op.args[1], Const(masks[name]))))
         out.append(op)
     return out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Expr
@@ -30,7 +29,7 @@ def link(ops: list[Op], labels: dict[int, int]) -> list[Op]:
             args = list(op.args)
             for i in REMAP[op.kind]:
                 args[i] = labels[args[i]]
-            op = replace(op, args=tuple(args))
+            op = op.but(args=tuple(args))
         out.append(op)
     return out
 
@@ -73,7 +72,7 @@ def rebuild(code: list[Op], before: dict[int, list[Op]], keep: list[bool] | None
     for index, arg, (target, source) in patches:
         args = list(out[index].args)
         args[arg] = edge_start[(source, target)] if source is not None else where[target]
-        out[index] = replace(out[index], args=tuple(args))
+        out[index] = out[index].but(args=tuple(args))
     return out, where
 
 
@@ -167,16 +166,16 @@ def deciders(code: list[Op], ipdom: list[int]) -> dict[int, set[int]]:
     reaches before its paths join again."""
     n = len(code)
     out: dict[int, set[int]] = {}
-    exits = reaching(code, [pc for pc in range(n) if not successors(code, pc)
-                            or any(s >= n for s in successors(code, pc))])
+    succ = [successors(code, pc) for pc in range(n)]
+    exits = reaching(code, [pc for pc in range(n) if not succ[pc] or any(s >= n for s in succ[pc])])
     for pc, op in enumerate(code):
         if op.kind not in ("branch", "each"):
             continue
-        if pc not in exits or any(s < n and s not in exits for s in successors(code, pc)):
-            for node in reachable(code, [s for s in successors(code, pc) if s < n], stop=ipdom[pc]):
+        if pc not in exits or any(s < n and s not in exits for s in succ[pc]):
+            for node in reachable(code, [s for s in succ[pc] if s < n], stop=ipdom[pc]):
                 out.setdefault(node, set()).add(pc)
             continue
-        for runner in successors(code, pc):
+        for runner in succ[pc]:
             while runner != ipdom[pc] and runner < n:
                 out.setdefault(runner, set()).add(pc)
                 runner = ipdom[runner]

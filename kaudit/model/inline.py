@@ -292,9 +292,7 @@ class Inliner:
             return {key} if key else set()
         if not isinstance(instr, CallOp):
             return set()
-        params = [p.name for p in self.lowered.function(frame.fid).params]
-        writes = primitive_effects(instr.call, params) or self.effects.of_call(frame.fid, instr.call)
-        return {w for w in writes[0] if not w.startswith(("lock:", "param:"))}
+        return {w for w in self.effects.of_call(frame.fid, instr.call)[0] if not w.startswith(("lock:", "param:"))}
 
     def _visible(self, instr, frame: Frame) -> bool:
         """Whether an instruction can have an effect outside its frame the model sees: a write of

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from kaudit.analysis.context import Scopes
 from kaudit.ir.evaluate import evaluate, fold
@@ -235,9 +235,11 @@ class Resolver:
     def _through(self, expr: Expr) -> Expr | None:
         """A read of `*f` for a local that may point at several fields: the one whose address it holds
         (None when one of them is not modelled: an input, as any unmodelled read)."""
-        fields = self._pointees(expr)
+        fields = self._pointees(expr) if self.pointers else []
+        if len(fields) < 2:
+            return None
         places = [self.place(candidate) for candidate in fields]
-        if len(fields) < 2 or None in places:
+        if None in places:
             return None
         out: Expr = places[-1]
         for i in range(len(places) - 2, -1, -1):
@@ -330,21 +332,21 @@ class Resolver:
             value = self.address(args[0], args[1]) or self.value(args[1])
             if getattr(args[0], "ctype", CType()).is_bool:  # C converts to bool on store
                 value = Unary("!", Unary("!", value))
-            return replace(op, args=(target, value))
+            return op.but(args=(target, value))
         if kind == "atomic":
             dst, loc, amount, returns = args
             target = self.place(loc)
             dst_loc = self.place(dst) if dst is not None else None
             if target is None:
                 guess = "" if field_key(loc) else re.sub(r"\b\d+:", "", render(loc))  # memory it cannot name
-                return replace(op, kind="input", args=(dst_loc, None, (), False, guess)) if dst_loc is not None \
+                return op.but(kind="input", args=(dst_loc, None, (), False, guess)) if dst_loc is not None \
                     else None
-            return replace(op, args=(dst_loc, target, self.value(amount), returns))
+            return op.but(args=(dst_loc, target, self.value(amount), returns))
         if kind == "bit":
             target = self.place(args[0])
             if target is None:
                 return self._scatter(op, args[0], None)
-            return replace(op, args=(target, self.value(args[1]), self.value(args[2])))
+            return op.but(args=(target, self.value(args[1]), self.value(args[2])))
         if kind == "input":
             target = self.place(args[0])
             if isinstance(args[0], Var) and args[0].scope == "local":
@@ -353,13 +355,13 @@ class Resolver:
                 return None
             elif target.kind != "local":  # a summarised write: any value
                 slot = self.slots.local(f"%in{len(self.slots.locals)}")
-                self.pending.append(replace(op, args=(Loc("local", slot), None, (), False, args[4])))
-                return replace(op, kind="set", args=(target, Loc("local", slot)))
-            return replace(op, args=(target, args[1], args[2], False, args[4]))
+                self.pending.append(op.but(args=(Loc("local", slot), None, (), False, args[4])))
+                return op.but(kind="set", args=(target, Loc("local", slot)))
+            return op.but(args=(target, args[1], args[2], False, args[4]))
         if kind == "branch":
-            return replace(op, args=(self.value(args[0]), args[1], args[2]))
+            return op.but(args=(self.value(args[0]), args[1], args[2]))
         if kind == "each":
-            return replace(op, args=(self.place(args[0]), args[1], args[2]))
+            return op.but(args=(self.place(args[0]), args[1], args[2]))
         return op
 
     def _buffer_offsets(self, place: Expr) -> list[int]:
@@ -386,7 +388,7 @@ class Resolver:
                     self._havoc(op, element, render(place))
                     continue
                 hit = self._holds(place, i)
-                self.pending.append(replace(op, kind="set", args=(element, Select(hit, value, element))))
+                self.pending.append(op.but(kind="set", args=(element, Select(hit, value, element))))
             return None
         for offset in self._buffer_offsets(place):
             element = self._element(place, offset)
@@ -394,13 +396,13 @@ class Resolver:
                 self._havoc(op, element, render(place))
                 continue
             hit = Binary("==", self.value(buffer_access(deref(place))[1]), Const(offset))
-            self.pending.append(replace(op, kind="set", args=(element, Select(hit, value, element))))
+            self.pending.append(op.but(kind="set", args=(element, Select(hit, value, element))))
         return None
 
     def _havoc(self, op: Op, element: Loc, guess: str) -> None:
         slot = self.slots.local(f"%in{len(self.slots.locals)}")
-        self.pending.append(replace(op, kind="input", args=(Loc("local", slot), None, (), False, guess)))
-        self.pending.append(replace(op, kind="set", args=(element, Loc("local", slot))))
+        self.pending.append(op.but(kind="input", args=(Loc("local", slot), None, (), False, guess)))
+        self.pending.append(op.but(kind="set", args=(element, Loc("local", slot))))
 
     def _fill(self, op: Op) -> None:
         """A block copy or fill: every modelled element of the buffer (or the field) it writes takes any
