@@ -189,16 +189,24 @@ class Extractor:
         return {*protocol.flag_names, *protocol.count_names, *kept}
 
     def unreached_writers(self, fids: list[str], protocol: Protocol) -> list[str]:
-        """Per-vCPU functions that write the protocol's bookkeeping where nothing it runs reaches: each is
-        the nearest per-vCPU function above such a write that none of the given entries, the rule's API,
-        create or destroy reaches (an ioctl user space issues at will)."""
+        """Per-vCPU functions that write the protocol's bookkeeping on a path nothing it runs covers: a
+        write some caller-less function (an ioctl user space issues at will) reaches without passing
+        through the given entries, the rule's API, create or destroy, even where those reach it too
+        (a helper create calls that an ioctl calls as well). Each is the nearest per-vCPU function above
+        the write on such a path."""
         graph, books = self.analysis.graph, self.bookkeeping(protocol)
         run = set(fids) | lifecycle_only(graph, self.lowered, self.rule) | self.api_code
-        reached = run.union(*(nx.descendants(graph, fid) for fid in run if fid in graph))
-        writes = [fid for fid in sorted(self.lowered.program.functions)
-                  if fid not in reached and self.effects.own_writes(fid) & books]
+        free = graph.subgraph(node for node in graph if node not in run)
         vcpu_fns = per_vcpu_functions(self.analysis.program, self.scopes)
-        return sorted(set().union(*(nearest_vcpu_functions(graph, vcpu_fns, fid) for fid in writes)) - reached)
+        found: set[str] = set()
+        for fid in sorted(self.lowered.program.functions):
+            if fid in run or not self.effects.own_writes(fid) & books:
+                continue
+            if fid not in graph:
+                found |= {fid} & vcpu_fns
+            elif any(graph.in_degree(node) == 0 for node in nx.ancestors(free, fid) | {fid}):
+                found |= nearest_vcpu_functions(free, vcpu_fns, fid)
+        return sorted(found)
 
     def makes(self, fid: str, protocol: Protocol) -> str | None:
         """The pointer through which the vCPU holds the per-vCPU object whose bookkeeping `fid` writes, when
@@ -635,7 +643,7 @@ def with_resets(extractor: Extractor, entries: list[tuple[str, str]], interestin
     vCPU's flag leaks its share). A reset that changes nothing the protocol sees is left out, proven
     harmless; one that changes only an inhibit's other state, or makes the protocol too large to explore,
     is left out as an assumption the report states. A writer of the bookkeeping that no entry, reset or
-    lifecycle entry reaches (an ioctl user space issues) runs at any time, as the entries do."""
+    lifecycle entry covers (an ioctl user space issues) runs at any time, as the entries do."""
     program = extractor.lowered.program
     resets = sorted(fid for name in extractor.rule.lifecycle.reset for fid in program.functions_named(name))
     ran = resets if kind == "counter" else []
@@ -670,8 +678,8 @@ def with_resets(extractor: Extractor, entries: list[tuple[str, str]], interestin
 
     def left_out(fid: str) -> str:
         if fid in makes:
-            return f"not run: it sets {makes[fid]}, making the object whose bookkeeping it writes: part of " \
-                   "creating the vCPU"
+            return f"not run: it sets {makes[fid]}, making the object whose bookkeeping it writes (a new one, " \
+                   "not a change of the one a vCPU holds)"
         return why["too large" if fid in too_large and moves.get(fid) != "nothing" else moves[fid]]
 
     protocol.left_out = [(program.functions[fid]["name"], left_out(fid)) for fid in resets + writers if fid not in ran]
@@ -819,8 +827,8 @@ ENTRY_WHY = {
     "reset": "resets the vCPU (INIT, a triple fault): any number of times while it lives, with the arguments its "
              "callers outside create pass",
     "destroy": "destroys the vCPU, once, at any time after it was created",
-    "writer": "writes the protocol's flags or counts where no other entry reaches (user space calls it): may run "
-              "at any time, any number of times",
+    "writer": "writes the protocol's flags or counts on a path no other entry covers (user space calls it): may "
+              "run at any time, any number of times",
 }
 
 
