@@ -210,8 +210,8 @@ class Extractor:
 
     def makes(self, fid: str, protocol: Protocol) -> str | None:
         """The pointer through which the vCPU holds the per-vCPU object whose bookkeeping `fid` writes, when
-        `fid` sets it too: it makes the object (kvm_create_lapic() sets kvm_vcpu.arch.apic), part of
-        creating the vCPU rather than a change of the object a live vCPU holds."""
+        `fid` sets it too: it makes a new object (kvm_create_lapic() sets kvm_vcpu.arch.apic,
+        kvm_hv_vcpu_init() kvm_vcpu.arch.hyperv) rather than changing the one a vCPU holds."""
         writes = self.effects.plain_writes(fid)
         holders = {holder(self.analysis.program, book.split(".")[0], self.rule.per_vcpu_types)
                    for book in self.bookkeeping(protocol) & writes}
