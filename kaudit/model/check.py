@@ -128,9 +128,15 @@ HOW_COUNT = {
 }
 
 
-def _how(outcome: Outcome, analysis: Analysis, at: JudgedSite, counter: bool) -> str:
+def _how(outcome: Outcome, analysis: Analysis, at: JudgedSite, protocol: Protocol) -> str:
+    """How the violation comes about, after the site it is reported at, or after the write of a function no
+    request or release path calls (a bookkeeping writer that user space runs) when that made it happen."""
     fn = analysis.program.functions[at.site.function]
     where = f"{fn['name']} ({fn['file']}:{at.site.event.line})"
+    writer = next((e for e in protocol.entries if e.kind == "writer" and e.fid == outcome.culprit_entry), None)
+    if writer is not None and outcome.culprit is not None:
+        where = f"{writer.name} ({outcome.culprit.file}:{outcome.culprit.line}), which no request or release path calls"
+    counter = protocol.kind == "counter"
     text = (HOW_COUNT if counter else HOW)[outcome.violation].format(where=where)
     return f"{text}; the runtime model shows it with {outcome.vcpus} vCPUs in a {len(outcome.trace)}-step trace"
 
@@ -209,7 +215,7 @@ def apply_judgement(analysis: Analysis, rule: Rule, key: str, protocol: Protocol
             [j for j in sites if j is not at]
         model = _model_json(outcome, "confirmed", protocol)
         analysis.findings.append(Finding(rule, kind.severity, kind.name, key,
-                                         kind.text(key=key, how=_how(outcome, analysis, at, counter)), at, related,
+                                         kind.text(key=key, how=_how(outcome, analysis, at, protocol)), at, related,
                                          model))
         for j in sites:
             j.model = {**model, "status": "violated"}

@@ -189,12 +189,12 @@ class Extractor:
         return {*protocol.flag_names, *protocol.count_names, *kept}
 
     def unreached_writers(self, fids: list[str], protocol: Protocol) -> list[str]:
-        """Per-vCPU functions that write the protocol's bookkeeping on a path nothing it runs covers: a
+        """Per-vCPU functions that write the protocol's bookkeeping or the word on a path nothing it runs covers: a
         write some caller-less function (an ioctl user space issues at will) reaches without passing
         through the given entries, the rule's API, create or destroy, even where those reach it too
         (a helper create calls that an ioctl calls as well). Each is the nearest per-vCPU function above
         the write on such a path."""
-        graph, books = self.analysis.graph, self.bookkeeping(protocol)
+        graph, books = self.analysis.graph, self.bookkeeping(protocol) | {self.rule.word}  # the word outside the API
         run = set(fids) | lifecycle_only(graph, self.lowered, self.rule) | self.api_code
         free = graph.subgraph(node for node in graph if node not in run)
         vcpu_fns = per_vcpu_functions(self.analysis.program, self.scopes)
@@ -827,8 +827,8 @@ ENTRY_WHY = {
     "reset": "resets the vCPU (INIT, a triple fault): any number of times while it lives, with the arguments its "
              "callers outside create pass",
     "destroy": "destroys the vCPU, once, at any time after it was created",
-    "writer": "writes the protocol's flags or counts on a path no other entry covers (user space calls it): may "
-              "run at any time, any number of times",
+    "writer": "writes the protocol's flags, counts or word on a path no other entry covers (user space calls it): "
+              "may run at any time, any number of times",
 }
 
 
