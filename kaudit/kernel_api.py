@@ -38,11 +38,18 @@ ATOMIC_UPDATE = {
     "atomic_inc_return": 1, "atomic_dec_return": -1, "atomic_add_return": None, "atomic_sub_return": None,
     "atomic_inc_and_test": 1, "atomic_dec_and_test": -1,
     "atomic_long_inc": 1, "atomic_long_dec": -1, "atomic_long_add": None, "atomic_long_sub": None,
+    "atomic_sub_and_test": None, "atomic_long_inc_return": 1, "atomic_long_dec_return": -1,
+    "atomic_long_add_return": None, "atomic_long_sub_return": None, "atomic_long_dec_and_test": -1,
+    # these return the old value
+    "atomic_fetch_inc": 1, "atomic_fetch_dec": -1, "atomic_fetch_add": None, "atomic_fetch_sub": None,
+    "atomic_long_fetch_inc": 1, "atomic_long_fetch_dec": -1, "atomic_long_fetch_add": None,
+    "atomic_long_fetch_sub": None,
 }
 # Operations whose result is the new value (or, for *_and_test, whether it is zero).
 ATOMIC_RETURNS_NEW = frozenset({
     "atomic_inc_return", "atomic_dec_return", "atomic_add_return", "atomic_sub_return",
-    "atomic_inc_and_test", "atomic_dec_and_test",
+    "atomic_inc_and_test", "atomic_dec_and_test", "atomic_sub_and_test", "atomic_long_inc_return",
+    "atomic_long_dec_return", "atomic_long_add_return", "atomic_long_sub_return", "atomic_long_dec_and_test",
 })
 ATOMIC_READ = frozenset({"atomic_read", "atomic_long_read", "atomic_read_acquire", "raw_atomic_read",
                          "arch_atomic_read"})
@@ -67,6 +74,10 @@ BIT_CLEAR = frozenset({"clear_bit", "__clear_bit", "___clear_bit", "arch_clear_b
                        "const___clear_bit", "generic___clear_bit", "generic_clear_bit"})
 BIT_TEST = frozenset({"test_bit", "_test_bit", "arch_test_bit", "const_test_bit", "generic_test_bit",
                       "variable_test_bit", "constant_test_bit", "test_bit_acquire"})
+# Atomic test-and-modify of one bit: its old value, the bit then set (or cleared) in the same step.
+BIT_TEST_AND_SET = frozenset({"test_and_set_bit", "arch_test_and_set_bit", "test_and_set_bit_lock",
+                              "arch_test_and_set_bit_lock"})
+BIT_TEST_AND_CLEAR = frozenset({"test_and_clear_bit", "arch_test_and_clear_bit"})
 BITMAP_EMPTY = frozenset({"bitmap_empty"})
 
 # Block copies and fills of memory: (destination, source or fill byte, size) arguments.

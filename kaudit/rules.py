@@ -64,11 +64,13 @@ class FindingKind:
 @dataclass(frozen=True)
 class Lifecycle:
     """The kernel's vCPU lifecycle entry points (create may fail: a non-zero return; reset runs any
-    number of times while the vCPU lives)."""
+    number of times while the vCPU lives), and the VM's own creation and destruction (`vm`), which
+    run while no vCPU exists: what they write is what vCPUs start from, never a change under them."""
 
     create: tuple[str, ...] = ()
     reset: tuple[str, ...] = ()
     destroy: tuple[str, ...] = ()
+    vm: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

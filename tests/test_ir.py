@@ -7,7 +7,7 @@ from pathlib import Path
 from kaudit.frontend.tu import extract_tu
 from kaudit.ir.flow import LockTracker, events
 from kaudit.ir.lower import embedding_paths, lower_function
-from kaudit.ir.names import render, render_call, returned_only
+from kaudit.ir.names import Keys, render, render_call, returned_only
 from kaudit.ir.nodes import Assign, CallOp, Cleanup, EachVcpu, Function
 
 PRELUDE = """
@@ -209,3 +209,16 @@ void f(struct kvm_vcpu *v)
 """, "f")
     assert guards(fn, "act") == [("self(v)->flag", False)]
     assert "self(v)->flag" in [render(i.target, fn.temps) for _, i in fn.instructions() if isinstance(i, Assign)]
+
+
+def test_storage_overlaps_its_members_but_a_path_reads_only_its_end() -> None:
+    """A write of a struct changes every field in it and a write of a field changes the struct that holds
+    it; a read names every struct on its path (`kvm->arch` in `kvm->arch.x`), so it reads a key only
+    where it reads the key or a field inside it."""
+    keys = Keys({"vcpu_svm.irq.window_requested", "kvm.arch.count"})
+    assert keys.touched("vcpu_svm.irq")  # memset(&svm->irq, 0, ...)
+    assert keys.touched("kvm.arch.count") and not keys.touched("kvm.arch.other")
+    assert Keys({"vcpu_svm.irq"}).touched("vcpu_svm.irq.window_requested")
+    assert keys.touched_by({"vcpu_svm.irq", "kvm.arch.other"}) == {"vcpu_svm.irq.window_requested"}
+    assert not keys.read_by("kvm.arch") and keys.read_by("kvm.arch.count")
+    assert Keys({"vcpu_svm.irq"}).read_by("vcpu_svm.irq.window_requested")

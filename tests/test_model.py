@@ -227,7 +227,7 @@ def test_a_write_in_a_loop_that_never_exits_keeps_the_branch_before_it() -> None
 
 def _resolved(ops: list[Op], per_vcpu: frozenset[str]) -> tuple[list[Op], Resolver]:
     draft = inline.Draft(ops=ops)
-    resolver = Resolver(draft, Scopes(per_vcpu, frozenset()), lambda key: True)
+    resolver = Resolver(draft, Scopes(per_vcpu, frozenset()), lambda key: True, lambda key: True)
     return resolver.run()[0], resolver
 
 
@@ -248,7 +248,7 @@ def test_a_register_page_is_state_element_by_element() -> None:
               "LVT(i) = NMI"),
            Op("set", (Var("x", "local"), at(Const(0x350))), "f", "f.c", 3, "x = LVT0"),
            Op("set", (Var("y", "local"), at(i)), "f", "f.c", 4, "y = reg(i)"),
-           Op("fill", (regs, user), "f", "f.c", 5, "memcpy(apic->regs, s->regs, 1024)")]
+           Op("fill", (regs, user, None), "f", "f.c", 5, "memcpy(apic->regs, s->regs, 1024)")]
     code, resolver = _resolved(ops, frozenset({"kvm_lapic"}))
     lvt0 = Loc("mine", resolver.slots.cpu["kvm_lapic.regs[848]"], name="kvm_lapic.regs[848]")
     assert set(resolver.slots.cpu) == {"kvm_lapic.regs[848]"}

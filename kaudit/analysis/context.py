@@ -15,10 +15,15 @@ seed types (`kvm_vcpu` per vCPU, `kvm` VM-wide):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
 from kaudit.program import Program
+
+if TYPE_CHECKING:
+    from kaudit.ir.flow import Event
+    from kaudit.ir.program import LoweredProgram
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,21 @@ def vcpu_param(program: Program, fid: str, scopes: Scopes) -> str | None:
 
 def per_vcpu_functions(program: Program, scopes: Scopes) -> set[str]:
     return {fid for fid in program.functions if vcpu_param(program, fid, scopes)}
+
+
+def sole_caller(lowered: LoweredProgram, graph: nx.DiGraph, fid: str) -> str | None:
+    """The one function that calls `fid`, by name, when `fid` is static and its address never taken:
+    `fid` then runs only as that caller's part, under what the caller tests and holds at the call."""
+    function = lowered.function(fid)
+    callers = list(graph.predecessors(fid)) if fid in graph else []
+    if not (function.static and function.name not in lowered.address_taken and len(callers) == 1):
+        return None
+    return callers[0] if graph[callers[0]][fid]["kind"] == "direct" else None
+
+
+def calls_of(lowered: LoweredProgram, caller: str, fid: str) -> list[Event]:
+    """The events of `caller` that call `fid` (directly or through a table)."""
+    return [ev for ev in lowered.events(caller) if ev.call is not None and fid in lowered.targets(caller, ev.call)]
 
 
 def path_from_vcpu(graph: nx.DiGraph, vcpu_functions: set[str], target: str) -> list[str] | None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from kaudit.analysis.context import infer_scopes, path_from_vcpu, per_vcpu_functions
+from kaudit.analysis.context import calls_of, infer_scopes, path_from_vcpu, per_vcpu_functions, sole_caller
 from kaudit.analysis.discipline import DisciplineFinder, Verdict
 from kaudit.analysis.results import Analysis, Finding, JudgedSite
 from kaudit.analysis.sites import Hop, Site
@@ -129,11 +129,11 @@ def collect_updates(lowered: LoweredProgram, per_vcpu_fns: set[str]) -> list[Upd
 
 
 def lifecycle_only(graph: nx.DiGraph, lowered: LoweredProgram, rule: Rule) -> set[str]:
-    """Functions that run only inside the rule's lifecycle entry points: the
-    entries, and every function all of whose callers are such functions and
+    """Functions that run only inside the rule's lifecycle entry points (the vCPU's create and destroy,
+    the VM's): the entries, and every function all of whose callers are such functions and
     whose address is never taken (a table entry has callers no graph shows)."""
     program = lowered.program
-    inside = {fid for name in (*rule.lifecycle.create, *rule.lifecycle.destroy)
+    inside = {fid for name in (*rule.lifecycle.create, *rule.lifecycle.destroy, *rule.lifecycle.vm)
               for fid in program.functions_named(name)}
     changed = True
     while changed:
@@ -165,8 +165,7 @@ def run(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule) -> Analysis:
             continue
         path = path_from_vcpu(graph, vcpu_fns, u.function) or [u.function]
         site = Site(u.key, u.kind, u.function, u.hops, None, False)
-        guard = _transition_guard(finder, u.hops[0].event, u.function,
-                                  _writes(lowered.events(u.function), scopes.per_vcpu))
+        guard = _transition_guard(finder, lowered, graph, u.hops[0].event, u.function, scopes.per_vcpu)
         if u.function in lifecycle:
             verdict = Verdict("lifecycle", "runs once per vCPU, within its lifecycle (create/destroy)")
         elif guard:
@@ -183,9 +182,23 @@ def run(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule) -> Analysis:
     return Analysis(lowered, graph, scopes, judged, findings)
 
 
-def _transition_guard(finder: DisciplineFinder, ev: Event, fid: str, written: set[str]) -> str | None:
-    for guard in ev.guards:
-        for read in finder.reads(guard.atom, fid):
-            if isinstance(read, Field) and field_key(read) in written:
-                return render(guard.atom, ev.function.temps)
+def _transition_guard(finder: DisciplineFinder, lowered: LoweredProgram, graph: nx.DiGraph, ev: Event, fid: str,
+                      per_vcpu: frozenset[str]) -> str | None:
+    """A test of per-vCPU state the update's function (or a caller it is part of) writes, guarding the
+    update: in its function, or at the call in its sole caller (a helper called only where the caller
+    saw the state change), up the chain of sole callers."""
+    written, at, seen = _writes(lowered.events(fid), per_vcpu), [(ev, fid)], {fid}
+    while at:
+        for event, where in at:
+            for guard in event.guards:
+                for read in finder.reads(guard.atom, where):
+                    if isinstance(read, Field) and field_key(read) in written:
+                        return render(guard.atom, event.function.temps)
+        caller = sole_caller(lowered, graph, fid)
+        if caller is None or caller in seen:
+            return None
+        seen.add(caller)
+        written |= _writes(lowered.events(caller), per_vcpu)
+        at = [(e, caller) for e in calls_of(lowered, caller, fid)]
+        fid = caller
     return None

@@ -29,7 +29,7 @@ from kaudit.ir.flow import Event
 from kaudit.ir.names import deref, field_key, owner_record, render, subexprs
 from kaudit.ir.nodes import Assign, Branch, Call, Expr, Field, Var
 from kaudit.ir.program import LoweredProgram
-from kaudit.kernel_api import ATOMIC_RETURNS_NEW, ATOMIC_UPDATE
+from kaudit.kernel_api import ATOMIC_UPDATE
 
 # Static shapes that predict a violation (the model then confirms it, or says the two disagree).
 UNSAFE = frozenset({"unguarded", "flag-without-counter", "counter-without-flag", "flag-counter-unlocked"})
@@ -82,12 +82,17 @@ class DisciplineFinder:
         """A per-vCPU field that a guard on the way to the API reads (itself
         or through an accessor) and the guarded path writes (itself or
         through a helper), whatever the value: the vCPU records that it
-        asked. The way runs from the per-vCPU caller (`path`) down the hops."""
+        asked. The way runs from the per-vCPU caller (`path`) down the hops. A test that writes what
+        it reads (`test_and_set_bit(0, &vcpu->arch.flags)`) records it in the same step."""
         if site.action == "computed":
             return None
         for hop in (*site.hops, *self.callers(path)):
             for guard in hop.event.guards:
                 tested = self.vcpu_state(guard.atom, hop.function)
+                calls = [read for read in self.reads(guard.atom, hop.function) if isinstance(read, Call)]
+                if written := tested & self._per_vcpu(set().union(
+                        *(self.lowered.effects.of_call(hop.function, call)[0] for call in calls))):
+                    return min(written)
                 for ev in self.events(hop):
                     written = tested & self.vcpu_writes(ev, hop.function) if guard in ev.guards else set()
                     if written:
@@ -150,7 +155,7 @@ class DisciplineFinder:
         changed = changed_fields(self.events(hop))
         for guard in hop.event.guards:
             for read in self.reads(guard.atom, hop.function):
-                if isinstance(read, Call) and read.callee in ATOMIC_RETURNS_NEW:
+                if isinstance(read, Call) and read.callee in ATOMIC_UPDATE:  # its new or old value: a transition
                     key = counter_object(read)
                     if key is not None and self._vm_key(key):
                         return key

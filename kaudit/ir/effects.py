@@ -10,11 +10,22 @@ state it checks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from kaudit.ir.flow import lock_moves
-from kaudit.ir.names import counted_key, deref, field_key, lock_key, pointee, subexprs
-from kaudit.ir.nodes import Assign, Binary, Call, CallOp, Expr, Field, Function, Index, Unary, Var
+from kaudit.ir.names import (
+    Keys,
+    counted_key,
+    deref,
+    field_key,
+    lock_key,
+    owner_record,
+    pointee,
+    subexprs,
+    with_outer,
+)
+from kaudit.ir.nodes import Assign, Binary, Call, CallOp, Const, Expr, Field, Function, Index, Unary, Var
 from kaudit.kernel_api import (
     ATOMIC_READ,
     ATOMIC_SET,
@@ -22,6 +33,8 @@ from kaudit.kernel_api import (
     BIT_CLEAR,
     BIT_SET,
     BIT_TEST,
+    BIT_TEST_AND_CLEAR,
+    BIT_TEST_AND_SET,
     BITMAP_EMPTY,
     LOCK_ACQUIRE,
     LOCK_RELEASE,
@@ -67,7 +80,8 @@ def written_operand(call: Call) -> Expr | None:
         return args[0]
     if name in ATOMIC_UPDATE:
         return args[-1]
-    if (name in BIT_SET or name in BIT_CLEAR) and len(args) > 1:
+    if (name in BIT_SET or name in BIT_CLEAR or name in BIT_TEST_AND_SET or name in BIT_TEST_AND_CLEAR) \
+            and len(args) > 1:
         return args[1]
     if name in MEM_COPY or name in MEM_FILL:  # the memory the destination pointer points at
         return Unary("&", pointee(args[0]))
@@ -95,7 +109,8 @@ def primitive_effects(call: Call, params: list[str]) -> tuple[set[str], set[str]
         place = _designated(args[0], params)
         source = _designated(args[1], params) if name in MEM_COPY and len(args) > 1 else None
         return ({place} if place else set()), ({source} if source else set())
-    if name in BIT_SET or name in BIT_CLEAR or name in BIT_TEST:
+    if name in BIT_SET or name in BIT_CLEAR or name in BIT_TEST or name in BIT_TEST_AND_SET or \
+            name in BIT_TEST_AND_CLEAR:
         place = _designated(args[1], params) if len(args) > 1 else None
         return ({place} if place and name not in BIT_TEST else set()), {place} if place else set()
     return None
@@ -106,6 +121,7 @@ class Summary:
     writes: set[str] = field(default_factory=set)
     reads: set[str] = field(default_factory=set)
     calls: list[tuple[list[str], tuple[Expr, ...]]] = field(default_factory=list)  # (targets, args)
+    makes: set[str] = field(default_factory=set)  # structs it sets a holder pointer to (Effects.seen_by_callers)
 
 
 def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
@@ -117,6 +133,10 @@ def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
                 instr.target.scope == "global" else None
             if target:
                 summary.writes.add(target)
+            ctype = getattr(instr.target, "ctype", None)
+            if isinstance(instr.target, Field) and ctype is not None and ctype.ptr and ctype.record \
+                    and ctype.record != owner_record(instr.target) and not isinstance(instr.value, Const):
+                summary.makes.add(ctype.record)  # `vcpu->arch.hyperv = hv_vcpu`
             for expr in subexprs(instr.value):
                 if isinstance(expr, (Field, Var)) and (key := field_key(expr)):
                     summary.reads.add(key)
@@ -154,6 +174,8 @@ class Effects:
         self._locks: dict[str, LockEffect] = {}
         self._plain_reads: dict[str, frozenset[str]] = {}
         self._plain_writes: dict[str, frozenset[str]] = {}
+        self._reads_closed: dict[str, frozenset[str]] = {}
+        self._writes_closed: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self._of_call: dict[tuple[str, Call], tuple[frozenset[str], frozenset[str]]] = {}
         self.vcpu_written: set[str] | None = None  # filled by the model: what per-vCPU functions write
 
@@ -174,7 +196,8 @@ class Effects:
             if gained is None:
                 continue
             for fid, args in callers.get(target, ()):
-                for mine, theirs, index in ((self.writes[fid], gained[0], 0), (self.reads[fid], gained[1], 1)):
+                for mine, theirs, index in ((self.writes[fid], self.seen_by_callers(target, gained[0]), 0),
+                                            (self.reads[fid], gained[1], 1)):
                     added = _bind(theirs, args, params[fid]) - mine
                     if added:
                         mine |= added
@@ -193,7 +216,7 @@ class Effects:
             writes, reads = prim if prim is not None else (set(), set())
             if prim is None:
                 for target in self.lowered.targets(caller, call):
-                    writes |= _bind(self.writes.get(target, ()), call.args, params)
+                    writes |= _bind(self.seen_by_callers(target), call.args, params)
                     reads |= _bind(self.reads.get(target, ()), call.args, params)
             self._of_call[memo] = (frozenset(writes), frozenset(reads))
         return self._of_call[memo]
@@ -202,7 +225,7 @@ class Effects:
         """The storage (no parameter; a lock by its name) a callee writes when called with these arguments,
         which name what they point at themselves (`drop(&vcpu->arch.flag)` writes the flag; the model's
         inliner passes arguments already in its outermost caller's terms, however deep the call)."""
-        return _plain(_bind(self.writes.get(target, ()), args, []))
+        return _plain(_bind(self.seen_by_callers(target), args, []))
 
     def data_writes(self, caller: str, call: Call) -> set[str]:
         """The storage (no lock, no parameter) one call writes, in its caller's terms."""
@@ -223,8 +246,21 @@ class Effects:
         for targets, args in direct.calls:
             for target in targets:
                 if target != callee:
-                    out |= _plain(_bind(self.writes.get(target, ()), args, params))
+                    out |= _plain(_bind(self.seen_by_callers(target), args, params))
         return out
+
+    @cached_property
+    def written_anywhere(self) -> frozenset[str]:
+        """Everything some function of the program writes."""
+        return frozenset(w for writes in self.writes.values() for w in writes)
+
+    def seen_by_callers(self, fid: str, writes: set[str] | None = None) -> set[str]:
+        """What a function's callers see it write: all it writes, but the fields of a struct it sets a
+        holder pointer to (kvm_hv_vcpu_init() sets `vcpu->arch.hyperv` to the context it allocates and
+        fills): those are a new object's, not the one a caller holds. An assumption, as Extractor.makes."""
+        writes = self.writes.get(fid, set()) if writes is None else writes
+        made = self._made(fid)
+        return {w for w in writes if not w.startswith(made)} if made else writes
 
     def own_writes(self, fid: str) -> set[str]:
         """The storage a function writes itself, not through its calls (no parameters; a lock by its name)."""
@@ -241,12 +277,27 @@ class Effects:
             self._plain_writes[fid] = frozenset(_plain(self.writes.get(fid, ())))
         return self._plain_writes[fid]
 
-    def writes_any(self, fid: str, interesting: set[str]) -> bool:
-        """Whether a function (with what it calls) writes any interesting storage."""
-        return bool(self.plain_writes(fid) & interesting)
+    def writes_any(self, fid: str, interesting: Keys) -> bool:
+        """Whether a function (with what it calls) writes any interesting storage: a key itself, or a
+        struct that holds one, but for a struct of the object it makes (the synic kvm_hv_vcpu_init()
+        clears is the new context's, seen_by_callers)."""
+        writes = self.plain_writes(fid)
+        if writes & interesting.keys:
+            return True
+        if fid not in self._writes_closed:  # the writes but a made object's, with the structs holding them
+            made = self._made(fid)
+            kept = frozenset(w for w in writes if not w.startswith(made)) if made else writes
+            self._writes_closed[fid] = (kept, with_outer(kept))
+        kept, closed = self._writes_closed[fid]
+        return bool(closed & interesting.keys or kept & interesting.holding)
 
-    def reads_any(self, fid: str, interesting: set[str]) -> bool:
-        return bool(self.plain_reads(fid) & interesting)
+    def _made(self, fid: str) -> tuple[str, ...]:
+        return tuple(f"{record}." for record in sorted(self._direct[fid].makes)) if fid in self._direct else ()
+
+    def reads_any(self, fid: str, interesting: Keys) -> bool:
+        if fid not in self._reads_closed:
+            self._reads_closed[fid] = with_outer(self.plain_reads(fid))
+        return bool(self._reads_closed[fid] & interesting.keys)  # Keys.read_by, for every read at once
 
     def changes_locks(self, fid: str) -> bool:
         """Whether a call of the function can leave the locks held otherwise than it found them: a lock or

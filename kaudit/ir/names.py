@@ -10,7 +10,7 @@ model names its elements at constant offsets (`element_key`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from kaudit.ir.evaluate import evaluate
 from kaudit.ir.nodes import (
@@ -130,6 +130,56 @@ def counted_key(expr: Expr) -> str | None:
     if isinstance(node, Var) and node.scope == "global":
         return node.name
     return field_key(expr)
+
+
+def with_outer(keys: Iterable[str]) -> frozenset[str]:
+    """The keys and every struct that holds one."""
+    return frozenset(found for key in keys for found in (key, *_outer(key)))
+
+
+def _outer(key: str) -> Iterator[str]:
+    """The storage that holds a field, innermost first: `vcpu_svm.irq`, then `vcpu_svm`, for
+    `vcpu_svm.irq.window_requested`."""
+    at = key.rfind(".")
+    while at > 0:
+        key = key[:at]
+        yield key
+        at = key.rfind(".")
+
+
+class Keys:
+    """Field keys, asked what a write changes of them: storage overlaps its members, so writing a struct
+    changes every field in it (INIT's `memset(&svm->irq, 0, ...)` clears `vcpu_svm.irq.window_requested`)
+    and writing a field changes the struct that holds it."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.keys = frozenset(keys)
+        self.holding = frozenset(outer for key in self.keys for outer in _outer(key))
+        self._touched: dict[str, bool] = {}
+
+    def touched(self, written: str) -> bool:
+        """Whether writing `written` changes one of the keys."""
+        if written not in self._touched:
+            self._touched[written] = written in self.keys or written in self.holding \
+                or any(outer in self.keys for outer in _outer(written))
+        return self._touched[written]
+
+    def read_by(self, read: str) -> bool:
+        """Whether reading `read` reads one of the keys: the key, or a field inside it. Not the struct
+        that holds a key: the reads of an expression name every struct on its path (`kvm->arch` in
+        `kvm->arch.x`), which read no field but the one named."""
+        return read in self.keys or any(outer in self.keys for outer in _outer(read))
+
+    def touched_by(self, writes: Iterable[str]) -> set[str]:
+        """The keys some of these writes change."""
+        out = set()
+        for written in writes:
+            if written in self.keys:
+                out.add(written)
+            if written in self.holding:
+                out |= {key for key in self.keys if key.startswith(f"{written}.")}
+            out |= {outer for outer in _outer(written) if outer in self.keys}
+        return out
 
 
 def lock_key(expr: Expr) -> str:

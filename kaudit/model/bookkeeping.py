@@ -47,6 +47,8 @@ def op_reads(op: Op) -> list[Loc]:
         return [args[0]]
     if kind == "input" and args[3]:  # a repeated read keeps the value of the first
         return [args[0]]
+    if kind in ("acquire", "release") and isinstance(args[-1], Loc) and args[-1].kind == "local":
+        return [args[-1]]  # the other vCPU whose lock it is
     return []
 
 
@@ -57,7 +59,7 @@ def op_writes(op: Op) -> list[Loc]:
     if kind == "atomic":
         return [x for x in (args[0], args[1]) if x is not None]
     if kind == "bit":
-        return [args[0]]
+        return [args[0]] + ([args[3]] if args[3] is not None else [])
     if kind == "each":
         return [args[0]]
     return []
@@ -119,7 +121,7 @@ class Dataflow:
         while changed:
             changed = False
             for op in self.code:
-                sources = self.state_read(op_reads(op), taint) if op.kind in ("set", "atomic") else set()
+                sources = self.state_read(op_reads(op), taint) if op.kind in ("set", "atomic", "bit") else set()
                 for loc in op_writes(op):
                     if loc.kind == "local" and not sources <= taint.setdefault(loc.slot, set()):
                         taint[loc.slot] |= sources
@@ -190,13 +192,19 @@ def find_bookkeeping(flow: Dataflow, word: State, points: list[int], key_value: 
                  and op_writes(op) and state_of(op_writes(op)[-1]) in books.counts]
     goals = points + count_pcs
     on_way = reaching(code, goals)
-    for pc, (toward, _) in diverting(code, goals).items():
+    marked = {op.args[3].slot: state_of(op.args[0]) for op in code if op.kind == "bit" and op.args[3] is not None}
+    for pc, (toward, away) in diverting(code, goals).items():
         if code[pc].kind != "branch":
             continue
         tested = flow.state_read(reads(code[pc].args[0])) - books.counts - {word}
-        region = reachable(code, [toward]) & on_way
+        # on the way to the action, or after it on the way taken only (the flag written after the count)
+        taken = reachable(code, [toward])
+        region = (taken & on_way) | (taken - reachable(code, [away]))
         for inner in region:
             books.flags |= tested & {state_of(loc) for loc in op_writes(code[inner])}
+        # a test of what test_and_set_bit() returned: the bit was marked in the step that read it
+        books.flags |= tested & {marked[loc.slot] for loc in reads(code[pc].args[0]) if loc.kind == "local"
+                                 and loc.slot in marked}
     return books
 
 

@@ -22,13 +22,14 @@ from typing import Literal
 
 import networkx as nx
 
-from kaudit.analysis.context import holder, per_vcpu_functions, vcpu_param
+from kaudit.analysis.context import calls_of, holder, per_vcpu_functions, sole_caller, vcpu_param
 from kaudit.analysis.counter_transition import lifecycle_only
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
 from kaudit.ir.evaluate import fold
-from kaudit.ir.names import render_call, subexprs
+from kaudit.ir.names import Keys, render_call, subexprs
 from kaudit.ir.nodes import Binary, CallOp, Const, CType, Expr, Var
+from kaudit.ir.program import LoweredProgram
 from kaudit.model.bookkeeping import (
     Bookkeeping,
     Dataflow,
@@ -84,6 +85,11 @@ def nearest_vcpu_functions(graph: nx.DiGraph, vcpu_fns: set[str], fid: str) -> s
                     nxt.append(caller)
         frontier = nxt
     return found
+
+
+def _called_freely(graph: nx.DiGraph, paths: nx.DiGraph, fid: str) -> bool:
+    """Whether some caller-less function reaches `fid` on a path within `paths`."""
+    return any(graph.in_degree(node) == 0 for node in nx.ancestors(paths, fid) | {fid})
 
 
 def program_effects(analysis: Analysis) -> Effects:
@@ -173,10 +179,12 @@ class Extractor:
         graph = self.analysis.graph
         reached = {fid} | (nx.descendants(graph, fid) if fid in graph else set())
         writes = self.effects.plain_writes(fid)
-        books = {*protocol.flag_names, *protocol.count_names}
-        if writes & books or any(self.rule.word in self.effects.own_writes(f) for f in reached - self.api_code):
+        books = Keys({*protocol.flag_names, *protocol.count_names})
+        word = Keys({self.rule.word})
+        if books.touched_by(writes) or any(word.touched_by(self.effects.own_writes(f))
+                                           for f in reached - self.api_code):
             return "bookkeeping"
-        if writes & (protocol.state - {self.rule.word}) or \
+        if Keys(protocol.state - {self.rule.word}).touched_by(writes) or \
                 any(j.site.key == self.key and j.site.function in reached for j in self.analysis.sites):
             return "state"
         return "nothing"
@@ -185,26 +193,31 @@ class Extractor:
         """The field keys of a protocol's flags and counts, and of a count's flag: what decides whether it
         moves that the functions moving it also write (the flag destroy tests before undoing a share)."""
         movers = {j.site.function for j in self.analysis.sites if j.site.key == self.key}
-        kept = protocol.guards & set().union(*map(self.effects.own_writes, movers))
+        kept = Keys(protocol.guards).touched_by(set().union(*map(self.effects.own_writes, movers)))
         return {*protocol.flag_names, *protocol.count_names, *kept}
 
     def unreached_writers(self, fids: list[str], protocol: Protocol) -> list[str]:
-        """Per-vCPU functions that write the protocol's bookkeeping or the word on a path nothing it runs covers: a
+        """Functions that write the protocol's bookkeeping or the word on a path nothing it runs covers: a
         write some caller-less function (an ioctl user space issues at will) reaches without passing
         through the given entries, the rule's API, create or destroy, even where those reach it too
-        (a helper create calls that an ioctl calls as well). Each is the nearest per-vCPU function above
-        the write on such a path."""
-        graph, books = self.analysis.graph, self.bookkeeping(protocol) | {self.rule.word}  # the word outside the API
+        (a helper create calls that an ioctl calls as well). On a path through per-vCPU code, the
+        nearest per-vCPU function above the write; on one through none (a VM ioctl), the writer itself."""
+        graph = self.analysis.graph
+        books = Keys(self.bookkeeping(protocol) | {self.rule.word})  # the word outside the API
         run = set(fids) | lifecycle_only(graph, self.lowered, self.rule) | self.api_code
         free = graph.subgraph(node for node in graph if node not in run)
         vcpu_fns = per_vcpu_functions(self.analysis.program, self.scopes)
+        vm_only = free.subgraph(node for node in free if node not in vcpu_fns)
         found: set[str] = set()
         for fid in sorted(self.lowered.program.functions):
-            if fid in run or not self.effects.own_writes(fid) & books:
+            if fid in run or not books.touched_by(self.effects.own_writes(fid)):
                 continue
             if fid not in graph:
-                found |= {fid} & vcpu_fns
-            elif any(graph.in_degree(node) == 0 for node in nx.ancestors(free, fid) | {fid}):
+                found.add(fid)
+                continue
+            if fid not in vcpu_fns and _called_freely(graph, vm_only, fid):
+                found.add(fid)
+            if _called_freely(graph, free, fid):
                 found |= nearest_vcpu_functions(free, vcpu_fns, fid)
         return sorted(found)
 
@@ -214,7 +227,7 @@ class Extractor:
         kvm_hv_vcpu_init() kvm_vcpu.arch.hyperv) rather than changing the one a vCPU holds."""
         writes = self.effects.plain_writes(fid)
         holders = {holder(self.analysis.program, book.split(".")[0], self.rule.per_vcpu_types)
-                   for book in self.bookkeeping(protocol) & writes}
+                   for book in Keys(self.bookkeeping(protocol)).touched_by(writes)}
         return min(holders) if holders and None not in holders and holders <= writes else None
 
     def is_exit_handler(self, fid: str) -> bool:
@@ -240,7 +253,8 @@ class Extractor:
             lender = next(iter(self.lowered.program.functions_named(api.function)), fids[0])
             env_label = inliner.synthetic(api, tuple(args), lender, ENV_VALUE)
         key_value = next((p.key_value for p in inliner.draft.points if p.key == self.key), 0)
-        resolver = Resolver(inliner.draft, self.scopes, lambda key: key in self.effects.vcpu_written)
+        resolver = Resolver(inliner.draft, self.scopes, lambda key: key in self.effects.vcpu_written,
+                            lambda key: key in self.effects.written_anywhere)
         ops, labelled = resolver.run()
         code = link(ops, labelled)
         entry_pcs = [labelled[s] for s in labels] + ([labelled[env_label]] if env_label in labelled else [])
@@ -576,25 +590,28 @@ def _per_vcpu_entries(analysis: Analysis, sites: list[JudgedSite], lift: bool = 
 
 def _entered_from(analysis: Analysis, vcpu_fns: set[str], fid: str) -> str:
     """Where a per-vCPU function is entered from. A static function whose address is never taken and
-    that one function calls is part of that caller: when the caller runs on a vCPU and writes state the
-    helper reads, it is the entry instead, so what it establishes first holds (kvm_hv_set_msr_common()
-    creates the Hyper-V vCPU, vp_index equal to vcpu_idx, before its helper kvm_hv_set_msr() compares
-    the two). A caller that establishes nothing the helper reads adds only its own inputs. Counts of vCPUs
-    are entered so (their invariant ties per-vCPU state to the count); an inhibit's demand is decided at
-    its site, whose nearest per-vCPU function is entry enough."""
-    graph, lowered, effects = analysis.graph, analysis.lowered, analysis.lowered.effects
+    that one function calls is part of that caller: when the caller runs on a vCPU and constrains its
+    runs, it is the entry instead, so what the caller establishes holds (_constrains). A caller that
+    constrains nothing adds only its own inputs. Counts of vCPUs are entered so (their invariant ties
+    per-vCPU state to the count); an inhibit's demand is decided at its site, whose nearest per-vCPU
+    function is entry enough."""
     seen = {fid}
     while True:
-        function = lowered.function(fid)
-        callers = list(graph.predecessors(fid)) if fid in graph else []
-        if not (function.static and function.name not in lowered.address_taken and len(callers) == 1):
-            return fid
-        caller = callers[0]
-        if caller in seen or caller not in vcpu_fns or graph[caller][fid]["kind"] != "direct" \
-                or not effects.writes_besides(caller, fid) & effects.plain_reads(fid):
+        caller = sole_caller(analysis.lowered, analysis.graph, fid)
+        if caller is None or caller in seen or caller not in vcpu_fns or not _constrains(analysis.lowered, caller, fid):
             return fid
         seen.add(caller)
         fid = caller
+
+
+def _constrains(lowered: LoweredProgram, caller: str, fid: str) -> bool:
+    """Whether a caller decides something of how its helper runs: it calls it only under a test
+    (`if (nmi != vcpu->arch.nmi) nmi_mode_changed(vcpu, nmi)`) or with a lock held (the helper's
+    ++ of a count never interleaves), or first writes state the helper reads (kvm_hv_set_msr_common()
+    creates the Hyper-V vCPU, vp_index equal to vcpu_idx, before kvm_hv_set_msr() compares the two)."""
+    effects = lowered.effects
+    return any(ev.guards or ev.locks for ev in calls_of(lowered, caller, fid)) \
+        or bool(effects.writes_besides(caller, fid) & effects.plain_reads(fid))
 
 
 def inhibit_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unmodelled:
@@ -624,7 +641,7 @@ def counter_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     that move the count, the destroy entries."""
     sites = [j for j in analysis.sites if j.site.key == key]
     program = analysis.program
-    lifecycle = {fid: kind for kind, names in asdict(rule.lifecycle).items() if kind != "reset"
+    lifecycle = {fid: kind for kind, names in asdict(rule.lifecycle).items() if kind in ("create", "destroy")
                  for name in names for fid in program.functions_named(name)}
     moving = [j for j in sites if j.verdict.discipline != "lifecycle"]
     entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, moving, lift=True) if fid not in lifecycle]
@@ -745,7 +762,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
         code, where = thread_jumps(code, starts + ([env_start] if env_start >= 0 else []))
         starts, env_start = [where[s] for s in starts], (where[env_start] if env_start >= 0 else -1)
         wanted = {read for op in code if op.kind == "input" for read in op.args[2]} | _state_read(code, slots)
-        wider = interesting | (wanted & written)  # what the protocol reads, the code that writes it must run
+        wider = interesting | Keys(wanted).touched_by(written)  # what the protocol reads, what writes it must run
         more = _readers(code) - readers if widening < WIDENINGS - 1 else frozenset()
         if wider <= interesting and not more:
             break
@@ -777,7 +794,8 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     protocol.result_slot = result_slot
     protocol.domains, protocol.cpu_init = domains(code, slots, extractor.scopes, extractor.lowered.program.enums)
     protocol.independent = kind == "counter" and independent(code, word)
-    protocol.host_constants = frozenset(slot for slot, ctype in slots.cpu_constant.items() if ctype == BACKEND)
+    protocol.host_constants = frozenset(slot for slot, ctype in slots.cpu_constant.items()
+                                        if ctype == BACKEND or slot in slots.vm_constant)
     protocol.recompute = any(a.direction == "contribution" for a in actions)
     protocol.entries = _entries(extractor, code, actions, entries, starts, slots)
     needed = {e.needs for e in protocol.entries}  # read each time the entry may start

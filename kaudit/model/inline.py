@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from kaudit.ir.effects import Effects, primitive_effects, written_operand
 from kaudit.ir.evaluate import fold
-from kaudit.ir.names import counted_key, deref, field_key, lock_key, render, render_call, returned_only, subexprs
+from kaudit.ir.names import Keys, counted_key, deref, field_key, lock_key, render, render_call, returned_only, subexprs
 from kaudit.ir.nodes import (
     Assign,
     Binary,
@@ -33,6 +33,7 @@ from kaudit.ir.nodes import (
     Function,
     Index,
     Jump,
+    LockAssert,
     Opaque,
     Return,
     Select,
@@ -48,6 +49,8 @@ from kaudit.kernel_api import (
     BIT_CLEAR,
     BIT_SET,
     BIT_TEST,
+    BIT_TEST_AND_CLEAR,
+    BIT_TEST_AND_SET,
     BITMAP_EMPTY,
     LOCK_ACQUIRE,
     LOCK_RELEASE,
@@ -136,8 +139,9 @@ class Inliner:
         self.coarse = coarse  # the value of a heavy callee is a guess (a protocol too large compiled in full)
         self.effects = effects
         self.api = api
-        self.interesting = interesting
+        self.interesting = Keys(interesting)
         self.core = core  # what a callee must move to be compiled in full, whatever its size
+        self.core_state = Keys(core.state)
         self._heavies: dict[str, bool] = {}
         self._returned: dict[str, frozenset[str]] = {}
         self._bindings: dict[str, list[tuple[str, str, str]]] | None = None  # (record, member, directory)
@@ -187,6 +191,10 @@ class Inliner:
         frame = Frame(fid, f"{self.frames}:", subst, fid in self._api_fids(), (), RESULT if returns else None, end)
         self.draft.place(start)
         function = self.lowered.function(fid)
+        asserted = self._asserted_locks(function, frame)
+        for lock, mode, held in asserted:
+            self.emit("acquire", (lock, mode, held), frame, function.line,
+                      f"{function.name} runs with {lock} held (its callers hold it: lockdep_assert_held)")
         if (backend := self._backend_of(fid)) is not None:  # one backend's function: only on its vCPUs
             run = self.draft.label()
             self.emit("branch", (Binary("==", backend[0], Const(backend[1])), run, end), frame, function.line,
@@ -200,8 +208,20 @@ class Inliner:
         self.body(function, frame)
         self.draft.place(end)
         fn = self.lowered.program.functions[fid]
+        for lock, _, held in asserted:
+            self.emit("release", (lock, held), frame, fn["end_line"], f"its caller drops {lock}")
         self.emit("end", (), frame, fn["end_line"], f"returns from {fn['name']}")
         return start
+
+    def _asserted_locks(self, function: Function, frame: Frame) -> list[tuple[str, str, Expr]]:
+        """The locks an entry asserts held (`lockdep_assert_held(&kvm->arch.tsc_write_lock)`): run on its
+        own, it runs inside its caller's critical section, so it holds them throughout."""
+        found: dict[str, tuple[str, str, Expr]] = {}
+        for _, instr in function.instructions():
+            if isinstance(instr, LockAssert):
+                held = deref(self.rename(instr.lock, frame))
+                found.setdefault(lock_key(held), (lock_key(held), "read" if instr.mode == "read" else "write", held))
+        return [found[key] for key in sorted(found)]
 
     def synthetic(self, api: ApiEntry, args: tuple[Expr, ...], fid: str, choice: Var) -> int:
         """Compile a call of an API function made by the environment (not a
@@ -314,12 +334,13 @@ class Inliner:
                 return False
             if name in STATIC_KEY_UPDATE:  # a static key is counted as a whole, whichever member is named
                 key = counted_key(self.rename(operand, frame))
-                return key is None or key in self.interesting
+                return key is None or self.interesting.touched(key)
             return self._visible_write(deref(self.rename(operand, frame)), frame)
         targets = [t for t in self.lowered.targets(frame.fid, call) if t in self.lowered.program.functions]
         if any(self.effects.changes_locks(t) for t in targets):  # a callee that only takes and drops its own
             return True                                          # locks changes nothing the model keeps
-        return any(w.startswith("param:") or w in self.interesting for w in self.effects.of_call(frame.fid, call)[0])
+        return any(w.startswith("param:") or self.interesting.touched(w)
+                   for w in self.effects.of_call(frame.fid, call)[0])
 
     def _visible_write(self, target: Expr, frame: Frame) -> bool:
         """A write of interesting state, of a local not this frame's own, or of memory it cannot name."""
@@ -327,7 +348,7 @@ class Inliner:
         if local is not None:
             return not local.name.startswith(frame.prefix)
         key = field_key(target)
-        return key is None or key in self.interesting
+        return key is None or self.interesting.touched(key)
 
     def term(self, block, function: Function, frame: Frame, labels: dict[int, int], loop_of_head: dict) -> None:
         term = block.term
@@ -366,8 +387,9 @@ class Inliner:
         elif isinstance(instr, Cleanup):
             taken = self.lowered.guard_lock(instr.init)
             if taken is not None:
-                lock = lock_key(self.rename(instr.init.args[0], frame))
-                self.emit("release", (lock,), frame, instr.line, f"drops {lock} (end of scope)")
+                held = self.rename(instr.init.args[0], frame)
+                lock = lock_key(held)
+                self.emit("release", (lock, deref(held)), frame, instr.line, f"drops {lock} (end of scope)")
 
     def call(self, instr: CallOp, frame: Frame) -> None:
         call = instr.call
@@ -487,7 +509,7 @@ class Inliner:
                     or target == frame.fid:
                 continue
             if self.effects.writes_any(target, self.interesting) or self.effects.changes_locks(target) \
-                    or self.effects.target_writes(target, args) & self.interesting \
+                    or self.interesting.touched_by(self.effects.target_writes(target, args)) \
                     or target in self.readers or self._fills_used_local(frame.fid, instr.call, target) \
                     or self._tiny(instr, target) \
                     or self._determined(instr, args, target):
@@ -502,7 +524,7 @@ class Inliner:
         and what it may write take any value, a sound over-approximation that costs one op per piece
         of state. Other reasons it may set or clear are the environment's."""
         return target not in self.core.leads_to_key \
-            and not self.effects.writes_any(target, self.core.state) and not self.effects.changes_locks(target) \
+            and not self.effects.writes_any(target, self.core_state) and not self.effects.changes_locks(target) \
             and not self._fills_used_local(frame.fid, instr.call, target) \
             and not self._determined(instr, args, target) and self._heavy(target)
 
@@ -524,7 +546,7 @@ class Inliner:
 
     def _havoc(self, frame: Frame, instr: CallOp, text: str) -> None:
         """The summary of a summarised call: each interesting piece of state it may write, any value."""
-        written = self.effects.data_writes(frame.fid, instr.call) & self.interesting - {self.word}
+        written = self.interesting.touched_by(self.effects.data_writes(frame.fid, instr.call)) - {self.word}
         for key in sorted(written):
             self.emit("input", (_storage(key), None, (), False, f"{text} (summarised)"), frame, instr.line,
                       f"{text} (summarised: may change {key})")
@@ -558,7 +580,7 @@ class Inliner:
                   and isinstance(arg.arg, Var) and arg.arg.scope == "local" and f"param:{i}" in writes}
         if not filled:
             return False
-        return any(isinstance(instr, Assign) and field_key(instr.target) in self.interesting
+        return any(isinstance(instr, Assign) and self.interesting.touched(field_key(instr.target) or "")
                    and filled & set(subexprs(instr.value)) for _, instr in self.lowered.function(fid).instructions())
 
     def inline(self, target: str, instr: CallOp, args: tuple[Expr, ...], dst: Var | None, frame: Frame) -> None:
@@ -599,21 +621,21 @@ class Inliner:
             Const(int(api.action == "set"))
         word = Var(self.word, "global")
         if api.takes_lock:
-            self.emit("acquire", (self.update_lock, "write"), frame, line, f"{text}: takes {self.update_lock}")
-        self.emit("bit", (word, key, value), frame, line, text)
+            self.emit("acquire", (self.update_lock, "write", None), frame, line, f"{text}: takes {self.update_lock}")
+        self.emit("bit", (word, key, value, None), frame, line, text)
         if api.takes_lock:
-            self.emit("release", (self.update_lock,), frame, line, f"{text}: drops {self.update_lock}")
+            self.emit("release", (self.update_lock, None), frame, line, f"{text}: drops {self.update_lock}")
 
     def _primitive(self, name: str, args: tuple[Expr, ...], dst: Var | None, frame: Frame, line: int,
                    text: str) -> bool:
         if name in LOCK_ACQUIRE and args:
-            self.emit("acquire", (lock_key(args[0]), LOCK_ACQUIRE[name]), frame, line, text)
+            self.emit("acquire", (lock_key(args[0]), LOCK_ACQUIRE[name], deref(args[0])), frame, line, text)
         elif name in LOCK_RELEASE and args:
-            self.emit("release", (lock_key(args[0]),), frame, line, text)
+            self.emit("release", (lock_key(args[0]), deref(args[0])), frame, line, text)
         elif name in ATOMIC_UPDATE and args:
             delta = ATOMIC_UPDATE[name]
             amount = Const(delta) if delta is not None else args[0]
-            if name.startswith(("atomic_sub", "atomic_long_sub")):
+            if "sub" in name.split("_"):  # atomic_sub(), atomic_fetch_sub(), atomic_sub_and_test()
                 amount = Unary("-", amount)
             returns = "test" if name.endswith("_and_test") else ("new" if name in ATOMIC_RETURNS_NEW else "")
             self.emit("atomic", (dst, deref(args[-1]), amount, returns), frame, line, text)
@@ -629,12 +651,17 @@ class Inliner:
         elif name in ATOMIC_SET and len(args) > 1:
             self.emit("set", (deref(args[0]), args[1]), frame, line, text)
         elif (name in BIT_SET or name in BIT_CLEAR) and len(args) > 1:
-            self.emit("bit", (simplify(Unary("*", args[1])), args[0], Const(int(name in BIT_SET))), frame, line, text)
+            self.emit("bit", (simplify(Unary("*", args[1])), args[0], Const(int(name in BIT_SET)), None), frame, line,
+                      text)
+        elif (name in BIT_TEST_AND_SET or name in BIT_TEST_AND_CLEAR) and len(args) > 1:
+            self.emit("bit", (simplify(Unary("*", args[1])), args[0], Const(int(name in BIT_TEST_AND_SET)), dst), frame,
+                      line, text)
         elif name in BIT_TEST and len(args) > 1 and dst is not None:
             word = simplify(Unary("*", args[1]))
             self.emit("set", (dst, Binary("&", Binary(">>", word, args[0]), Const(1))), frame, line, text)
         elif (name in MEM_COPY or name in MEM_FILL) and len(args) > 1:
-            self.emit("fill", (args[0], args[1] if name in MEM_COPY else None), frame, line, text)
+            source, byte = (args[1], None) if name in MEM_COPY else (None, args[1])
+            self.emit("fill", (args[0], source, byte), frame, line, text)
         elif name in BITMAP_EMPTY and args and dst is not None:
             self.emit("set", (dst, Binary("==", simplify(Unary("*", args[0])), Const(0))), frame, line, text)
         else:

@@ -44,6 +44,7 @@ NEW, CREATED, LIVE, FAILED, EARLY, GONE = range(6)
 WHILE_LIVE = ("transition", "recompute", "reset", "writer")  # entries a created vCPU may call any number of times
 UNKNOWN = "unknown"  # what a read of ablated state gives: tests on it go both ways
 REFS = "refs"  # an op that is visible when it touches another vCPU's state
+LOADED = -1  # the local that holds what a torn store loaded (Machine.torn)
 DRY_STEPS = 2000
 Thread = tuple  # (entry, pc, locals, fields, held, demand, armed, calls, phase, contribution)
 State = tuple  # (vm, threads, vm_demand)
@@ -149,6 +150,7 @@ class Machine:
         self.shared_cpu = {loc.slot for op in self.code for arg in op.args if isinstance(arg, Expr)
                            for loc in subexprs(arg) if isinstance(loc, Loc) and loc.kind == "cpu"}
         self.visible = [self._visible(op) for op in self.code]
+        self.torn = {pc for pc, op in enumerate(self.code) if self._torn(op)}
         preds = Counter(t for pc in range(len(self.code)) for t in successors(self.code, pc))
         self.joins = {pc for pc, n in preds.items() if n > 1}  # where invisible ways can meet
         self.action = {a.id: a for a in protocol.actions}
@@ -188,6 +190,18 @@ class Machine:
                             e.slot in self.shared_cpu and ("cpu", e.slot) not in self.protected):
                         return True
         return REFS if refs else False
+
+    def _shared(self, loc: Loc) -> bool:
+        """State another vCPU can touch, with no lock that keeps it out."""
+        if loc.kind == "vm":
+            return ("vm", loc.slot) not in self.protected
+        return loc.kind in ("mine", "cpu") and loc.slot in self.shared_cpu and ("cpu", loc.slot) not in self.protected
+
+    def _torn(self, op: Op) -> bool:
+        """A plain store of a value read from shared state into shared state (`kvm->arch.users++`): C
+        loads, then stores, and another vCPU may run in between (a lost update); an atomic is one step."""
+        return op.kind == "set" and self._shared(op.args[0]) and \
+            any(isinstance(e, Loc) and self._shared(e) for e in subexprs(op.args[1]))
 
     def _needs_choice(self, op: Op) -> tuple[int, ...] | None:
         """The locals whose inputs must be chosen before `op` runs: any it stores in state or decides by
@@ -304,6 +318,16 @@ class Machine:
 
     # -- moves ----------------------------------------------------------------
 
+    @staticmethod
+    def lock_of(run: _Run, op: Op) -> str:
+        """The lock an acquire or release names: a per-vCPU lock is one per vCPU, told apart by the
+        vCPU whose it is (kaudit.model.resolve.Resolver._lock_owner)."""
+        key, owner = op.args[0], op.args[-1]
+        if owner is None:
+            return key
+        ref = "self" if owner.kind == "self" else run.locals.get(owner.slot)
+        return f"{key}#{ref[1] if isinstance(ref, tuple) and ref[0] == 'cpu' else run.me}"
+
     def lock_free(self, threads: tuple, me: int, lock: str, mode: str) -> bool:
         if "lock" in self.ablate and lock == self.p.update_lock:
             return True
@@ -369,7 +393,8 @@ class Machine:
     def shrink(self, run: _Run) -> tuple:
         """What a move leaves: the thread, the VM slots, the VM-wide demand, whether it reset a count."""
         live = self.p.live[run.pc] if run.entry >= 0 else ()
-        local_items = tuple(sorted((k, v) for k, v in run.locals.items() if k in live and v is not None))
+        local_items = tuple(sorted((k, v) for k, v in run.locals.items()
+                                   if (k in live or k == LOADED) and v is not None))
         thread = (run.entry, run.pc if run.entry >= 0 else 0, local_items, tuple(run.fields), run.held, run.demand,
                   run.armed, run.calls, run.phase, run.contrib)
         return thread, tuple(run.vm), run.vm_demand, run.reset, run.acquired
@@ -383,7 +408,7 @@ class Machine:
             if self.tracing:
                 run.steps = []
             op = self.code[run.pc]
-            if op.kind == "acquire" and not self.lock_free(threads, me, op.args[0], op.args[1]):
+            if op.kind == "acquire" and not self.lock_free(threads, me, self.lock_of(run, op), op.args[1]):
                 return []
             todo = self.step(run, threads)
         done, seen = [], set()
@@ -527,16 +552,22 @@ class Machine:
                 derived = self._derive(run, target, args[1], threads)
                 if derived is not None:
                     return derived
+            if run.pc in self.torn and LOADED not in run.locals:  # the load: the store is a step of its own
+                run.locals[LOADED] = (self.value(run, args[1], threads),)
+                if self.tracing:
+                    run.note = f"{op.text}: loads {_spell(run.locals[LOADED][0])}, not yet stored"
+                return [run]
+            value = run.locals.pop(LOADED)[0] if run.pc in self.torn else self.value(run, args[1], threads)
             if target.kind == "vm" and target.slot == self.count:
                 old = run.vm[target.slot]
-                self.write(run, target, self.value(run, args[1], threads))
+                self.write(run, target, value)
                 new = run.vm[target.slot]
                 if new == 0 and old != 0 and not self._steps(op):
                     run.reset, run.contrib = True, 0
                 elif isinstance(new, int) and isinstance(old, int):
                     run.contrib += new - old
             else:
-                self.write(run, target, self.value(run, args[1], threads))
+                self.write(run, target, value)
         elif kind == "input":
             if args[3] and run.locals.get(args[0].slot) is not None:  # read before in this call
                 run.pc += 1
@@ -575,15 +606,19 @@ class Machine:
             word = word if isinstance(word, int) else 0
             bit = self.value(run, args[1], threads)
             on = self.value(run, args[2], threads)
+            if args[3] is not None:  # test_and_set_bit(): the old bit, in the same step (unknown if ablated)
+                known = isinstance(bit, int) and 0 <= bit < 4096 and self.value(run, args[0], threads) is not None
+                self.write(run, args[3], word >> bit & 1 if known else None)
             if isinstance(bit, int) and 0 <= bit < 4096:
                 word = word | (1 << bit) if on is None or truth(on) else word & ~(1 << bit)
             self.write(run, args[0], word)
         elif kind == "acquire":
             run.acquired += args[0] == self.p.update_lock
             if not ("lock" in self.ablate and args[0] == self.p.update_lock):
-                run.held = tuple(sorted({*run.held, (args[0], args[1])}))
+                run.held = tuple(sorted({*run.held, (self.lock_of(run, op), args[1])}))
         elif kind == "release":
-            run.held = tuple(h for h in run.held if h[0] != args[0])
+            lock = self.lock_of(run, op)
+            run.held = tuple(h for h in run.held if h[0] != lock)
         elif kind == "branch":
             split_runs = self._split(run, *args, threads)
             if split_runs is not None:
@@ -776,7 +811,7 @@ def protected_state(protocol: Protocol, ignored: str = "") -> set[tuple[str, int
         pc = stack.pop()
         now = held[pc]
         op = code[pc]
-        if op.kind == "acquire" and op.args[0] != ignored:
+        if op.kind == "acquire" and op.args[0] != ignored and op.args[-1] is None:  # one vCPU's lock: not the others
             now = now | {(op.args[0], op.args[1])}
         elif op.kind == "release":
             now = frozenset(h for h in now if h[0] != op.args[0])

@@ -37,6 +37,7 @@ class Slots:
     vm: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, int] = field(default_factory=dict)
     cpu_constant: dict[int, CType] = field(default_factory=dict)  # per-vCPU constants to choose at start
+    vm_constant: set[int] = field(default_factory=set)  # those of them that are the VM's: one value on every vCPU
     stored_in: dict[str, str] = field(default_factory=dict)  # a buffer element's slot name -> the buffer's key
     input_types: dict[int, CType] = field(default_factory=dict)  # local slot -> type of the input it holds
 
@@ -57,6 +58,10 @@ def local_field(expr: Expr) -> str | None:
         return f"{base.name}.{expr.name}"
     inner = local_field(base)
     return f"{inner}.{expr.name}" if inner else None
+
+
+def _bit_of(word: Expr, nr: Expr) -> Expr:
+    return Binary("&", Binary(">>", word, nr), Const(1))
 
 
 def _written(op: Op) -> Expr | None:
@@ -121,10 +126,12 @@ ADDRESS = 1 << 48  # the value of the address of a local's i-th possible field: 
 
 
 class Resolver:
-    def __init__(self, draft: Draft, scopes: Scopes, vcpu_writes: Callable[[str], bool]) -> None:
+    def __init__(self, draft: Draft, scopes: Scopes, vcpu_writes: Callable[[str], bool],
+                 written: Callable[[str], bool]) -> None:
         self.draft = draft
         self.scopes = scopes
         self.vcpu_writes = vcpu_writes  # does some per-vCPU function of the program write this key?
+        self.written = written  # does any function of the program write it?
         self.slots = Slots()
         self.modelled: set[str] = set()
         self.local_fields: set[str] = set()  # fields of local structs the code assigns: locals of their own
@@ -208,6 +215,12 @@ class Resolver:
         scope = self._scope(expr)
         ctype = getattr(deref(expr), "ctype", CType())  # `*&field` is the field
         constant = scope == "cpu" and not self.vcpu_writes(key) and not ctype.ptr
+        if key not in self.modelled and not ctype.ptr and key.split(".", 1)[0] in self.scopes.vm_wide \
+                and not self.written(key):  # the VM's, set before it runs (`kvm->arch.irqchip_mode`): one value
+            slot = self.slots.cpu.setdefault(name, len(self.slots.cpu))
+            self.slots.cpu_constant[slot] = ctype
+            self.slots.vm_constant.add(slot)
+            return Loc("mine", slot, name=name)
         if key in self.modelled or constant:
             if scope == "vm":
                 return Loc("vm", self.slots.vm.setdefault(name, len(self.slots.vm)), name=name)
@@ -343,10 +356,13 @@ class Resolver:
                     else None
             return op.but(args=(dst_loc, target, self.value(amount), returns))
         if kind == "bit":
-            target = self.place(args[0])
+            word, nr, on, dst = args
+            target, old = self.place(word), self.place(dst) if dst is not None else None
             if target is None:
-                return self._scatter(op, args[0], None)
-            return op.but(args=(target, self.value(args[1]), self.value(args[2])))
+                if old is not None:  # test_and_set_bit() on a word nothing models: its old bit is read as any
+                    self.pending.append(op.but(kind="set", args=(old, self.value(_bit_of(word, nr)))))
+                return self._scatter(op, word, None)
+            return op.but(args=(target, self.value(nr), self.value(on), old))
         if kind == "input":
             target = self.place(args[0])
             if isinstance(args[0], Var) and args[0].scope == "local":
@@ -362,7 +378,18 @@ class Resolver:
             return op.but(args=(self.value(args[0]), args[1], args[2]))
         if kind == "each":
             return op.but(args=(self.place(args[0]), args[1], args[2]))
+        if kind in ("acquire", "release"):
+            return op.but(args=(*args[:-1], self._lock_owner(args[-1])))
         return op
+
+    def _lock_owner(self, lock: Expr | None) -> Loc | None:
+        """Whose lock a lock in a per-vCPU object is (`vcpu->arch.irq_lock`, `svm->lock`): each vCPU has
+        its own, so holding one's excludes nobody from another's. SELF, or the local holding the other
+        vCPU; None for a lock of the VM or the host, one instance for all."""
+        if lock is None or self._scope(lock) != "cpu":
+            return None
+        base = root(lock)
+        return Loc("local", self.slots.local(base.name)) if isinstance(base, Var) and base.name in self.refs else SELF
 
     def _buffer_offsets(self, place: Expr) -> list[int]:
         """The offsets of the elements of a modelled buffer a place may be, none if it is no such buffer's."""
@@ -405,17 +432,27 @@ class Resolver:
         self.pending.append(op.but(kind="set", args=(element, Loc("local", slot))))
 
     def _fill(self, op: Op) -> None:
-        """A block copy or fill: every modelled element of the buffer (or the field) it writes takes any
-        value; a guess unless it copies from memory the model does not hold (data from user space)."""
-        dest, source = op.args
+        """A block copy or fill: every modelled element of the buffer, the field, or the fields of the
+        struct it writes is zero for a zero fill (`memset(&svm->irq, 0, sizeof(svm->irq))`), else any
+        value: a guess unless it copies from memory the model does not hold (data from user space)."""
+        dest, source, byte = op.args
         target = pointee(dest)
         copied = source is not None and field_key(pointee(source)) not in self.modelled
         guess = "" if copied else re.sub(r"\b\d+:", "", op.text)
+        zeroed = byte is not None and fold(byte) == 0
         key = field_key(target)
-        if key and not key.endswith("[]") and (place := self.place(target)) is not None:
-            self._havoc(op, place, guess)
-        for offset in self._buffer_offsets(target):
-            self._havoc(op, self._element(target, offset), guess)
+        places = [self.place(target)] if key and not key.endswith("[]") else []
+        for member in sorted(m for m in self.modelled if key and m.startswith(f"{key}.") and "[" not in m):
+            inner: Expr = target  # a struct filled whole: each of its modelled fields too
+            for name in member[len(key) + 1:].split("."):
+                inner = Field(inner, name, False, "")
+            places.append(self.place(inner))
+        places += [self._element(target, offset) for offset in self._buffer_offsets(target)]
+        for place in filter(None, places):
+            if zeroed:
+                self.pending.append(op.but(kind="set", args=(place, Const(0))))
+            else:
+                self._havoc(op, place, guess)
         return None
 
     def run(self) -> tuple[list[Op], dict[int, int]]:
