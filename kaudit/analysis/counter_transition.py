@@ -79,11 +79,11 @@ def _shared(key: str, lowered: LoweredProgram, vm_wide: frozenset[str]) -> bool:
     return head in vm_wide or head not in lowered.program.structs
 
 
-def _writes(events: list[Event], per_vcpu: frozenset[str]) -> set[str]:
-    """Per-vCPU fields a function updates: assigned, or passed to a call
-    (`__set_bit(v, synic->auto_eoi_bitmap)`)."""
+def _writes(lowered: LoweredProgram, fid: str, per_vcpu: frozenset[str]) -> set[str]:
+    """Per-vCPU fields a function updates: assigned, passed to a call (`__set_bit(v,
+    synic->auto_eoi_bitmap)`), or written by a call (a helper that records the new state)."""
     written = set()
-    for ev in events:
+    for ev in lowered.events(fid):
         if isinstance(ev.instr, Assign) and owner_record(ev.instr.target) in per_vcpu:
             written.add(field_key(ev.instr.target))
         elif ev.call is not None:
@@ -91,6 +91,7 @@ def _writes(events: list[Event], per_vcpu: frozenset[str]) -> set[str]:
                 arg = deref(arg)
                 if isinstance(arg, Field) and owner_record(arg) in per_vcpu:
                     written.add(field_key(arg))
+            written |= {w for w in lowered.effects.of_call(fid, ev.call)[0] if w.split(".", 1)[0] in per_vcpu}
     return written
 
 
@@ -187,18 +188,16 @@ def _transition_guard(finder: DisciplineFinder, lowered: LoweredProgram, graph: 
     """A test of per-vCPU state the update's function (or a caller it is part of) writes, guarding the
     update: in its function, or at the call in its sole caller (a helper called only where the caller
     saw the state change), up the chain of sole callers."""
-    written, at, seen = _writes(lowered.events(fid), per_vcpu), [(ev, fid)], {fid}
-    while at:
+    written, at, seen = _writes(lowered, fid, per_vcpu), [(ev, fid)], {fid}
+    while True:  # each guard on the way, against what the chain so far writes (the caller may record it after)
         for event, where in at:
             for guard in event.guards:
-                for read in finder.reads(guard.atom, where):
-                    if isinstance(read, Field) and field_key(read) in written:
-                        return render(guard.atom, event.function.temps)
+                if finder.vcpu_state(guard.atom, where) & written:  # read itself, through locals or calls
+                    return render(guard.atom, event.function.temps)
         caller = sole_caller(lowered, graph, fid)
         if caller is None or caller in seen:
             return None
         seen.add(caller)
-        written |= _writes(lowered.events(caller), per_vcpu)
-        at = [(e, caller) for e in calls_of(lowered, caller, fid)]
+        written |= _writes(lowered, caller, per_vcpu)
+        at += [(e, caller) for e in calls_of(lowered, caller, fid)]
         fid = caller
-    return None

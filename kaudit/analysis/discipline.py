@@ -175,8 +175,8 @@ class DisciplineFinder:
             if isinstance(sub, Var) and sub.scope == "temp" and sub.name in function.temps:
                 call = function.temps[sub.name]
                 found.append(call)
-                for arg in call.args:
-                    found += self.reads(arg, fid, 0)
+                for arg in call.args:  # `is_x2apic(old)`: what `old` was assigned, too
+                    found += self.reads(arg, fid, depth)
             elif isinstance(sub, Var) and sub.scope in ("local", "temp"):
                 locals_read.add(sub)
         if depth:
