@@ -159,6 +159,10 @@ class DisciplineFinder:
                     key = counter_object(read)
                     if key is not None and self._vm_key(key):
                         return key
+                elif isinstance(read, Call):  # a helper that moves a VM-wide count and returns its test
+                    writes, reads = self.lowered.effects.of_call(hop.function, read)
+                    if moved := sorted(k for k in writes & reads if self._vm_key(k)):
+                        return moved[0]
                 if isinstance(read, Field) and self._vm_field(read) in changed:
                     return field_key(read)
         return None

@@ -125,6 +125,8 @@ HOW_COUNT = {
     "drift": "a vCPU's share of the count is not 0 or 1, or the count no longer adds up to the vCPUs' shares "
              "({where})",
     "leak": "a vCPU's lifetime ends (a failed create, or a destroy) with its share still counted ({where})",
+    "underflow": "a vCPU's lifetime ends (a failed create, or a destroy) having taken more from the count than "
+                 "it gave ({where})",
 }
 
 

@@ -164,7 +164,7 @@ class Explorer:
         for t in threads[:self.n]:
             phase, contribution = t[8], t[9]
             if contribution and (phase in (FAILED, EARLY) or (phase == GONE and self.p.host_wide)):
-                return "leak"
+                return "leak" if contribution > 0 else "underflow"  # it took back more than it gave
         if all(t[0] < 0 and not t[4] for t in threads):
             if any(t[9] not in (0, 1) for t in threads[:self.n] if t[8] in (CREATED, LIVE)):
                 return "drift"
