@@ -285,8 +285,7 @@ class Effects:
         if writes & interesting.keys:
             return True
         if fid not in self._writes_closed:  # the writes but a made object's, with the structs holding them
-            made = self._made(fid)
-            kept = frozenset(w for w in writes if not w.startswith(made)) if made else writes
+            kept = frozenset(self.seen_by_callers(fid, writes))
             self._writes_closed[fid] = (kept, with_outer(kept))
         kept, closed = self._writes_closed[fid]
         return bool(closed & interesting.keys or kept & interesting.holding)
@@ -297,7 +296,9 @@ class Effects:
     def reads_any(self, fid: str, interesting: Keys) -> bool:
         if fid not in self._reads_closed:
             self._reads_closed[fid] = with_outer(self.plain_reads(fid))
-        return bool(self._reads_closed[fid] & interesting.keys)  # Keys.read_by, for every read at once
+        # a read names every struct on its path (`kvm->arch` in `kvm->arch.x`), which reads no field but
+        # the one named: a read reads a key, or a field inside one, not the struct that holds one
+        return bool(self._reads_closed[fid] & interesting.keys)
 
     def changes_locks(self, fid: str) -> bool:
         """Whether a call of the function can leave the locks held otherwise than it found them: a lock or

@@ -164,12 +164,6 @@ class Keys:
                 or any(outer in self.keys for outer in _outer(written))
         return self._touched[written]
 
-    def read_by(self, read: str) -> bool:
-        """Whether reading `read` reads one of the keys: the key, or a field inside it. Not the struct
-        that holds a key: the reads of an expression name every struct on its path (`kvm->arch` in
-        `kvm->arch.x`), which read no field but the one named."""
-        return read in self.keys or any(outer in self.keys for outer in _outer(read))
-
     def touched_by(self, writes: Iterable[str]) -> set[str]:
         """The keys some of these writes change."""
         out = set()

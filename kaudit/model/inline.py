@@ -121,6 +121,11 @@ class Draft:
         self.labels[label] = len(self.ops)
 
 
+def bit_of(word: Expr, nr: Expr) -> Expr:
+    """Bit `nr` of `word`, as test_bit() reads it."""
+    return Binary("&", Binary(">>", word, nr), Const(1))
+
+
 def simplify(expr: Expr) -> Expr:
     """`*&x` is x; `*bitmap` of an array field is the array (a bitmap as a whole)."""
     if isinstance(expr, Unary) and expr.op == "*":
@@ -658,7 +663,7 @@ class Inliner:
                       line, text)
         elif name in BIT_TEST and len(args) > 1 and dst is not None:
             word = simplify(Unary("*", args[1]))
-            self.emit("set", (dst, Binary("&", Binary(">>", word, args[0]), Const(1))), frame, line, text)
+            self.emit("set", (dst, bit_of(word, args[0])), frame, line, text)
         elif (name in MEM_COPY or name in MEM_FILL) and len(args) > 1:
             source, byte = (args[1], None) if name in MEM_COPY else (None, args[1])
             self.emit("fill", (args[0], source, byte), frame, line, text)

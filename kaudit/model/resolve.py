@@ -24,7 +24,7 @@ from kaudit.ir.evaluate import evaluate, fold
 from kaudit.ir.names import buffer_access, deref, element_key, field_key, pointee, render, root, subexprs
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Index, Select, Unary, Var
 from kaudit.model.code import Loc, Op
-from kaudit.model.inline import Draft
+from kaudit.model.inline import Draft, bit_of
 
 SELF = Loc("self", 0, name="vcpu")  # this vCPU's object, as the code names it
 VMOBJ = Loc("vmobj", 0, name="kvm")
@@ -58,10 +58,6 @@ def local_field(expr: Expr) -> str | None:
         return f"{base.name}.{expr.name}"
     inner = local_field(base)
     return f"{inner}.{expr.name}" if inner else None
-
-
-def _bit_of(word: Expr, nr: Expr) -> Expr:
-    return Binary("&", Binary(">>", word, nr), Const(1))
 
 
 def _written(op: Op) -> Expr | None:
@@ -360,7 +356,7 @@ class Resolver:
             target, old = self.place(word), self.place(dst) if dst is not None else None
             if target is None:
                 if old is not None:  # test_and_set_bit() on a word nothing models: its old bit is read as any
-                    self.pending.append(op.but(kind="set", args=(old, self.value(_bit_of(word, nr)))))
+                    self.pending.append(op.but(kind="set", args=(old, self.value(bit_of(word, nr)))))
                 return self._scatter(op, word, None)
             return op.but(args=(target, self.value(nr), self.value(on), old))
         if kind == "input":
