@@ -87,6 +87,10 @@ MEM_FILL = frozenset({"memset", "__builtin_memset", "__memset"})
 # Compiler builtins whose value is their first argument.
 BUILTIN_IDENTITY = frozenset({"__builtin_expect", "__builtin_expect_with_probability"})
 
+# Fields KVM's core gives every vCPU of a VM its own value of: vcpu_idx is its index in kvm->vcpu_array
+# (the count of vCPUs online when it was created), and KVM_CREATE_VCPU refuses a vcpu_id already in use.
+VCPU_IDENTITIES = frozenset({"kvm_vcpu.vcpu_idx", "kvm_vcpu.vcpu_id"})
+
 # Loops over every vCPU of a VM (the macro that writes the loop).
 VCPU_ITERATORS = frozenset({"kvm_for_each_vcpu"})
 

@@ -17,7 +17,7 @@ from kaudit.ir.nodes import Binary, Const, CType, Field, Select, Unary, Var
 from kaudit.model import extract, inline
 from kaudit.model.check import ModelSettings, check_key, proof, protocol_of
 from kaudit.model.code import Entry, Generations, Loc, Op, Protocol
-from kaudit.model.domains import domains
+from kaudit.model.domains import domains, for_vcpus
 from kaudit.model.explore import Explorer
 from kaudit.model.extract import Unmodelled
 from kaudit.model.flat import deciders, post_dominators
@@ -185,8 +185,29 @@ def test_an_input_takes_every_value_a_test_tells_apart_and_none_a_slice_emptied(
             Op("jump", (9,), "f", "f.c", 8, ""),
             Op("jump", (9,), "f", "f.c", 8, ""),
             Op("end", (), "f", "f.c", 9, "")]
-    inputs, _ = domains(code, Slots(), Scopes(frozenset(), frozenset()), {})
+    inputs, _, _ = domains(code, Slots(), Scopes(frozenset(), frozenset()), {})
     assert inputs[0] == (0, 1, 0x1b, 0x4000008f, 0x40000090, 0x40000091)
+
+
+def test_variables_compared_with_one_another_may_each_equal_any_other_or_none() -> None:
+    """`if (index == vcpu->arch.vp_index) return; if (index != vcpu->vcpu_idx) ...; vp_index = index`: no
+    constant is named, yet moving from one mismatched index to another needs three values. The vCPU's
+    index is an identity: with more vCPUs than values it gets fresh ones, and so does the input."""
+    index, old, own = Loc("local", 0), Loc("mine", 0), Loc("mine", 1)
+    code = [Op("input", (index, None, (), False, ""), "f", "f.c", 1, "index"),
+            Op("branch", (Binary("==", index, old), 4, 2), "f", "f.c", 2, ""),
+            Op("branch", (Binary("!=", index, own), 3, 3), "f", "f.c", 3, ""),
+            Op("set", (old, index), "f", "f.c", 4, ""),
+            Op("end", (), "f", "f.c", 5, "")]
+    slots = Slots(cpu_constant={1: CType("u32")}, identity={1})
+    inputs, constants, identities = domains(code, slots, Scopes(frozenset(), frozenset()), {})
+    assert inputs[0] == (0, 1, 2) and constants == {1: (0, 1)}  # the index need only equal it or not
+    assert identities == {1: (("input", 0),)}
+    protocol = Protocol("KVM002", "k", code, [], [], [], ["old", "own"], cpu_init=constants, domains=inputs,
+                        identities=identities)
+    three, four = for_vcpus(protocol, 3), for_vcpus(protocol, 4)
+    assert three.cpu_init[1] == (0, 1, 2) and three.domains[0] == (0, 1, 2)
+    assert four.cpu_init[1] == (0, 1, 2, 3) and four.domains[0] == (0, 1, 2, 3)
 
 
 def test_only_a_generation_compared_for_equality_is_held_as_a_rank() -> None:

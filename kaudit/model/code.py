@@ -138,6 +138,7 @@ class Protocol:
     independent: bool = False  # a count whose vCPUs share nothing else: one vCPU shows every behaviour
     forced: dict[int, int] = field(default_factory=dict)  # bookkeeping test pc -> where a dry run goes
     domains: dict[int, tuple] = field(default_factory=dict)  # input op pc -> the values it may take
+    identities: dict[int, tuple] = field(default_factory=dict)  # cpu_init slots no two vCPUs share -> their peers
     result_slot: int = 0
     generations: Generations = field(default_factory=Generations)  # slots held as ranks (model/generations.py)
 

@@ -9,8 +9,12 @@ equality and one value equal to none, and both sides of each threshold
 it is ordered against (a constant met through arithmetic, `x * 2 + 1 == 7`,
 is such a threshold, solved for x by undoing each operation with a
 constant operand; a constant expression such as `BIT(2)` or `-EINVAL` is
-a constant like any other); an enum is each of its enumerators (the facts
-list them for every enum a function's type spells `enum X`) and each
+a constant like any other); a value compared for equality with other
+variables (`new_index == vcpu->arch.vp_index`, `!= vcpu->vcpu_idx`) may
+equal each of them or none: it takes a value no test names for each
+comparison among the names that hold it over time, and one more for
+comparisons with anything else (`_Uses.spread`); an enum is each of its
+enumerators (the facts list them for every enum a function's type spells `enum X`) and each
 constant the code compares it with; an enum the facts do not define (a
 typedef of an anonymous one) is each value from 0 to the largest constant
 the code compares it with. Uses are followed through the locals and the
@@ -19,12 +23,14 @@ state it is copied into.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kaudit.analysis.context import Scopes
 from kaudit.ir.evaluate import evaluate, fold, truth
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Unary
 from kaudit.model.bookkeeping import op_reads, op_writes, state_of
-from kaudit.model.code import Loc, Op
+from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.resolve import SELF, VMOBJ, Slots
 
 OBJECT = ("obj",)
@@ -53,6 +59,8 @@ class _Uses:
         self.branches: dict[tuple[tuple, int], list[int]] = {}  # (name, constant) -> branches on `name == constant`
         self.elsewhere: set[tuple[tuple, int]] = set()  # ... also tested some other way
         self.found: dict[tuple, tuple[set[int], set[int], set[int]]] = {}  # name -> of() it
+        self.copied: dict[tuple, set[tuple]] = {}  # name -> the names it is copied to or from
+        self.compared: dict[tuple, set[tuple]] = {}  # name -> the names it is compared with for equality
         for pc, op in enumerate(code):
             for expr in _exprs(op):
                 for sub in subexprs(expr):
@@ -60,6 +68,8 @@ class _Uses:
                         continue
                     found = _constant_side(sub)
                     if found is None:
+                        if sub.op in ("==", "!=") and isinstance(sub.left, Loc) and isinstance(sub.right, Loc):
+                            _pair(self.compared, _name(sub.left), _name(sub.right))
                         continue
                     constant, side = found
                     if isinstance(side, Loc) or sub.op == "&":
@@ -75,6 +85,40 @@ class _Uses:
             if op.kind == "set":
                 for read in op_reads(op):
                     self.copies.setdefault(_name(read), []).extend((dst, op.args[1]) for dst in op_writes(op))
+                    if isinstance(op.args[1], Loc):
+                        for dst in op_writes(op):
+                            _pair(self.copied, _name(read), _name(dst))
+
+    def _held(self, start: Loc) -> set[tuple]:
+        """The names that hold `start`'s value: copied, through one another, either way; itself too."""
+        return self._held_name(_name(start))
+
+    def _held_name(self, start: tuple) -> set[tuple]:
+        held, todo = set(), [start]
+        while todo:
+            name = todo.pop()
+            if name not in held:
+                held.add(name)
+                todo.extend(self.copied.get(name, ()))
+        return held
+
+    def peers_of(self, start: Loc) -> set[tuple]:
+        """The names that hold `start`'s value, those any of them is compared with for equality, and the
+        names that hold theirs (`apic_id = id` then `apic_id != vcpu_id`: `id` may take any `vcpu_id`)."""
+        held = self._held(start)
+        return held.union(*(self._held_name(other) for name in held for other in self.compared.get(name, ())))
+
+    def spread(self, start: Loc) -> tuple[set[int], int]:
+        """(the constants the names holding its value are compared with for equality, how many values
+        unequal to all of those it needs). Names holding one value at different times and compared with
+        one another (`index == vcpu->arch.vp_index` after `vp_index = index`) need a value for each
+        comparison among them, and one more for comparisons with any other name: every integer takes 0
+        and 1 and the first values no test names, so each may equal any other or none."""
+        held = self._held(start)
+        inside = {frozenset((name, other)) for name in held for other in self.compared.get(name, ())
+                  if other in held and other != name}
+        outside = any(other not in held for name in held for other in self.compared.get(name, ()))
+        return set().union(*(self._of(name)[2] for name in held)), 1 + len(inside) + outside
 
     def inert(self, name: tuple, value: int) -> bool:
         """Whether `name == value` changes nothing: each test of it is a branch (a switch's case) whose
@@ -136,6 +180,11 @@ class _Uses:
                     ordered |= {v for c in met for n, v in _solved(through, c) if n == name}
         self.found[start] = ordered, masks, equal & live
         return self.found[start]
+
+
+def _pair(table: dict[tuple, set[tuple]], one: tuple, other: tuple) -> None:
+    table.setdefault(one, set()).add(other)
+    table.setdefault(other, set()).add(one)
 
 
 def _constant_side(expr: Binary) -> tuple[int, Expr] | None:
@@ -215,11 +264,12 @@ def _mentioned(expr: Binary) -> set[tuple]:
 
 
 def _values(ctype: CType, scopes: Scopes, enums: dict[str, list[int]], ordered: set[int], masks: set[int],
-            equal: set[int]) -> tuple:
+            equal: set[int], spread: tuple[set[int], int] = (set(), 1)) -> tuple:
     """Every value that can take a test another way: each constant compared for equality, each side of
-    each ordered threshold (a value no equality test names), each mask and their union, and one value
-    unequal to every constant. None is left out: a value the explorer never tries would be a behaviour
-    it never checks."""
+    each ordered threshold (a value no equality test names), each mask and their union, and values
+    unequal to every constant: one, or as many as its comparisons with other variables need (`spread`:
+    the constants of the names that hold its value, that number). None is left out: a value the
+    explorer never tries would be a behaviour it never checks."""
     if ctype.ptr:
         if ctype.record in scopes.per_vcpu:
             return (0, SELF)
@@ -234,7 +284,9 @@ def _values(ctype: CType, scopes: Scopes, enums: dict[str, list[int]], ordered: 
         return tuple(sorted(set(enumerators) | named))  # what a value of the enum is, and what the code names
     if ctype.spelling.startswith("enum ") and not masks and all(0 <= v <= MAX_ENUMERATOR for v in named):
         return tuple(range(max(named, default=1) + 1))  # an enum not defined in the facts: counted from 0 as C does
-    values = {0, 1} | equal | {_unequal(0, 1, equal)}
+    peer_equal, peers = spread
+    equal = equal | peer_equal
+    values = {0, 1} | equal | fresh(peers, equal)
     for threshold in ordered:
         values |= {threshold, _unequal(threshold - 1, -1, equal), _unequal(threshold + 1, 1, equal)}
     values |= masks | ({_union(masks)} if masks else set())
@@ -249,6 +301,16 @@ def _unequal(value: int, step: int, equal: set[int]) -> int:
     return value
 
 
+def fresh(count: int, named: set[int]) -> set[int]:
+    """The first `count` non-negative values no equality test names."""
+    out, value = set(), 0
+    while len(out) < count:
+        if value not in named:
+            out.add(value)
+        value += 1
+    return out
+
+
 def _union(masks: set[int]) -> int:
     union = 0
     for mask in masks:
@@ -256,19 +318,46 @@ def _union(masks: set[int]) -> int:
     return union
 
 
+def for_vcpus(protocol: Protocol, n: int) -> Protocol:
+    """The protocol run by n vCPUs: an identity (`vcpu_idx`) takes n distinct values, so values no test
+    names are added where it has fewer, and what is compared with it may take those too."""
+    if not protocol.identities:
+        return protocol
+    inputs, constants = dict(protocol.domains), dict(protocol.cpu_init)
+    for slot, peers in protocol.identities.items():
+        values = constants[slot]
+        added = tuple(sorted(fresh(n, set(values)) - set(values)))[:max(0, n - len(values))]
+        constants[slot] = values + added
+        for kind, at in peers:
+            table = inputs if kind == "input" else constants
+            table[at] = table[at] + tuple(v for v in added if v not in table[at])
+    return replace(protocol, domains=inputs, cpu_init=constants)
+
+
 def domains(code: list[Op], slots: Slots, scopes: Scopes, enums: dict[str, list[int]]
-            ) -> tuple[dict[int, tuple], dict[int, tuple]]:
-    """(input op pc -> values, per-vCPU constant slot -> values)."""
+            ) -> tuple[dict[int, tuple], dict[int, tuple], dict[int, tuple[tuple[str, int], ...]]]:
+    """(input op pc -> values, per-vCPU constant slot -> values, identity slot -> the inputs ("input",
+    pc) and constants ("cpu", slot) compared with it: those may take any value a vCPU's identity takes)."""
     uses = _Uses(code)
-    inputs = {}
+    inputs: dict[int, tuple] = {}
+    named: dict[tuple, list[tuple[str, int]]] = {}  # a name -> the inputs and constants that give it a value
     for pc, op in enumerate(code):
         if op.kind == "input" and op.args[0] is not None:
             if op.args[1] is not None:
                 inputs[pc] = tuple(op.args[1])
                 continue
             loc = op.args[0]
-            inputs[pc] = _values(slots.input_types.get(loc.slot, CType()), scopes, enums, *uses.of(loc))
+            named.setdefault(_name(loc), []).append(("input", pc))
+            inputs[pc] = _values(slots.input_types.get(loc.slot, CType()), scopes, enums, *uses.of(loc),
+                                 uses.spread(loc))
     read = {loc.slot for op in code for loc in op_reads(op) if loc.kind in ("mine", "cpu")}
-    constants = {slot: _values(ctype, scopes, enums, *uses.of(Loc("mine", slot))) for slot, ctype in
-                 slots.cpu_constant.items() if slot in read}  # a constant nothing reads any more is no state
-    return inputs, constants
+    # an identity differs on every vCPU already: it needs no values of its own for what it is compared with
+    constants = {slot: _values(ctype, scopes, enums, *uses.of(Loc("mine", slot)),
+                               *([] if slot in slots.identity else [uses.spread(Loc("mine", slot))]))
+                 for slot, ctype in slots.cpu_constant.items() if slot in read}  # one nothing reads is no state
+    for slot in constants:
+        named.setdefault(_name(Loc("mine", slot)), []).append(("cpu", slot))
+    identities = {slot: tuple(sorted(given for name in uses.peers_of(Loc("mine", slot)) for given in
+                                     named.get(name, ()) if given != ("cpu", slot)))
+                  for slot in sorted(slots.identity) if slot in constants}
+    return inputs, constants, identities

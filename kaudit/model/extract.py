@@ -253,8 +253,11 @@ class Extractor:
             lender = next(iter(self.lowered.program.functions_named(api.function)), fids[0])
             env_label = inliner.synthetic(api, tuple(args), lender, ENV_VALUE)
         key_value = next((p.key_value for p in inliner.draft.points if p.key == self.key), 0)
+        # A count of vCPUs must balance whatever the host's settings; an inhibit matters only where AVIC
+        # runs, with every feature on.
         resolver = Resolver(inliner.draft, self.scopes, lambda key: key in self.effects.vcpu_written,
-                            lambda key: key in self.effects.written_anywhere)
+                            lambda key: key in self.effects.written_anywhere,
+                            self.key if self.rule.engine == "counter-transition" else "")
         ops, labelled = resolver.run()
         code = link(ops, labelled)
         entry_pcs = [labelled[s] for s in labels] + ([labelled[env_label]] if env_label in labelled else [])
@@ -792,7 +795,8 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     protocol.generations = generations(code, [a.value for a in actions if a.value is not None], numbers)
     protocol.live = liveness(code, result_slot, actions)
     protocol.result_slot = result_slot
-    protocol.domains, protocol.cpu_init = domains(code, slots, extractor.scopes, extractor.lowered.program.enums)
+    protocol.domains, protocol.cpu_init, protocol.identities = domains(code, slots, extractor.scopes,
+                                                                       extractor.lowered.program.enums)
     protocol.independent = kind == "counter" and independent(code, word)
     protocol.host_constants = frozenset(slot for slot, ctype in slots.cpu_constant.items()
                                         if ctype == BACKEND or slot in slots.vm_constant)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from itertools import combinations, permutations
 
 from kaudit.ir.evaluate import evaluate, truth
 from kaudit.ir.names import subexprs
@@ -34,7 +35,7 @@ from kaudit.ir.nodes import Expr
 from kaudit.model import lazy
 from kaudit.model.bookkeeping import op_reads, reads
 from kaudit.model.code import Loc, Op, Protocol
-from kaudit.model.domains import OBJECT
+from kaudit.model.domains import OBJECT, for_vcpus
 from kaudit.model.flat import successors
 from kaudit.model.lazy import ALL, Lazy, narrowed, split, tags
 from kaudit.model.resolve import SELF, VMOBJ
@@ -94,10 +95,12 @@ class _Run:
         "locals",
         "me",
         "note",
+        "others",
         "pc",
         "phase",
         "reset",
         "steps",
+        "threads",
         "vm",
         "vm_demand",
     )
@@ -110,6 +113,8 @@ class _Run:
         self.phase, self.contrib, self.reset = phase, contrib, False
         self.vm, self.vm_demand, self.steps, self.me, self.note = list(vm), vm_demand, None, me, ""
         self.acquired = 0  # locks taken during the move (for the cost simulation)
+        self.others: dict[int, list] = {}  # another vCPU this move changes -> [its fields, its contribution's change]
+        self.threads = threads  # as the move found them
 
     def fork(self) -> _Run:
         other = object.__new__(_Run)
@@ -118,7 +123,26 @@ class _Run:
         other.vm, other.vm_demand, other.me, other.note = self.vm.copy(), self.vm_demand, self.me, self.note
         other.steps, other.acquired = self.steps, self.acquired
         other.phase, other.contrib, other.reset = self.phase, self.contrib, self.reset
+        other.others = {i: [fields.copy(), change] for i, (fields, change) in self.others.items()}
+        other.threads = self.threads
         return other
+
+    def other(self, i: int) -> list:
+        """[fields, contribution's change] of vCPU i as this move leaves it."""
+        if i not in self.others:
+            self.others[i] = [list(self.threads[i][3]), 0]
+        return self.others[i]
+
+    def credit(self, ref: object, change: int) -> None:
+        """A count moved on behalf of vCPU `ref` (the one a loop over every vCPU is at, else this one)."""
+        if isinstance(ref, tuple) and ref[1] != self.me:
+            self.other(ref[1])[1] += change
+        else:
+            self.contrib += change
+
+    def changed(self) -> tuple:
+        """What this move did to other vCPUs: (vCPU, its fields, its contribution's change)."""
+        return tuple(sorted((i, tuple(fields), change) for i, (fields, change) in self.others.items()))
 
     def snapshot(self, threads: tuple) -> tuple:
         """(VM slots, demands, VM-wide demand, phases, contributions), this thread's as it is now."""
@@ -127,14 +151,15 @@ class _Run:
 
         demands = tuple(mine(i, 5, self.demand) for i in range(len(threads)))
         phases = tuple(mine(i, 8, self.phase) for i in range(len(threads)))
-        contributions = tuple(0 if self.reset and i != self.me else mine(i, 9, self.contrib)
-                              for i in range(len(threads)))
+        contributions = tuple(0 if self.reset and i != self.me else mine(i, 9, self.contrib) +
+                              (self.others[i][1] if i in self.others else 0) for i in range(len(threads)))
         return (tuple(self.vm), demands, self.vm_demand, phases, contributions)
 
 
 class Machine:
     def __init__(self, protocol: Protocol, vcpus: int, calls: int = 0, env_calls: int = 0,
                  ablate: frozenset[str] = frozenset()) -> None:
+        protocol = for_vcpus(protocol, vcpus)
         self.p = protocol
         self.code = protocol.code
         self.n = vcpus
@@ -151,6 +176,8 @@ class Machine:
                            for loc in subexprs(arg) if isinstance(loc, Loc) and loc.kind == "cpu"}
         self.visible = [self._visible(op) for op in self.code]
         self.torn = {pc for pc, op in enumerate(self.code) if self._torn(op)}
+        self.on_behalf = _loop_bodies(self.code)  # pc -> the iterator of the innermost loop over vCPUs it is in
+        self.phases_read = protocol.lifecycle and bool(self.on_behalf)  # a loop visits only the VM's vCPUs
         preds = Counter(t for pc in range(len(self.code)) for t in successors(self.code, pc))
         self.joins = {pc for pc, n in preds.items() if n > 1}  # where invisible ways can meet
         self.action = {a.id: a for a in protocol.actions}
@@ -251,13 +278,20 @@ class Machine:
         return (tuple(0 for _ in self.p.vm_names), tuple(threads), IDLE)
 
     def initial_states(self) -> list[State]:
-        """Every choice of the per-vCPU constants (`vcpu->vcpu_idx`...); a host-wide one (the backend)
-        is the same on every vCPU."""
+        """Every choice of the per-vCPU constants (`vcpu->arch.apic_base`...); a host-wide one (the
+        backend) is the same on every vCPU, an identity (`vcpu->vcpu_idx`) differs on each. States are
+        the same up to the order of the vCPUs, so the first identity's values are given in one order."""
         states = [self.initial()]
+        ordered = False
         for slot, values in sorted(self.p.cpu_init.items()):
             out = []
-            choices = [(value,) * self.n for value in values] if slot in self.p.host_constants else \
-                list(_product(values, self.n))
+            if slot in self.p.host_constants:
+                choices = [(value,) * self.n for value in values]
+            elif slot in self.p.identities:
+                choices = list(permutations(values, self.n) if ordered else combinations(values, self.n))
+                ordered = True
+            else:
+                choices = list(_product(values, self.n))
             for state in states:
                 for choice in choices:
                     vm, threads, vd = state
@@ -284,7 +318,7 @@ class Machine:
         if kind == "cpu":
             ref = run.locals.get(loc.ref)
             if isinstance(ref, tuple) and ref[0] == "cpu" and ref[1] != run.me:
-                return threads[ref[1]][3][loc.slot]
+                return run.others[ref[1]][0][loc.slot] if ref[1] in run.others else threads[ref[1]][3][loc.slot]
             return run.fields[loc.slot]
         if kind == "self":
             return "self"
@@ -299,8 +333,11 @@ class Machine:
             value = 0
         if kind == "local":
             run.locals[loc.slot] = value
-        elif kind == "mine" or kind == "cpu":  # a loop over vCPUs writing another's field: not modelled
-            if kind == "mine" or run.locals.get(loc.ref) in ("self", ("cpu", run.me)):
+        elif kind == "mine" or kind == "cpu":
+            ref = run.locals.get(loc.ref) if kind == "cpu" else None
+            if isinstance(ref, tuple) and ref[0] == "cpu" and ref[1] != run.me:  # a loop over every vCPU
+                run.other(ref[1])[0][loc.slot] = value
+            else:
                 run.fields[loc.slot] = value
         elif kind == "vm":
             run.vm[loc.slot] = value
@@ -377,17 +414,14 @@ class Machine:
         if self.tracing:
             return [(run.steps, self.freeze(run, state), run.acquired) for run in self._moves(state, me)]
         held = tuple([t[4] for t in threads])  # what the others hold (and, harmlessly, what it holds itself)
-        key = (me, threads[me], vm, vm_demand, held, tuple([t[3] for t in threads]) if self.shared_cpu else ())
+        key = (me, threads[me], vm, vm_demand, held, tuple([t[3] for t in threads]) if self.shared_cpu else (),
+               tuple([t[8] for t in threads]) if self.phases_read else ())
         found = self.memo.get(key)
         if found is None:
             found = self.memo[key] = [self.shrink(run) for run in self._moves(state, me)]
         out = []
-        for thread, new_vm, new_demand, reset, acquired in found:
-            new = list(threads)
-            if reset:  # the count was set back to zero: nobody's contribution is in it any more
-                new = [(*t[:9], 0) for t in new]
-            new[me] = thread
-            out.append((None, (new_vm, tuple(new), new_demand), acquired))
+        for thread, new_vm, new_demand, reset, acquired, changed in found:
+            out.append((None, (new_vm, _threads(threads, me, thread, reset, changed), new_demand), acquired))
         return out
 
     def shrink(self, run: _Run) -> tuple:
@@ -397,7 +431,7 @@ class Machine:
                                    if (k in live or k == LOADED) and v is not None))
         thread = (run.entry, run.pc if run.entry >= 0 else 0, local_items, tuple(run.fields), run.held, run.demand,
                   run.armed, run.calls, run.phase, run.contrib)
-        return thread, tuple(run.vm), run.vm_demand, run.reset, run.acquired
+        return thread, tuple(run.vm), run.vm_demand, run.reset, run.acquired, run.changed()
 
     def _moves(self, state: State, me: int) -> list[_Run]:
         threads = state[1]
@@ -435,7 +469,7 @@ class Machine:
         live = self.p.live[run.pc]
         return (run.pc, tuple(sorted((k, v) for k, v in run.locals.items() if k in live)), tuple(run.fields),
                 tuple(run.vm), run.held, run.demand, run.vm_demand, run.armed, run.calls, run.phase, run.contrib,
-                run.reset, run.acquired)
+                run.reset, run.acquired, run.changed())
 
     def _touches_others(self, run: _Run, op: Op) -> bool:
         for arg in op.args:
@@ -461,12 +495,8 @@ class Machine:
         return outs
 
     def freeze(self, run: _Run, state: State) -> State:
-        thread, vm, vm_demand, reset, _ = self.shrink(run)
-        new = list(state[1])
-        if reset:
-            new = [(*t[:9], 0) for t in new]
-        new[run.me] = thread
-        return (vm, tuple(new), vm_demand)
+        thread, vm, vm_demand, reset, _, changed = self.shrink(run)
+        return (vm, _threads(state[1], run.me, thread, reset, changed), vm_demand)
 
     def execute(self, run: _Run, threads: tuple) -> list[_Run]:
         """Run the op at run.pc; the runs that follow (several where an input is chosen)."""
@@ -565,7 +595,7 @@ class Machine:
                 if new == 0 and old != 0 and not self._steps(op):
                     run.reset, run.contrib = True, 0
                 elif isinstance(new, int) and isinstance(old, int):
-                    run.contrib += new - old
+                    run.credit(self.behalf(run), new - old)
             else:
                 self.write(run, target, value)
         elif kind == "input":
@@ -596,7 +626,7 @@ class Machine:
             new = old + (delta if isinstance(delta, int) else 0)
             self.write(run, loc, new)
             if loc.kind == "vm" and loc.slot == self.count:
-                run.contrib += new - old
+                run.credit(self.behalf(run), new - old)
             if dst is not None:
                 known = not (loc.kind == "vm" and loc.slot in self.ablated_vm)  # an ablated count tells nothing
                 result = new if returns == "new" else int(new == 0) if returns == "test" else old
@@ -636,9 +666,11 @@ class Machine:
         elif kind == "jump":
             run.pc = args[0]
             return [run]
-        elif kind == "each":  # the iterator is ("cpu", current vCPU, vCPUs still to visit)
+        elif kind == "each":  # the iterator is ("cpu", current vCPU, vCPUs still to visit): the VM's vCPUs
             current = run.locals.get(args[0].slot)
             rest = tuple(range(self.n)) if not isinstance(current, tuple) else current[2]
+            while rest and rest[0] != run.me and threads[rest[0]][8] not in (CREATED, LIVE):  # not (any more) its
+                rest = rest[1:]
             if rest:
                 run.locals[args[0].slot] = ("cpu", rest[0], rest[1:])
                 run.pc = args[1]
@@ -771,6 +803,11 @@ class Machine:
             results.append(out)
         return results or [run]
 
+    def behalf(self, run: _Run) -> object:
+        """The vCPU a move of the count at run.pc is made for: the one a loop over every vCPU is at."""
+        slot = self.on_behalf.get(run.pc)
+        return None if slot is None else run.locals.get(slot)
+
     def _steps(self, op: Op) -> bool:
         value = op.args[1]
         return getattr(value, "op", "") in ("+", "-") and getattr(value, "left", None) == op.args[0]
@@ -852,6 +889,37 @@ def _unchosen(run: _Run, slots: tuple[int, ...] | None) -> list[int]:
 def _numbers(values: tuple) -> bool:
     """Whether an input's values are plain numbers, more than one (a pointer is chosen where it is read)."""
     return len(values) > 1 and all(type(v) is int for v in values)
+
+
+def _threads(threads: tuple, me: int, thread: Thread, reset: bool, changed: tuple) -> tuple:
+    """The threads after a move of `me`: its own new thread, the other vCPUs' fields it changed and the
+    contributions it made for them; a count set back to zero holds nobody's contribution any more."""
+    new = list(threads)
+    for i, fields, change in changed:
+        new[i] = (*new[i][:3], fields, *new[i][4:9], new[i][9] + change)
+    if reset:
+        new = [(*t[:9], 0) for t in new]
+    new[me] = thread
+    return tuple(new)
+
+
+def _loop_bodies(code: list[Op]) -> dict[int, int]:
+    """pc -> the iterator slot of the innermost loop over every vCPU whose body holds it."""
+    out: dict[int, tuple[int, int]] = {}  # pc -> (body size, iterator slot)
+    for head, op in enumerate(code):
+        if op.kind != "each":
+            continue
+        body, todo = set(), [op.args[1]]
+        while todo:
+            pc = todo.pop()
+            if pc in body or pc in (head, op.args[2]) or pc >= len(code):
+                continue
+            body.add(pc)
+            todo.extend(successors(code, pc))
+        for pc in body:
+            if pc not in out or len(body) < out[pc][0]:
+                out[pc] = (len(body), op.args[0].slot)
+    return {pc: slot for pc, (_, slot) in out.items()}
 
 
 def _allowed(phase: int, kind: str) -> bool:

@@ -3,11 +3,14 @@
 State the compiled code writes is modelled: a per-vCPU field gets a slot in
 every simulated vCPU, VM-wide and host-wide state a slot in the VM. A read
 of anything else is an explicit `input` op just before its use (the
-explorer chooses its value): configuration globals the code never writes
-are the exception, they read as enabled (all bits set), and per-vCPU fields
-that no per-vCPU code anywhere in the program writes (`vcpu->vcpu_idx`)
-are per-vCPU constants chosen when the vCPU starts. A buffer a pointer
-field points at (`apic->regs`) is modelled element by element, at the
+explorer chooses its value). The exceptions: host settings (global scalars
+the code never writes) are chosen once for every vCPU where they may decide
+whether a count moves, and read as enabled (all bits set) elsewhere;
+per-vCPU fields that no per-vCPU code anywhere in the program writes
+(`vcpu->vcpu_idx`) are per-vCPU constants chosen when the vCPU starts (those
+KVM gives each vCPU its own value of, `vcpu_idx` and `vcpu_id`, differ
+between vCPUs). A buffer a pointer field points at (`apic->regs`) is
+modelled element by element, at the
 constant offsets the code uses: a write at an offset the code computes
 writes whichever element it names, a copy into the buffer gives every
 element any value.
@@ -21,8 +24,19 @@ from dataclasses import dataclass, field
 
 from kaudit.analysis.context import Scopes
 from kaudit.ir.evaluate import evaluate, fold
-from kaudit.ir.names import buffer_access, deref, element_key, field_key, pointee, render, root, subexprs
+from kaudit.ir.names import (
+    buffer_access,
+    counted_key,
+    deref,
+    element_key,
+    field_key,
+    pointee,
+    render,
+    root,
+    subexprs,
+)
 from kaudit.ir.nodes import Binary, Const, CType, Expr, Field, FuncRef, Index, Select, Unary, Var
+from kaudit.kernel_api import VCPU_IDENTITIES
 from kaudit.model.code import Loc, Op
 from kaudit.model.inline import Draft, bit_of
 
@@ -38,6 +52,7 @@ class Slots:
     cpu: dict[str, int] = field(default_factory=dict)
     cpu_constant: dict[int, CType] = field(default_factory=dict)  # per-vCPU constants to choose at start
     vm_constant: set[int] = field(default_factory=set)  # those of them that are the VM's: one value on every vCPU
+    identity: set[int] = field(default_factory=set)  # those no two vCPUs share (kernel_api.VCPU_IDENTITIES)
     stored_in: dict[str, str] = field(default_factory=dict)  # a buffer element's slot name -> the buffer's key
     input_types: dict[int, CType] = field(default_factory=dict)  # local slot -> type of the input it holds
 
@@ -123,8 +138,12 @@ ADDRESS = 1 << 48  # the value of the address of a local's i-th possible field: 
 
 class Resolver:
     def __init__(self, draft: Draft, scopes: Scopes, vcpu_writes: Callable[[str], bool],
-                 written: Callable[[str], bool]) -> None:
+                 written: Callable[[str], bool], count: str = "") -> None:
         self.draft = draft
+        # where the host's settings take any value: in the functions that move the count (they may decide
+        # whether it moves); elsewhere, and for an inhibit, every setting reads as enabled
+        self.choose_settings = {op.function for op in draft.ops if count and (t := _written(op)) is not None
+                                and not isinstance(t, Loc) and count in (field_key(t), counted_key(t))}
         self.scopes = scopes
         self.vcpu_writes = vcpu_writes  # does some per-vCPU function of the program write this key?
         self.written = written  # does any function of the program write it?
@@ -224,6 +243,8 @@ class Resolver:
                 slot = self.slots.cpu.setdefault(name, len(self.slots.cpu))
                 if key not in self.modelled:
                     self.slots.cpu_constant[slot] = ctype
+                    if key in VCPU_IDENTITIES:
+                        self.slots.identity.add(slot)
                 base = root(expr)
                 if isinstance(base, Var) and base.name in self.refs:
                     return Loc("cpu", slot, self.slots.local(base.name), name=name)
@@ -286,7 +307,7 @@ class Resolver:
                 return found
             base = root(expr)
             if isinstance(base, Var) and base.scope == "global" and not self._reads_modelled(expr):
-                return ENABLED
+                return self._setting(expr)
             ctype = getattr(expr, "ctype", CType())
             if ctype.ptr and ctype.record:
                 if ctype.record in self.scopes.vm_wide:
@@ -307,6 +328,21 @@ class Resolver:
             return None if self.pending else resolved
         finally:
             self.pending = pending
+
+    def _setting(self, expr: Expr) -> Expr:
+        """A host's setting (a module parameter, `kvm_caps.has_tsc_control`): global scalar state the
+        protocol's code never writes is set before any VM runs. Read where a count moves, it is chosen
+        once, the same on every vCPU, among the values its tests tell apart; elsewhere, and anything
+        else global, it reads as enabled."""
+        ctype, key = getattr(expr, "ctype", CType()), field_key(expr)
+        if self.current is None or self.current.function not in self.choose_settings or key is None or \
+                ctype.ptr or ctype.array or \
+                (ctype.record and not ctype.spelling.startswith("enum ")):
+            return ENABLED
+        slot = self.slots.cpu.setdefault(key, len(self.slots.cpu))
+        self.slots.cpu_constant[slot] = ctype
+        self.slots.vm_constant.add(slot)
+        return Loc("mine", slot, name=key)
 
     def _reads_modelled(self, expr: Expr) -> bool:
         return field_key(expr) in self.modelled
