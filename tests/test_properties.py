@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
@@ -32,13 +31,19 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
 # --- rule loader -------------------------------------------------------------
 
 RULE = yaml.safe_load((default_rules_dir() / "apicv-inhibit-balance.yaml").read_text())
-SCRATCH = Path(tempfile.mkdtemp(prefix="kaudit-props-"))
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory for every example (a function-scoped tmp_path would not be reset between them)."""
+    return tmp_path_factory.mktemp("props")
 
 
 @MANY
 @given(key=st.sampled_from(sorted(RULE)) | st.text(max_size=10), value=JSON)
-def test_a_rule_with_any_value_anywhere_loads_or_fails_in_one_located_line(key: str, value: object) -> None:
-    path = SCRATCH / "rule.yaml"
+def test_a_rule_with_any_value_anywhere_loads_or_fails_in_one_located_line(scratch: Path, key: str,
+                                                                          value: object) -> None:
+    path = scratch / "rule.yaml"
     path.write_text(yaml.dump({**RULE, key: value}, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper)))
     try:
         rule = load_rule(path)
@@ -51,8 +56,8 @@ def test_a_rule_with_any_value_anywhere_loads_or_fails_in_one_located_line(key: 
 
 @MANY
 @given(text=st.text(alphabet="ab: -[]{}&*!|>\n'\"#", max_size=60))
-def test_any_yaml_text_loads_or_fails_in_one_located_line(text: str) -> None:
-    path = SCRATCH / "garbled.yaml"
+def test_any_yaml_text_loads_or_fails_in_one_located_line(scratch: Path, text: str) -> None:
+    path = scratch / "garbled.yaml"
     path.write_text(text)
     try:
         load_rule(path)

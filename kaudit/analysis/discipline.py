@@ -134,14 +134,29 @@ class DisciplineFinder:
     def counter(self, site: Site, path: list[str]) -> tuple[str, bool] | None:
         """(counter field, whether its transition and the API call run under
         one lock that serialises them: the update lock, or a lock held at
-        every update of the count)."""
-        held: set[str] = set().union(*(hop.event.locks for hop in self.callers(path)))
+        every update of the count). The transition may also guard the call to
+        the site's function in a per-vCPU caller (`if (atomic_inc_return(&c) ==
+        1) recheck(kvm);`) when the way to the site in its function tests that
+        count (the recheck decides the bit from it): the lock must then be
+        held where the count moves."""
+        callers = self.callers(path)  # innermost first
+        held: set[str] = set().union(*(hop.event.locks for hop in callers))
         for hop in site.hops:
             held |= set(hop.event.locks)
             found = self._counter_guard(hop)
             if found is not None:
                 return found, bool(held & ({self.update_lock} | self.count_locks(found)))
+        for index, hop in enumerate(callers):
+            found = self._counter_guard(hop)
+            if found is not None and self._decided_by(site, found):
+                there = set().union(*(outer.event.locks for outer in callers[index:]))
+                return found, bool(there & ({self.update_lock} | self.count_locks(found)))
         return None
+
+    def _decided_by(self, site: Site, key: str) -> bool:
+        """Whether a test on the way to the site's API call in its own function reads the count `key`."""
+        return any(key in {counter_object(r) if isinstance(r, Call) else field_key(r)
+                           for r in self.reads(guard.atom, site.function)} for guard in site.event.guards)
 
     def count_locks(self, key: str) -> frozenset[str]:
         """The locks held at every update of a count, in the functions that update it."""
@@ -264,12 +279,12 @@ class DisciplineFinder:
                 return Verdict("locked-counter",
                                f"value is !!{counter}, a VM-wide count changed under {self.update_lock}",
                                counter=counter)
-        condition = self.vm_recompute(site, peers)
-        if condition:
-            return Verdict("vm-recompute", f"set if ({condition}), cleared otherwise: recomputed from VM-wide "
-                                           "state by whichever vCPU runs it")
         flag = self.flag(site, path)
         counted = self.counter(site, path)
+        condition = self.vm_recompute(site, peers)
+        if condition and not counted:  # reached through a count of requests, the bit is theirs: not VM state
+            return Verdict("vm-recompute", f"set if ({condition}), cleared otherwise: recomputed from VM-wide "
+                                           "state by whichever vCPU runs it")
         if flag and counted:
             counter, locked = counted
             if locked:

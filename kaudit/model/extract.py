@@ -505,15 +505,27 @@ def observed_bits(code: list[Op]) -> list[Op]:
     return out
 
 
-def forced_successors(code: list[Op], flow: Dataflow, books: Bookkeeping) -> dict[int, int]:
-    """Where a dry run goes at a bookkeeping test: toward an action (the true side if both are)."""
-    can = reaching(code, [pc for pc, op in enumerate(code) if op.kind == "decide"])
+def forced_successors(code: list[Op], flow: Dataflow, books: Bookkeeping, actions: list[Action]) -> dict[int, int]:
+    """Where a dry run goes at a bookkeeping test: toward an action. Where both ways decide, the way that
+    decides as the path already has (a release that rechecks the bit from the count keeps to the
+    release: the count's value picks whose demand the recheck serves, not this vCPU's), else the
+    true side."""
+    direction = {a.id: a.direction for a in actions}
+    decides = [pc for pc, op in enumerate(code) if op.kind == "decide"]
+    can = reaching(code, decides)
+    ways = ("request", "release")
+    toward = {way: reaching(code, [pc for pc in decides if direction[code[pc].args[0]] == way]) for way in ways}
+    after = {way: reachable(code, [pc + 1 for pc in decides if direction[code[pc].args[0]] == way]) for way in ways}
     out = {}
     for pc, op in enumerate(code):
         if op.kind == "branch" and flow.state_read(reads(op.args[0])) & books.all:
             then, orelse = op.args[1], op.args[2]
             if then in can or orelse in can:
                 out[pc] = then if then in can else orelse
+                decided = [way for way in ways if pc in after[way]]
+                if then in can and orelse in can and len(decided) == 1 and orelse in toward[decided[0]] and \
+                        then not in toward[decided[0]]:
+                    out[pc] = orelse
     return out
 
 
@@ -790,7 +802,7 @@ def build(extractor: Extractor, entries: list[tuple[str, str]], interesting: set
     protocol.state = frozenset(wanted | {slots.stored_in.get(k, k) for k in (*slots.vm, *slots.cpu)})
     protocol.stepped = sorted({loc.slot for op in code if op.kind in ("atomic", "set") and flow.step(op)
                                for loc in op_writes(op)[-1:] if loc.kind == "vm"})
-    protocol.forced = forced_successors(code, flow, books)
+    protocol.forced = forced_successors(code, flow, books, actions)
     numbers = {word[1], *(s for _, s in books.counts), *(s for k, s in books.flags if k == "vm")}
     protocol.generations = generations(code, [a.value for a in actions if a.value is not None], numbers)
     protocol.live = liveness(code, result_slot, actions)
