@@ -205,9 +205,9 @@ def test_variables_compared_with_one_another_may_each_equal_any_other_or_none() 
     assert identities == {1: (("input", 0),)}
     protocol = Protocol("KVM002", "k", code, [], [], [], ["old", "own"], cpu_init=constants, domains=inputs,
                         identities=identities)
-    three, four = for_vcpus(protocol, 3), for_vcpus(protocol, 4)
-    assert three.cpu_init[1] == (0, 1, 2) and three.domains[0] == (0, 1, 2)
-    assert four.cpu_init[1] == (0, 1, 2, 3) and four.domains[0] == (0, 1, 2, 3)
+    three, four = for_vcpus(protocol, 3), for_vcpus(protocol, 4)  # the index: any vCPU's, or none of theirs
+    assert three.cpu_init[1] == (0, 1, 2) and three.domains[0] == (0, 1, 2, 3)
+    assert four.cpu_init[1] == (0, 1, 2, 3) and four.domains[0] == (0, 1, 2, 3, 4)
 
 
 def test_only_a_generation_compared_for_equality_is_held_as_a_rank() -> None:

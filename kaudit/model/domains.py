@@ -320,7 +320,8 @@ def _union(masks: set[int]) -> int:
 
 def for_vcpus(protocol: Protocol, n: int) -> Protocol:
     """The protocol run by n vCPUs: an identity (`vcpu_idx`) takes n distinct values, so values no test
-    names are added where it has fewer, and what is compared with it may take those too."""
+    names are added where it has fewer; what is compared with it may take each of them, and one none
+    of them is (a `vcpu_id` that names no vCPU)."""
     if not protocol.identities:
         return protocol
     inputs, constants = dict(protocol.domains), dict(protocol.cpu_init)
@@ -328,9 +329,10 @@ def for_vcpus(protocol: Protocol, n: int) -> Protocol:
         values = constants[slot]
         added = tuple(sorted(fresh(n, set(values)) - set(values)))[:max(0, n - len(values))]
         constants[slot] = values + added
+        wanted = (*constants[slot], *fresh(1, set(constants[slot])))
         for kind, at in peers:
             table = inputs if kind == "input" else constants
-            table[at] = table[at] + tuple(v for v in added if v not in table[at])
+            table[at] = table[at] + tuple(v for v in wanted if v not in table[at])
     return replace(protocol, domains=inputs, cpu_init=constants)
 
 

@@ -33,10 +33,10 @@ from kaudit.ir.evaluate import evaluate, truth
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Expr
 from kaudit.model import lazy
-from kaudit.model.bookkeeping import op_reads, reads
+from kaudit.model.bookkeeping import op_reads, op_writes, reads
 from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.domains import OBJECT, for_vcpus
-from kaudit.model.flat import successors
+from kaudit.model.flat import reachable, successors
 from kaudit.model.lazy import ALL, Lazy, narrowed, split, tags
 from kaudit.model.resolve import SELF, VMOBJ
 
@@ -178,6 +178,7 @@ class Machine:
         self.torn = {pc for pc, op in enumerate(self.code) if self._torn(op)}
         self.on_behalf = _loop_bodies(self.code)  # pc -> the iterator of the innermost loop over vCPUs it is in
         self.phases_read = protocol.lifecycle and bool(self.on_behalf)  # a loop visits only the VM's vCPUs
+        self.written_by_others = {loc.slot for op in self.code for loc in op_writes(op) if loc.kind == "cpu"}
         preds = Counter(t for pc in range(len(self.code)) for t in successors(self.code, pc))
         self.joins = {pc for pc, n in preds.items() if n > 1}  # where invisible ways can meet
         self.action = {a.id: a for a in protocol.actions}
@@ -472,12 +473,16 @@ class Machine:
                 run.reset, run.acquired, run.changed())
 
     def _touches_others(self, run: _Run, op: Op) -> bool:
+        """Whether an op through a loop's reference touches what another vCPU can see: another vCPU's
+        fields, its own ones another vCPU's loop writes, or its own ones it writes (others read them)."""
+        written = {loc.slot for loc in op_writes(op) if loc.kind == "cpu"}
         for arg in op.args:
             if isinstance(arg, Expr):
                 for e in subexprs(arg):
                     if isinstance(e, Loc) and e.kind == "cpu":
                         ref = run.locals.get(e.ref)
-                        if isinstance(ref, tuple) and ref[1] != run.me:
+                        if (isinstance(ref, tuple) and ref[1] != run.me) or e.slot in self.written_by_others \
+                                or e.slot in written:
                             return True
         return False
 
@@ -594,6 +599,8 @@ class Machine:
                 new = run.vm[target.slot]
                 if new == 0 and old != 0 and not self._steps(op):
                     run.reset, run.contrib = True, 0
+                    for other in run.others.values():  # what it credited others before: no longer counted
+                        other[1] = 0
                 elif isinstance(new, int) and isinstance(old, int):
                     run.credit(self.behalf(run), new - old)
             else:
@@ -894,11 +901,9 @@ def _numbers(values: tuple) -> bool:
 def _threads(threads: tuple, me: int, thread: Thread, reset: bool, changed: tuple) -> tuple:
     """The threads after a move of `me`: its own new thread, the other vCPUs' fields it changed and the
     contributions it made for them; a count set back to zero holds nobody's contribution any more."""
-    new = list(threads)
+    new = [(*t[:9], 0) for t in threads] if reset else list(threads)
     for i, fields, change in changed:
         new[i] = (*new[i][:3], fields, *new[i][4:9], new[i][9] + change)
-    if reset:
-        new = [(*t[:9], 0) for t in new]
     new[me] = thread
     return tuple(new)
 
@@ -909,13 +914,7 @@ def _loop_bodies(code: list[Op]) -> dict[int, int]:
     for head, op in enumerate(code):
         if op.kind != "each":
             continue
-        body, todo = set(), [op.args[1]]
-        while todo:
-            pc = todo.pop()
-            if pc in body or pc in (head, op.args[2]) or pc >= len(code):
-                continue
-            body.add(pc)
-            todo.extend(successors(code, pc))
+        body = reachable(code, [op.args[1]]) - reachable(code, [op.args[2]]) - {head}  # not what it jumps out to
         for pc in body:
             if pc not in out or len(body) < out[pc][0]:
                 out[pc] = (len(body), op.args[0].slot)

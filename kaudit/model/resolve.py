@@ -140,10 +140,13 @@ class Resolver:
     def __init__(self, draft: Draft, scopes: Scopes, vcpu_writes: Callable[[str], bool],
                  written: Callable[[str], bool], count: str = "") -> None:
         self.draft = draft
-        # where the host's settings take any value: in the functions that move the count (they may decide
-        # whether it moves); elsewhere, and for an inhibit, every setting reads as enabled
-        self.choose_settings = {op.function for op in draft.ops if count and (t := _written(op)) is not None
-                                and not isinstance(t, Loc) and count in (field_key(t), counted_key(t))}
+        # the host's settings that take any value: those the functions that move the count read (they may
+        # decide whether it moves), wherever they are read; the others, and for an inhibit all, read as enabled
+        moving = {op.function for op in draft.ops if count and (t := _written(op)) is not None
+                  and not isinstance(t, Loc) and count in (field_key(t), counted_key(t))}
+        self.settings = {field_key(e) for op in draft.ops if op.function in moving for arg in op.args
+                         if isinstance(arg, Expr) for e in subexprs(arg) if isinstance(e, (Var, Field))
+                         and isinstance(root(e), Var) and root(e).scope == "global"}
         self.scopes = scopes
         self.vcpu_writes = vcpu_writes  # does some per-vCPU function of the program write this key?
         self.written = written  # does any function of the program write it?
@@ -331,12 +334,11 @@ class Resolver:
 
     def _setting(self, expr: Expr) -> Expr:
         """A host's setting (a module parameter, `kvm_caps.has_tsc_control`): global scalar state the
-        protocol's code never writes is set before any VM runs. Read where a count moves, it is chosen
-        once, the same on every vCPU, among the values its tests tell apart; elsewhere, and anything
-        else global, it reads as enabled."""
+        protocol's code never writes is set before any VM runs. One that a function moving the count
+        reads is chosen once, the same on every vCPU and wherever it is read, among the values its tests
+        tell apart; any other, and anything else global, reads as enabled."""
         ctype, key = getattr(expr, "ctype", CType()), field_key(expr)
-        if self.current is None or self.current.function not in self.choose_settings or key is None or \
-                ctype.ptr or ctype.array or \
+        if key is None or key not in self.settings or ctype.ptr or ctype.array or \
                 (ctype.record and not ctype.spelling.startswith("enum ")):
             return ENABLED
         slot = self.slots.cpu.setdefault(key, len(self.slots.cpu))
