@@ -33,7 +33,7 @@ from kaudit.ir.evaluate import evaluate, truth
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Expr
 from kaudit.model import lazy
-from kaudit.model.bookkeeping import op_reads, op_writes, reads
+from kaudit.model.bookkeeping import op_reads, op_writes, reads, state_of
 from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.domains import OBJECT, for_vcpus
 from kaudit.model.flat import reachable, successors
@@ -248,8 +248,6 @@ class Machine:
 
     def _dry_may_release(self, start: int) -> bool:
         """Whether a dry run from `start` may release, or read shared state on its way."""
-        from kaudit.model.flat import successors
-
         seen, stack = set(), [start]
         while stack:
             pc = stack.pop()
@@ -841,9 +839,6 @@ def protected_state(protocol: Protocol, ignored: str = "") -> set[tuple[str, int
     """State slots every access to which holds one same lock (writes in write
     mode): between taking and dropping that lock nobody else can see them.
     The `ignored` lock protects nothing (the proof is asked to do without it)."""
-    from kaudit.model.bookkeeping import op_reads, op_writes, state_of
-    from kaudit.model.flat import successors
-
     code = protocol.code
     held: list[frozenset | None] = [None] * len(code)
     stack = []
