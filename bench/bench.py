@@ -238,9 +238,10 @@ def main() -> None:
 
 
 def _model_times(root: Path, options: argparse.Namespace) -> None:
-    """The runtime model's time per modelled key and vCPU count (in process)."""
+    """The runtime model's time per modelled key and vCPU count (in process), and over all keys."""
     rules = load_rules(default_rules_dir())
     result = audit_tree(root, rules, options.jobs, None, ModelSettings(sim_steps=0), options.compdb)
+    totals = dict.fromkeys(options.model_vcpus, 0.0)
     for rule, analysis in zip(rules, result.analyses, strict=True):
         for key in sorted({j.site.key for j in analysis.sites}):
             for vcpus in options.model_vcpus:
@@ -249,9 +250,13 @@ def _model_times(root: Path, options: argparse.Namespace) -> None:
                 if isinstance(outcome, Unmodelled):
                     print(f"model {key}: not modelled ({outcome.reason})")
                     break
+                took = time.perf_counter() - start
+                totals[vcpus] += took
                 bound = " (bound hit)" if outcome.bound_hit else ""
                 print(f"model {key}, {vcpus} vCPUs: {outcome.status} {outcome.violation} "
-                      f"{outcome.states} states, {time.perf_counter() - start:.3f} s{bound}")
+                      f"{outcome.states} states, {took:.3f} s{bound}")
+    for vcpus, total in totals.items():
+        print(f"model, every key, {vcpus} vCPUs: {total:.3f} s")
 
 
 if __name__ == "__main__":

@@ -436,19 +436,22 @@ def test_a_field_an_entry_writes_before_it_reads_is_forgotten_between_calls() ->
 
 def test_an_input_forks_where_a_test_tells_its_values_apart_and_keeps_every_value() -> None:
     """An input of ten values tested once (`x == 3`) forks the move in two, not ten; the way that stores it
-    in state then takes each of the nine values still possible, so no behaviour is lost."""
+    in state then takes each of the nine values still possible, so no behaviour is lost. (The lock makes
+    the call a move of its own: a call runs on to its first visible op, the write here.)"""
     x, word = Loc("local", 1), Loc("vm", 0)
-    code = [Op("input", (x, tuple(range(10)), (), False, ""), "f", "f.c", 1, "x"),
-            Op("branch", (Binary("==", x, Const(3)), 2, 3), "f", "f.c", 2, "x == 3"),
+    code = [Op("acquire", ("lock", "write", None), "f", "f.c", 1, "lock"),
+            Op("release", ("lock", None), "f", "f.c", 1, "unlock"),
+            Op("input", (x, tuple(range(10)), (), False, ""), "f", "f.c", 1, "x"),
+            Op("branch", (Binary("==", x, Const(3)), 4, 5), "f", "f.c", 2, "x == 3"),
             Op("end", (), "f", "f.c", 3, ""),
             Op("set", (word, x), "f", "f.c", 4, "word = x"),
             Op("end", (), "f", "f.c", 5, "")]
     protocol = Protocol("KVM002", "word", code, [Entry("f", "f", 0)], [], ["word"], [],
-                        live=extract.liveness(code, 0, []), domains={0: tuple(range(10))})
+                        live=extract.liveness(code, 0, []), domains={2: tuple(range(10))})
     machine = Machine(protocol, 1)
     start = machine.initial()
     first = [state for _, state, _ in machine.moves(start, 0)]
-    assert sorted(state[1][0][1] for state in first) == [0, 3]  # x == 3 returned; the rest stops at the write
-    [at_write] = [state for state in first if state[1][0][1] == 3]
+    assert sorted(state[1][0][1] for state in first) == [0, 5]  # x == 3 returned; the rest stops at the write
+    [at_write] = [state for state in first if state[1][0][1] == 5]
     written = sorted(state[0][0] for _, state, _ in machine.moves(at_write, 0))
     assert written == [0, 1, 2, 4, 5, 6, 7, 8, 9]

@@ -181,6 +181,20 @@ def test_canonical_states_are_deterministic_and_permutation_invariant(state: tup
 
 
 @MANY
+@given(state=STATE, owns=st.lists(st.booleans(), min_size=VCPUS, max_size=VCPUS), refs=st.booleans())
+def test_a_vcpus_own_lock_stays_its_own_when_the_vcpus_are_sorted(state: tuple, owns: list[bool],
+                                                                  refs: bool) -> None:
+    """A per-vCPU lock is named by its owner's number: sorting the vCPUs renumbers it with them."""
+    vm, threads, demand = state
+    threads = tuple((*t[:4], ((("vcpu->lock", i), "write"),) if i < VCPUS and owns[i] else (), *t[5:])
+                    for i, t in enumerate(threads))
+    canon, old = canonical((vm, threads, demand), VCPUS, None if refs else frozenset())
+    for new, thread in enumerate(canon[1][:VCPUS]):
+        assert [owner for (_, owner), _ in thread[4]] == ([new] if owns[old[new]] else [])
+    assert canonical_state((vm, threads, demand), VCPUS, None if refs else frozenset()) == canon
+
+
+@MANY
 @given(a=STATE, b=STATE)
 def test_the_canonical_encoding_is_injective_up_to_vcpu_order(a: tuple, b: tuple) -> None:
     same = (a[0], sorted(a[1][:VCPUS]), a[1][VCPUS:], a[2]) == (b[0], sorted(b[1][:VCPUS]), b[1][VCPUS:], b[2])

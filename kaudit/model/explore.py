@@ -28,7 +28,7 @@ from typing import Any
 from kaudit.ir.names import subexprs
 from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.generations import ranked
-from kaudit.model.machine import ACTIVE, CREATED, EARLY, FAILED, GONE, IDLE, LIVE, Machine, State, Step
+from kaudit.model.machine import ACTIVE, CREATED, EARLY, FAILED, GONE, IDLE, LIVE, NOBODY, Machine, State, Step
 from kaudit.model.reliance import Reliance
 
 VIOLATIONS = ("premature-clear", "leak", "underflow", "drift")
@@ -55,15 +55,18 @@ class Outcome:
 
 
 def _key(thread: tuple) -> tuple:
-    """A sort key that does not depend on vCPU numbers (references to other vCPUs are blanked)."""
-    entry, pc, local_items, *rest = thread
-    return (entry, pc, tuple((k, -1 if type(v) is tuple else v) for k, v in local_items), *rest)
+    """A sort key that does not depend on vCPU numbers (references to other vCPUs, and the owners of
+    per-vCPU locks held, are blanked)."""
+    entry, pc, local_items, fields, held, *rest = thread
+    return (entry, pc, tuple((k, -1 if _is_ref(v) else v) for k, v in local_items), fields,
+            tuple(((key, -1), mode) for (key, _), mode in held), *rest)
 
 
 def _renumber(thread: tuple, new: dict[int, int]) -> tuple:
-    entry, pc, local_items, *rest = thread
-    items = tuple((k, _ref(v, new) if type(v) is tuple else v) for k, v in local_items)
-    return (entry, pc, items, *rest)
+    entry, pc, local_items, fields, held, *rest = thread
+    items = tuple((k, _ref(v, new) if _is_ref(v) else v) for k, v in local_items)
+    locks = tuple(sorted(((key, new.get(owner, owner)), mode) for (key, owner), mode in held))
+    return (entry, pc, items, fields, locks, *rest)
 
 
 def _ref(value: tuple, new: dict[int, int]) -> tuple:
@@ -73,8 +76,17 @@ def _ref(value: tuple, new: dict[int, int]) -> tuple:
     return ("cpu", new[value[1]], tuple(sorted(new[i] for i in value[2])))
 
 
+def _is_ref(value: object) -> bool:
+    return type(value) is tuple and bool(value) and value[0] == "cpu"
+
+
 def _holds_ref(thread: tuple) -> bool:
-    return any(type(v) is tuple for _, v in thread[2])
+    return any(_is_ref(v) for _, v in thread[2])
+
+
+def _owns_lock(thread: tuple) -> bool:
+    """Whether it holds a vCPU's lock: one that names a vCPU by its number."""
+    return any(owner != NOBODY for (_, owner), _ in thread[4])
 
 
 def _sorted_order(keys: list) -> list[int]:
@@ -103,10 +115,10 @@ def canonical(state: State, vcpus: int, refs_at: frozenset[int] | None = None) -
     """The state with its vCPUs sorted (they run the same code), references
     to vCPUs renumbered to match; and which old vCPU each new one was.
     Only a thread that holds a reference (it can only at `refs_at`, when
-    known) is rebuilt; a state already in order is returned as it is."""
+    known) or a vCPU's lock is rebuilt; a state already in order is returned as it is."""
     vm, threads, vm_demand = state
     holders = [i for i, t in enumerate(threads)
-               if t[2] and (refs_at is None or t[1] in refs_at) and _holds_ref(t)]  # t[2]: its live locals
+               if (t[2] and (refs_at is None or t[1] in refs_at) and _holds_ref(t)) or _owns_lock(t)]  # t[2]: locals
     held = set(holders)
     order = _sorted_order([_key(t) if i in held else t for i, t in enumerate(threads[:vcpus])])
     order += range(vcpus, len(threads))

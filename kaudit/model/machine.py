@@ -2,15 +2,18 @@
 
 A state is (VM slots, threads, VM-wide demand). A thread is a simulated vCPU
 (or, last, the environment): (entry or -1 when idle, pc, locals, its
-per-vCPU slots, locks held, demand, armed, calls made). Values are ints,
-or pointers: "self" (the running vCPU's own object), "vm", "obj", or
-("cpu", i) for vCPU i met in a loop over every vCPU.
+per-vCPU slots, locks held as ((key, owner), mode), demand, armed, calls
+made). Values are ints, or pointers: "self" (the running vCPU's own object),
+"vm", "obj", or ("cpu", i) for vCPU i met in a loop over every vCPU.
 
 A move runs one thread from one visible op (one that touches shared state,
 a lock or a demand) through the invisible ops after it: other threads
 cannot observe those, so interleaving them would only repeat states
-(partial-order reduction). Inputs fork the move where the code tells their
-values apart (kaudit.model.lazy).
+(partial-order reduction). A call is no move of its own: the entry's
+invisible start runs with its first visible op, when that op can run (an
+idle vCPU and one that has called but done nothing anyone can see yet are
+the same to every other vCPU and to every property checked). Inputs fork
+the move where the code tells their values apart (kaudit.model.lazy).
 
 Demand: 0 none, 1 pending (the vCPU decided it needs the key; its request
 is still running), 2 active (the request returned: from now on AVIC must
@@ -46,6 +49,7 @@ WHILE_LIVE = ("transition", "recompute", "reset", "writer")  # entries a created
 UNKNOWN = "unknown"  # what a read of ablated state gives: tests on it go both ways
 REFS = "refs"  # an op that is visible when it touches another vCPU's state
 LOADED = -1  # the local that holds what a torn store loaded (Machine.torn)
+NOBODY = -1  # the owner of a lock that is not a vCPU's (Machine.lock_of)
 DRY_STEPS = 2000
 Thread = tuple  # (entry, pc, locals, fields, held, demand, armed, calls, phase, contribution)
 State = tuple  # (vm, threads, vm_demand)
@@ -355,17 +359,18 @@ class Machine:
     # -- moves ----------------------------------------------------------------
 
     @staticmethod
-    def lock_of(run: _Run, op: Op) -> str:
-        """The lock an acquire or release names: a per-vCPU lock is one per vCPU, told apart by the
-        vCPU whose it is (kaudit.model.resolve.Resolver._lock_owner)."""
+    def lock_of(run: _Run, op: Op) -> tuple[str, int]:
+        """The lock an acquire or release names, as (key, owner): a per-vCPU lock is one per vCPU, told
+        apart by the vCPU whose it is (kaudit.model.resolve.Resolver._lock_owner); NOBODY owns a lock of
+        the VM or the host. The owner is a vCPU number, renumbered with the vCPUs (explore.canonical)."""
         key, owner = op.args[0], op.args[-1]
         if owner is None:
-            return key
+            return (key, NOBODY)
         ref = "self" if owner.kind == "self" else run.locals.get(owner.slot)
-        return f"{key}#{ref[1] if isinstance(ref, tuple) and ref[0] == 'cpu' else run.me}"
+        return (key, ref[1] if isinstance(ref, tuple) and ref[0] == "cpu" else run.me)
 
-    def lock_free(self, threads: tuple, me: int, lock: str, mode: str) -> bool:
-        if "lock" in self.ablate and lock == self.p.update_lock:
+    def lock_free(self, threads: tuple, me: int, lock: tuple[str, int], mode: str) -> bool:
+        if "lock" in self.ablate and lock[0] == self.p.update_lock:
             return True
         for i, thread in enumerate(threads):
             if i == me:
@@ -434,24 +439,31 @@ class Machine:
 
     def _moves(self, state: State, me: int) -> list[_Run]:
         threads = state[1]
-        if threads[me][0] < 0:
-            todo = list(self.starts(state, me))
+        if threads[me][0] < 0:  # a call: the entry's invisible start and its first visible op are one move
+            todo = [out for run in self._invisible(list(self.starts(state, me)), threads)
+                    for out in ([run] if run.entry < 0 else self._visible_step(run, threads))]
         else:
             run = _Run(state, me)
             if self.tracing:
                 run.steps = []
-            op = self.code[run.pc]
-            if op.kind == "acquire" and not self.lock_free(threads, me, self.lock_of(run, op), op.args[1]):
-                return []
-            todo = self.step(run, threads)
+            todo = self._visible_step(run, threads)
+        return self._invisible(todo, threads)
+
+    def _visible_step(self, run: _Run, threads: tuple) -> list[_Run]:
+        """The visible op a run stands at, if it can run now (an acquire waits for the lock)."""
+        op = self.code[run.pc]
+        if op.kind == "acquire" and not self.lock_free(threads, run.me, self.lock_of(run, op), op.args[1]):
+            return []
+        return self.step(run, threads)
+
+    def _invisible(self, todo: list[_Run], threads: tuple) -> list[_Run]:
+        """The runs, each taken through the invisible ops ahead of it: where they stop (at a visible op,
+        or returned)."""
         done, seen = [], set()
-        visible, joins, step = self.visible, self.joins, self.step
+        joins, step = self.joins, self.step
         while todo:
             run = todo.pop()
-            seen_by_others = run.entry >= 0 and visible[run.pc]
-            if seen_by_others is REFS:
-                seen_by_others = self._touches_others(run, self.code[run.pc])
-            if run.entry < 0 or seen_by_others:
+            if self._stops(run):
                 done.append(run)
                 continue
             if run.pc in joins:
@@ -461,6 +473,13 @@ class Machine:
                 seen.add(here)
             todo.extend(step(run, threads))
         return done
+
+    def _stops(self, run: _Run) -> bool:
+        """Whether a run's move ends where it stands: it returned, or the op there is visible."""
+        if run.entry < 0:
+            return True
+        seen_by_others = self.visible[run.pc]
+        return self._touches_others(run, self.code[run.pc]) if seen_by_others is REFS else bool(seen_by_others)
 
     def local_state(self, run: _Run) -> tuple:
         """All that decides what a thread does next in a move: its pc, live locals, fields, what it holds and
