@@ -45,13 +45,13 @@ def audit_report(root: Path, rules: list[Rule], jobs: int, cache_dir: Path | Non
                  compdb: Path | None = None, objtree: Path | None = None, progress: Progress | None = None,
                  timings: Timings | None = None, pch: bool = True) -> dict[str, Any]:
     """The report of auditing a tree, with no baseline (json_report.suppressed applies one, and the inline
-    suppressions afresh); from the cache when nothing it depends on changed."""
-    from kaudit.audit import audit_tree  # the analysis, loaded only when the cache cannot answer
-
+    suppressions afresh); from the cache when nothing it depends on changed. The analysis (and the
+    graph library and the model with it) is imported only when the cache cannot answer."""
     timings = timings if timings is not None else Timings()
     root = root.resolve()
     check_inputs(rules, compdb, objtree)
     if cache_dir is None:
+        from kaudit.audit import audit_tree
         return build_report(audit_tree(root, rules, jobs, None, model, compdb, objtree, progress, timings, pch))
     config = config_used(root, compdb)
     with timings.phase("report cache lookup"):
@@ -65,6 +65,7 @@ def audit_report(root: Path, rules: list[Rule], jobs: int, cache_dir: Path | Non
             if store is not None and keys else None
     if _valid(raw):
         return {**raw, "tree": {**raw["tree"], "root": str(root)}}
+    from kaudit.audit import audit_tree
     report = build_report(audit_tree(root, rules, jobs, cache_dir, model, compdb, objtree, progress, timings, pch,
                                      reader))
     keys = reader.cached_keys()  # filled by the parse: every TU's facts are stored, the same tree finds it again

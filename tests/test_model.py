@@ -18,7 +18,7 @@ from kaudit.model import extract, inline
 from kaudit.model.check import ModelSettings, check_key, proof, protocol_of
 from kaudit.model.code import Entry, Generations, Loc, Op, Protocol
 from kaudit.model.domains import domains, for_vcpus
-from kaudit.model.explore import Explorer
+from kaudit.model.explore import Explorer, stores_references
 from kaudit.model.extract import Unmodelled
 from kaudit.model.flat import deciders, post_dominators
 from kaudit.model.generations import generations
@@ -455,3 +455,34 @@ def test_an_input_forks_where_a_test_tells_its_values_apart_and_keeps_every_valu
     [at_write] = [state for state in first if state[1][0][1] == 5]
     written = sorted(state[0][0] for _, state, _ in machine.moves(at_write, 0))
     assert written == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+
+
+def test_a_counterexample_names_the_entry_of_a_call_that_returns_in_the_same_move() -> None:
+    """A call runs on to its first visible op and may return in that move: the trace still names the
+    entry (the culprit's, which the report's wording needs)."""
+    count = Loc("vm", 0)
+    code = [Op("set", (count, Const(5)), "bump", "f.c", 1, "count = 5"), Op("end", (), "bump", "f.c", 2, "")]
+    protocol = Protocol("KVM002", "count", code, [Entry("bump", "bump", 0)], [], ["count"], [], word=0,
+                        kind="counter", live=extract.liveness(code, 0, []))
+    outcome = Explorer(protocol, 1).run()
+    assert (outcome.violation, outcome.culprit_entry) == ("drift", "bump")
+    assert [step["action"] for step in outcome.trace] == ["calls bump", "count = 5"]
+
+
+def test_a_reference_to_a_vcpu_stored_in_state_turns_symmetry_reduction_off() -> None:
+    """Sorting the vCPUs renumbers the references their locals hold, not one stored in the VM's slots
+    (`kvm->arch.last = v` in a loop over every vCPU): such a protocol is explored unsorted."""
+    v, last, mask = Loc("local", 1), Loc("vm", 0), Loc("cpu", 0, 1)
+
+    def loop(body: Op) -> list[Op]:
+        return [Op("each", (v, 1, 3), "f", "f.c", 1, "kvm_for_each_vcpu"), body,
+                Op("jump", (0,), "f", "f.c", 1, ""), Op("end", (), "f", "f.c", 3, "")]
+
+    def protocol(code: list[Op]) -> Protocol:
+        return Protocol("KVM001", "key", code, [Entry("f", "f", 0)], [], ["last"], ["mask"],
+                        live=extract.liveness(code, 0, []))
+
+    stores = protocol(loop(Op("set", (last, v), "f", "f.c", 2, "kvm->arch.last = v")))
+    reads = protocol(loop(Op("set", (last, mask), "f", "f.c", 2, "kvm->arch.last = v->arch.mask")))
+    assert stores_references(stores) and not Explorer(stores, 3).symmetric
+    assert not stores_references(reads) and Explorer(reads, 3).symmetric

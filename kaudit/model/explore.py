@@ -96,19 +96,36 @@ def _sorted_order(keys: list) -> list[int]:
         return sorted(range(len(keys)), key=lambda i: repr(keys[i]))
 
 
-def reference_pcs(protocol: Protocol) -> frozenset[int]:
-    """Where a thread may hold a reference to a vCPU: a pc at which a local
-    that a loop over every vCPU writes, or one copied from it, is live."""
+def _reference_slots(protocol: Protocol) -> set[int]:
+    """The locals that may hold a reference to a vCPU: a loop's iterator over every vCPU, or a copy."""
     slots = {op.args[0].slot for op in protocol.code if op.kind == "each"}
-    copies = [(op.args[0].slot, {e.slot for e in subexprs(op.args[1]) if isinstance(e, Loc) and e.kind == "local"})
-              for op in protocol.code if op.kind == "set" and op.args[0].kind == "local"]  # not local_reads():
-    # a field read through a reference (`x = v->arch.y`) holds a value, not the reference
-    grown = True
+    copies = [(op.args[0].slot, _locals_read(op.args[1])) for op in protocol.code
+              if op.kind == "set" and op.args[0].kind == "local"]  # not local_reads(): a field read through
+    grown = True  # a reference (`x = v->arch.y`) holds a value, not the reference
     while grown:
         before = len(slots)
         slots |= {target for target, read in copies if read & slots}
         grown = len(slots) > before
+    return slots
+
+
+def _locals_read(expr: object) -> set[int]:
+    return {e.slot for e in subexprs(expr) if isinstance(e, Loc) and e.kind == "local"}
+
+
+def reference_pcs(protocol: Protocol) -> frozenset[int]:
+    """Where a thread may hold a reference to a vCPU: a pc at which a local that may hold one is live."""
+    slots = _reference_slots(protocol)
     return frozenset(pc for pc, live in enumerate(protocol.live) if slots & set(live))
+
+
+def stores_references(protocol: Protocol) -> bool:
+    """Whether the code may store a reference to a vCPU in the VM's or a vCPU's slots (`kvm->arch.last =
+    v` in a loop over every vCPU). canonical() renumbers references in locals only: such a protocol's
+    vCPUs are not sorted (no symmetry reduction), which is exact."""
+    slots = _reference_slots(protocol)
+    return any(op.kind == "set" and op.args[0].kind != "local" and _locals_read(op.args[1]) & slots
+               for op in protocol.code)
 
 
 def canonical(state: State, vcpus: int, refs_at: frozenset[int] | None = None) -> tuple[State, list[int]]:
@@ -133,10 +150,6 @@ def canonical(state: State, vcpus: int, refs_at: frozenset[int] | None = None) -
     return (vm, renumbered, vm_demand), order
 
 
-def canonical_state(state: State, vcpus: int, refs_at: frozenset[int] | None = None) -> State:
-    return canonical(state, vcpus, refs_at)[0]
-
-
 class Explorer:
     def __init__(self, protocol: Protocol, vcpus: int = 3, calls: int = 0, env_calls: int = 0,
                  max_states: int = 1_000_000, ablate: frozenset[str] = frozenset()) -> None:
@@ -145,6 +158,13 @@ class Explorer:
         self.machine = Machine(protocol, vcpus, calls, env_calls, ablate)
         self.max_states = max_states
         self.refs_at = reference_pcs(protocol)
+        self.symmetric = not stores_references(protocol)
+
+    def canonical(self, state: State) -> tuple[State, list[int]]:
+        """The state as explored (generations ranked, vCPUs sorted when they may be), which old vCPU each
+        new one was."""
+        state = self.ranks(state)
+        return canonical(state, self.n, self.refs_at) if self.symmetric else (state, list(range(len(state[1]))))
 
     def ranks(self, state: State) -> State:
         return ranked(state, self.p.generations) if self.p.generations else state
@@ -188,7 +208,7 @@ class Explorer:
         parents: dict[State, tuple[State, int, int] | None] = {}
         queue: deque[State] = deque()
         for state in self.machine.initial_states():
-            canon, _ = canonical(self.ranks(state), self.n, self.refs_at)
+            canon, _ = self.canonical(state)
             if canon not in parents:
                 parents[canon] = None
                 queue.append(canon)
@@ -198,7 +218,7 @@ class Explorer:
             state = queue.popleft()
             for me in range(len(state[1])):
                 for k, (_, nxt, _) in enumerate(self.machine.moves(state, me)):
-                    canon = canonical_state(self.ranks(nxt), self.n, self.refs_at)
+                    canon = self.canonical(nxt)[0]
                     if canon in parents:
                         continue
                     parents[canon] = (state, me, k)
@@ -243,25 +263,23 @@ class Explorer:
         for parent, me, k in path:
             steps, nxt, _ = self.machine.moves(parent, me)[k]
             entry = parent[1][me][0]
+            if entry < 0:  # a call (it may also return in this move): its first step names the entry
+                entry = next(step.entry for step in steps if step.op is None)
+            name = self.p.entries[entry].fid if 0 <= entry < len(self.p.entries) else ""
+            creating = 0 <= entry < len(self.p.entries) and self.p.entries[entry].kind == "create"
             for step in steps:
                 if step.op is None:
                     reliance.call(display[me])
                 else:
-                    index = entry if entry >= 0 else nxt[1][me][0]
-                    creating = 0 <= index < len(self.p.entries) and self.p.entries[index].kind == "create"
                     reliance.step(display[me], step.op, creating)
                 if shown(step):
                     trace.append(self.step_json(step, display, me))
-                steps_done.append((step, self._entry_name(entry, nxt, me)))
-            _, order = canonical(self.ranks(nxt), self.n, self.refs_at)
+                steps_done.append((step, name))
+            _, order = self.canonical(nxt)
             display = [display[i] for i in order]
         self.machine.tracing = False
         culprit, entry = self.culprit(found, steps_done)
         return Outcome("violation", found, self.n, len(parents), False, trace, culprit, entry, reliance.relied)
-
-    def _entry_name(self, before: int, state: State, me: int) -> str:
-        index = before if before >= 0 else state[1][me][0]
-        return self.p.entries[index].fid if 0 <= index < len(self.p.entries) else ""
 
     def culprit(self, found: str, steps: list[tuple[Step, str]]) -> tuple[Op | None, str]:
         """The op that made it happen: the last write of the word (a premature

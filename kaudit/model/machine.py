@@ -67,6 +67,7 @@ class Step:
     file: str
     line: int
     after: tuple
+    entry: int = -1  # the entry a call (op None) calls
 
 
 def _spell(value) -> str:
@@ -178,10 +179,10 @@ class Machine:
         self.protected = protected_state(protocol, protocol.update_lock if "lock" in ablate else "")
         self.shared_cpu = {loc.slot for op in self.code for arg in op.args if isinstance(arg, Expr)
                            for loc in subexprs(arg) if isinstance(loc, Loc) and loc.kind == "cpu"}
-        self.visible = [self._visible(op) for op in self.code]
-        self.torn = {pc for pc, op in enumerate(self.code) if self._torn(op)}
         self.on_behalf = _loop_bodies(self.code)  # pc -> the iterator of the innermost loop over vCPUs it is in
         self.phases_read = protocol.lifecycle and bool(self.on_behalf)  # a loop visits only the VM's vCPUs
+        self.visible = [self._visible(op) for op in self.code]
+        self.torn = {pc for pc, op in enumerate(self.code) if self._torn(op)}
         self.written_by_others = {loc.slot for op in self.code for loc in op_writes(op) if loc.kind == "cpu"}
         preds = Counter(t for pc in range(len(self.code)) for t in successors(self.code, pc))
         self.joins = {pc for pc, n in preds.items() if n > 1}  # where invisible ways can meet
@@ -201,15 +202,22 @@ class Machine:
         """Whether other threads could tell when this op runs. Not: local work,
         state only ever touched under a lock the thread holds, a release (it
         can always run at once), an entry's return (its demand turning
-        active at once is a schedule the vCPU may take)."""
+        active at once is a schedule the vCPU may take), a vCPU's decision that it needs the key (its own
+        demand: only its return makes it active). But a decision is seen where demand is VM-wide (others
+        decide over it), and where loops visit only the VM's vCPUs, a loop's step and a return (create's
+        and destroy's change which vCPUs those are)."""
         if op.kind == "acquire":
             return True
-        if op.kind == "dry":  # invisible when all it can decide is a request
-            return self._dry_may_release(op.args[0])
-        if op.kind in ("release", "end"):
+        if op.kind == "each":
+            return self.phases_read
+        if op.kind == "end":
+            return self.phases_read
+        if op.kind == "release":
             return False
+        if op.kind == "dry":  # invisible when all it can decide is a request
+            return self.p.vm_demand or self._dry_may_release(op.args[0])
         if op.kind == "decide":  # a decision that comes with the write before it is part of that write
-            return self.action_direction(op) != "request" and len(op.args) == 1
+            return len(op.args) == 1 and (self.p.vm_demand or self.action_direction(op) != "request")
         refs = False
         for arg in op.args:
             if isinstance(arg, Expr):
@@ -403,7 +411,7 @@ class Machine:
                 run.armed = 0
             if self.tracing:
                 run.steps = [Step(me, None, f"calls {entry.name}", entry.name, entry.file, entry.line,
-                                  run.snapshot(state[1]))]
+                                  run.snapshot(state[1]), index)]
             yield run
 
     def moves(self, state: State, me: int) -> list[tuple[list[Step] | None, State, int]]:
@@ -440,8 +448,12 @@ class Machine:
     def _moves(self, state: State, me: int) -> list[_Run]:
         threads = state[1]
         if threads[me][0] < 0:  # a call: the entry's invisible start and its first visible op are one move
-            todo = [out for run in self._invisible(list(self.starts(state, me)), threads)
-                    for out in ([run] if run.entry < 0 else self._visible_step(run, threads))]
+            todo = []
+            for run in self._invisible(list(self.starts(state, me)), threads):
+                stepped = [run] if run.entry < 0 else self._visible_step(run, threads)
+                if not stepped and run.held != threads[me][4]:  # it must wait, but it dropped a lock first
+                    stepped = [run]
+                todo += stepped
         else:
             run = _Run(state, me)
             if self.tracing:

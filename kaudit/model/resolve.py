@@ -352,7 +352,9 @@ class Resolver:
     def hoist(self, expr: Expr) -> Loc:
         """An unmodelled read: an input op just before the current one. The
         same read again in the same call reads the same value (`memo`):
-        nothing in the model changes it meanwhile."""
+        nothing in the model changes it meanwhile. Not one through a loop's
+        reference to a vCPU (`v->arch.apic_id` in kvm_for_each_vcpu): each
+        time it runs, it may read another vCPU's."""
         if expr not in self.memo:
             self.memo[expr] = self.slots.local(f"%in{len(self.slots.locals)}")
         slot = self.memo[expr]
@@ -362,7 +364,9 @@ class Resolver:
         # or an element of a modelled buffer at an offset it computes, its value is a guess
         reads = (field_key(expr),) if field_key(expr) and local_field(expr) is None else ()
         guess = "" if reads and reads[0] not in self.modelled else re.sub(r"\b\d+:", "", render(expr))
-        self.pending.append(Op("input", (Loc("local", slot), None, reads, True, guess), op.function,
+        base = root(expr)
+        once = not (isinstance(base, Var) and base.name in self.refs)
+        self.pending.append(Op("input", (Loc("local", slot), None, reads, once, guess), op.function,
                                op.file, op.line, f"reads {render(expr)} (not modelled)", op.api, op.origin))
         return Loc("local", slot)
 
