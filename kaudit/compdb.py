@@ -35,6 +35,23 @@ _KEEP_PREFIXES = ("-D", "-U", "-std=", "-mcmodel=", "-march=", "-fcf-protection"
 _TARGET = re.compile(r"^--target=[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 # Flags that name a file or directory: kept only when it lies inside the tree.
 _PATH_FLAGS = ("-I", "-isystem", "-iquote", "-idirafter", "-include", "-imacros")
+# One shell word: unquoted characters, quoted strings and escapes, run together (POSIX sh).
+_WORD = re.compile(r"""(?:[^\s'"\\]|'[^']*'|"(?:[^"\\]|\\.)*"|\\.)+""", re.DOTALL)
+
+
+def split_command(command: str) -> list[str]:
+    """shlex.split(command), word by word: shlex reads every character of a command line in Python
+    (a kernel's runs to thousands), and only the few words that quote or escape (`-DKBUILD_MODNAME=
+    '"kvm"'`) need it. A command that is not whole words (an unclosed quote) goes to shlex whole,
+    which refuses it as before."""
+    words, end = [], 0
+    for match in _WORD.finditer(command):
+        if command[end:match.start()].strip():
+            return shlex.split(command)
+        word = match.group()
+        words.append(shlex.split(word)[0] if any(c in word for c in "'\"\\") else word)
+        end = match.end()
+    return words if not command[end:].strip() else shlex.split(command)
 
 
 def _inside(path: Path, *roots: Path | None) -> bool:
@@ -87,7 +104,7 @@ def load(compdb: Path, root: Path, wanted: list[Path], objtree: Path | None = No
             source = (source if source.is_absolute() else directory / source).resolve()
             if source not in want or not _inside(source, root):
                 continue
-            argv = entry.get("arguments") or shlex.split(str(entry.get("command", "")))
+            argv = entry.get("arguments") or split_command(str(entry.get("command", "")))
             if not isinstance(argv, list) or not all(isinstance(a, str) and "\0" not in a for a in argv):
                 raise ValueError("malformed arguments")
             flags[source] = translate(argv, directory, root, objtree)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import zlib
 from pathlib import Path, PurePosixPath
 
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kaudit.cache import Manifest, decode, inflate
-from kaudit.compdb import translate
+from kaudit.compdb import split_command, translate
 from kaudit.errors import UsageError
 from kaudit.model.explore import canonical
 from kaudit.packed import PackedUnit
@@ -198,3 +199,23 @@ def test_a_vcpus_own_lock_stays_its_own_when_the_vcpus_are_sorted(state: tuple, 
 def test_the_canonical_encoding_is_injective_up_to_vcpu_order(a: tuple, b: tuple) -> None:
     same = (a[0], sorted(a[1][:VCPUS]), a[1][VCPUS:], a[2]) == (b[0], sorted(b[1][:VCPUS]), b[1][VCPUS:], b[2])
     assert (canonical(a, VCPUS)[0] == canonical(b, VCPUS)[0]) == same
+
+
+# --- compile commands split as the shell does ---------------------------------------
+
+SHELL_TEXT = st.text(st.sampled_from(list("ab -=\'\"\\\n\t$")), max_size=40)
+
+
+@MANY
+@given(command=SHELL_TEXT)
+@example(command="-DKBUILD_MODNAME='\"kvm\"' -D\"X=1 2\" a\\ b")
+def test_a_compile_command_splits_as_shlex_splits_it(command: str) -> None:
+    try:
+        expected: list[str] | str = shlex.split(command)
+    except ValueError as err:
+        expected = str(err)
+    try:
+        got: list[str] | str = split_command(command)
+    except ValueError as err:
+        got = str(err)
+    assert got == expected
