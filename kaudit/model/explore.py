@@ -28,7 +28,20 @@ from typing import Any
 from kaudit.ir.names import subexprs
 from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.generations import ranked
-from kaudit.model.machine import ACTIVE, CREATED, EARLY, FAILED, GONE, IDLE, LIVE, NOBODY, Machine, State, Step
+from kaudit.model.machine import (
+    ACTIVE,
+    CREATED,
+    EARLY,
+    FAILED,
+    GONE,
+    IDLE,
+    LIVE,
+    NOBODY,
+    Machine,
+    State,
+    Step,
+    is_ref,
+)
 from kaudit.model.reliance import Reliance
 
 VIOLATIONS = ("premature-clear", "leak", "underflow", "drift")
@@ -58,13 +71,13 @@ def _key(thread: tuple) -> tuple:
     """A sort key that does not depend on vCPU numbers (references to other vCPUs, and the owners of
     per-vCPU locks held, are blanked)."""
     entry, pc, local_items, fields, held, *rest = thread
-    return (entry, pc, tuple((k, -1 if _is_ref(v) else v) for k, v in local_items), fields,
+    return (entry, pc, tuple((k, -1 if is_ref(v) else v) for k, v in local_items), fields,
             tuple(((key, -1), mode) for (key, _), mode in held), *rest)
 
 
 def _renumber(thread: tuple, new: dict[int, int]) -> tuple:
     entry, pc, local_items, fields, held, *rest = thread
-    items = tuple((k, _ref(v, new) if _is_ref(v) else v) for k, v in local_items)
+    items = tuple((k, _ref(v, new) if is_ref(v) else v) for k, v in local_items)
     locks = tuple(sorted(((key, new.get(owner, owner)), mode) for (key, owner), mode in held))
     return (entry, pc, items, fields, locks, *rest)
 
@@ -76,12 +89,8 @@ def _ref(value: tuple, new: dict[int, int]) -> tuple:
     return ("cpu", new[value[1]], tuple(sorted(new[i] for i in value[2])))
 
 
-def _is_ref(value: object) -> bool:
-    return type(value) is tuple and bool(value) and value[0] == "cpu"
-
-
 def _holds_ref(thread: tuple) -> bool:
-    return any(_is_ref(v) for _, v in thread[2])
+    return any(is_ref(v) for _, v in thread[2])
 
 
 def _owns_lock(thread: tuple) -> bool:

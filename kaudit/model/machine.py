@@ -75,6 +75,11 @@ def _spell(value) -> str:
         if isinstance(value, (Loc, tuple)) else str(value)
 
 
+def is_ref(value: object) -> bool:
+    """Whether a value is a reference to a vCPU: ("cpu", i), or a loop's position ("cpu", i, still to visit)."""
+    return type(value) is tuple and bool(value) and value[0] == "cpu"
+
+
 def _pointer(value):
     if value is SELF or value == SELF:
         return "self"
@@ -208,9 +213,7 @@ class Machine:
         and destroy's change which vCPUs those are)."""
         if op.kind == "acquire":
             return True
-        if op.kind == "each":
-            return self.phases_read
-        if op.kind == "end":
+        if op.kind in ("each", "end"):
             return self.phases_read
         if op.kind == "release":
             return False
@@ -328,7 +331,7 @@ class Machine:
             return run.vm[loc.slot]
         if kind == "cpu":
             ref = run.locals.get(loc.ref)
-            if isinstance(ref, tuple) and ref[0] == "cpu" and ref[1] != run.me:
+            if is_ref(ref) and ref[1] != run.me:
                 return run.others[ref[1]][0][loc.slot] if ref[1] in run.others else threads[ref[1]][3][loc.slot]
             return run.fields[loc.slot]
         if kind == "self":
@@ -346,7 +349,7 @@ class Machine:
             run.locals[loc.slot] = value
         elif kind == "mine" or kind == "cpu":
             ref = run.locals.get(loc.ref) if kind == "cpu" else None
-            if isinstance(ref, tuple) and ref[0] == "cpu" and ref[1] != run.me:  # a loop over every vCPU
+            if is_ref(ref) and ref[1] != run.me:  # a loop over every vCPU
                 run.other(ref[1])[0][loc.slot] = value
             else:
                 run.fields[loc.slot] = value
@@ -375,7 +378,7 @@ class Machine:
         if owner is None:
             return (key, NOBODY)
         ref = "self" if owner.kind == "self" else run.locals.get(owner.slot)
-        return (key, ref[1] if isinstance(ref, tuple) and ref[0] == "cpu" else run.me)
+        return (key, ref[1] if is_ref(ref) else run.me)
 
     def lock_free(self, threads: tuple, me: int, lock: tuple[str, int], mode: str) -> bool:
         if "lock" in self.ablate and lock[0] == self.p.update_lock:

@@ -248,10 +248,8 @@ class Resolver:
                     self.slots.cpu_constant[slot] = ctype
                     if key in VCPU_IDENTITIES:
                         self.slots.identity.add(slot)
-                base = root(expr)
-                if isinstance(base, Var) and base.name in self.refs:
-                    return Loc("cpu", slot, self.slots.local(base.name), name=name)
-                return Loc("mine", slot, name=name)
+                ref = self._through_loop(expr)
+                return Loc("cpu", slot, self.slots.local(ref), name=name) if ref else Loc("mine", slot, name=name)
         return None
 
     def _pointees(self, expr: Expr) -> list[Expr]:
@@ -316,10 +314,8 @@ class Resolver:
                 if ctype.record in self.scopes.vm_wide:
                     return VMOBJ
                 if ctype.record in self.scopes.per_vcpu and isinstance(expr, Field):
-                    inner = root(expr)
-                    if isinstance(inner, Var) and inner.name in self.refs:
-                        return Loc("local", self.slots.local(inner.name))
-                    return SELF
+                    ref = self._through_loop(expr)
+                    return Loc("local", self.slots.local(ref)) if ref else SELF
         return self.hoist(expr)
 
     def pure(self, expr: Expr) -> Expr | None:
@@ -364,8 +360,7 @@ class Resolver:
         # or an element of a modelled buffer at an offset it computes, its value is a guess
         reads = (field_key(expr),) if field_key(expr) and local_field(expr) is None else ()
         guess = "" if reads and reads[0] not in self.modelled else re.sub(r"\b\d+:", "", render(expr))
-        base = root(expr)
-        once = not (isinstance(base, Var) and base.name in self.refs)
+        once = self._through_loop(expr) is None
         self.pending.append(Op("input", (Loc("local", slot), None, reads, once, guess), op.function,
                                op.file, op.line, f"reads {render(expr)} (not modelled)", op.api, op.origin))
         return Loc("local", slot)
@@ -426,8 +421,14 @@ class Resolver:
         vCPU; None for a lock of the VM or the host, one instance for all."""
         if lock is None or self._scope(lock) != "cpu":
             return None
-        base = root(lock)
-        return Loc("local", self.slots.local(base.name)) if isinstance(base, Var) and base.name in self.refs else SELF
+        ref = self._through_loop(lock)
+        return Loc("local", self.slots.local(ref)) if ref else SELF
+
+    def _through_loop(self, expr: Expr) -> str | None:
+        """The local holding a loop's reference to a vCPU that `expr` is reached through
+        (`v->arch.lock` in kvm_for_each_vcpu), if it is."""
+        base = root(expr)
+        return base.name if isinstance(base, Var) and base.name in self.refs else None
 
     def _buffer_offsets(self, place: Expr) -> list[int]:
         """The offsets of the elements of a modelled buffer a place may be, none if it is no such buffer's."""
