@@ -7,8 +7,9 @@ from pathlib import Path
 from kaudit.frontend.tu import extract_tu
 from kaudit.ir.flow import LockTracker, events
 from kaudit.ir.lower import embedding_paths, lower_function
-from kaudit.ir.names import Keys, render, render_call, returned_only, with_outer
-from kaudit.ir.nodes import Assign, CallOp, Cleanup, EachVcpu, Function
+from kaudit.ir.names import Keys, field_key, render, render_call, returned_only, with_outer
+from kaudit.ir.nodes import Assign, CallOp, Cleanup, EachVcpu, Function, Slot
+from kaudit.ir.slots import give_slots, own_slots
 
 PRELUDE = """
 struct kvm { int nr; int lock; };
@@ -223,3 +224,50 @@ def test_storage_overlaps_its_members_but_a_path_reads_only_its_end() -> None:
     # what Effects.reads_any intersects with the keys: a read and the structs holding it, never their fields
     assert not with_outer({"kvm.arch"}) & keys.keys and with_outer({"kvm.arch.count"}) & keys.keys
     assert with_outer({"vcpu_svm.irq.window_requested"}) & Keys({"vcpu_svm.irq"}).keys
+
+
+SLOTS = """
+typedef _Bool bool;
+enum { false, true };
+struct kvm_arch { bool waiting[8]; unsigned long pending[1]; unsigned long seen[1]; bool other[8]; };
+struct kvm { struct kvm_arch arch; };
+struct kvm_vcpu { struct kvm *kvm; int vcpu_idx; };
+bool global_waiting[8];
+bool test_and_set_bit(long nr, unsigned long *addr);
+bool bitmap_empty(const unsigned long *src, unsigned int nbits);
+void note(bool *b);
+
+void ask(struct kvm_vcpu *vcpu)
+{
+	vcpu->kvm->arch.waiting[vcpu->vcpu_idx] = true;
+	test_and_set_bit(vcpu->vcpu_idx, vcpu->kvm->arch.pending);
+	test_and_set_bit(vcpu->vcpu_idx, vcpu->kvm->arch.seen);
+	vcpu->kvm->arch.other[vcpu->vcpu_idx] = true;
+	global_waiting[vcpu->vcpu_idx] = true;
+}
+
+bool any_seen(struct kvm *kvm)
+{
+	note(&kvm->arch.other[0]);
+	return bitmap_empty(kvm->arch.seen, 8);
+}
+"""
+
+
+def test_vm_storage_reached_only_at_each_vcpus_identity_is_that_vcpus_own(tmp_path: Path) -> None:
+    path = tmp_path / "t.c"
+    path.write_text(SLOTS)
+    facts = extract_tu(path, ["-std=gnu11"], tmp_path)
+    functions = [lower_function(f["name"], f) for f in facts["functions"]]
+    own = own_slots(functions)
+    assert own == {"kvm.arch.waiting", "kvm.arch.pending"}  # `seen` is tested whole, `other` at 0, a global is every VM's
+    ask = functions[0]
+    give_slots(ask, own)
+    targets = [i.target for _, i in ask.instructions() if isinstance(i, Assign)]
+    assert isinstance(targets[0], Slot) and field_key(targets[0]) == "kvm_vcpu.kvm/arch/waiting[vcpu_idx]"
+    assert render(targets[0]) == "vcpu->kvm->arch.waiting[vcpu->vcpu_idx]"
+    assert not isinstance(targets[1], Slot) and not isinstance(targets[2], Slot)
+    calls = [i.call for _, i in ask.instructions() if isinstance(i, CallOp)]
+    assert render_call(calls[0]) == "test_and_set_bit(0, &vcpu->kvm->arch.pending[vcpu->vcpu_idx])"
+    assert field_key(calls[0].args[1]) == "kvm_vcpu.kvm/arch/pending[vcpu_idx]"
+    assert render_call(calls[1]) == "test_and_set_bit(vcpu->vcpu_idx, vcpu->kvm->arch.seen)"

@@ -131,8 +131,9 @@ def collect_updates(lowered: LoweredProgram, per_vcpu_fns: set[str]) -> list[Upd
 
 def lifecycle_only(graph: nx.DiGraph, lowered: LoweredProgram, rule: Rule) -> set[str]:
     """Functions that run only inside the rule's lifecycle entry points (the vCPU's create and destroy,
-    the VM's): the entries, and every function all of whose callers are such functions and
-    whose address is never taken (a table entry has callers no graph shows)."""
+    the VM's): the entries, and every function all of whose callers are such functions, directly or
+    through a table's slot (`kvm_x86_ops.vcpu_create`), and that no caller the graph does not show
+    can reach (_called_from_outside)."""
     program = lowered.program
     inside = {fid for name in (*rule.lifecycle.create, *rule.lifecycle.destroy, *rule.lifecycle.vm)
               for fid in program.functions_named(name)}
@@ -142,10 +143,20 @@ def lifecycle_only(graph: nx.DiGraph, lowered: LoweredProgram, rule: Rule) -> se
         for fid in sorted(program.functions):
             callers = set(graph.predecessors(fid)) if fid in graph else set()
             if fid not in inside and callers and callers <= inside \
-                    and program.functions[fid]["name"] not in lowered.address_taken:
+                    and not _called_from_outside(graph, lowered, fid, callers):
                 inside.add(fid)
                 changed = True
     return inside
+
+
+def _called_from_outside(graph: nx.DiGraph, lowered: LoweredProgram, fid: str, callers: set[str]) -> bool:
+    """Whether code the graph does not show may call a function: one the code passes as a value (a
+    callback), or a table's entry none of whose slot's calls is in the tree (the slot is called from
+    elsewhere: an exit the tree does not hold). A table's slot the tree calls is called where it does."""
+    name = lowered.program.functions[fid]["name"]
+    if name in lowered.escaped:
+        return True
+    return name in lowered.address_taken and all(graph[caller][fid]["kind"] == "direct" for caller in callers)
 
 
 def run(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule) -> Analysis:

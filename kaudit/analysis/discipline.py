@@ -25,6 +25,7 @@ from itertools import pairwise
 
 from kaudit.analysis.context import Scopes
 from kaudit.analysis.sites import Hop, Site
+from kaudit.ir.evaluate import truth_operand
 from kaudit.ir.flow import Event
 from kaudit.ir.names import deref, field_key, owner_record, render, subexprs
 from kaudit.ir.nodes import Assign, Branch, Call, Expr, Field, Var
@@ -219,7 +220,7 @@ class DisciplineFinder:
         return None
 
     def recompute_loop(self, site: Site) -> str | None:
-        value = deref(site.value) if site.value is not None else None
+        value = truth_operand(deref(site.value)) if site.value is not None else None
         if not isinstance(value, Var) or value.scope != "local":
             return None
         if self.update_lock not in site.api_hop.event.locks:
@@ -231,9 +232,8 @@ class DisciplineFinder:
             if not any(function.loops[loop].kind == "vcpus" for loop in ev.loops):
                 continue
             for guard in ev.guards:
-                for expr in subexprs(guard.atom):
-                    if isinstance(expr, Field) and owner_record(expr) in self.scopes.per_vcpu:
-                        return render(guard.atom)
+                if self.vcpu_state(guard.atom, site.api_hop.function):
+                    return render(guard.atom, function.temps)
         return None
 
     def vm_recompute(self, site: Site, peers: list[Site]) -> str | None:

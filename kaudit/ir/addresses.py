@@ -13,13 +13,12 @@ it runs (kaudit.model.resolve).
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import (
     Assign,
-    Binary,
     Branch,
-    Call,
     CallOp,
     Cleanup,
     Const,
@@ -30,10 +29,10 @@ from kaudit.ir.nodes import (
     LockAssert,
     Opaque,
     Return,
-    Select,
     Unary,
     Var,
 )
+from kaudit.ir.rewrite import args_mapped, instr_mapped, rebuilt, term_mapped
 
 UNSET = Var("(unset)", "local")  # what a local holds before any assignment reaches it
 Held = dict[str, frozenset[Expr]]  # local -> the addresses the assignments reaching here stored
@@ -47,17 +46,15 @@ def resolve_addresses(function: Function) -> None:
     at_entry = _reaching(function, locals_)
     for block in function.blocks:
         held = dict(at_entry[block.id])
+        place = partial(_expr, held=held)
         instrs = []
         for instr in block.instrs:
-            instr = _instr(instr, held)
+            instr = instr_mapped(instr, place, args_mapped(place))
             if isinstance(instr, Assign) and isinstance(instr.target, Var) and instr.target.name in locals_:
                 held[instr.target.name] = frozenset({instr.value})
             instrs.append(instr)
         block.instrs = instrs
-        if isinstance(block.term, Branch):
-            block.term = replace(block.term, cond=_expr(block.term.cond, held))
-        elif isinstance(block.term, Return) and block.term.value is not None:
-            block.term = replace(block.term, value=_expr(block.term.value, held))
+        block.term = term_mapped(block.term, place)
 
 
 def _address_locals(function: Function) -> set[str]:
@@ -156,23 +153,6 @@ def _exprs(instr) -> list[Expr]:
     return []
 
 
-def _instr(instr, held: Held):
-    if isinstance(instr, Assign):
-        target = instr.target if isinstance(instr.target, Var) else _expr(instr.target, held)
-        return replace(instr, target=target, value=_expr(instr.value, held))
-    if isinstance(instr, CallOp):
-        return replace(instr, call=_call(instr.call, held))
-    if isinstance(instr, Cleanup):
-        return replace(instr, init=_call(instr.init, held))
-    if isinstance(instr, LockAssert):
-        return replace(instr, lock=_expr(instr.lock, held))
-    return instr
-
-
-def _call(call: Call, held: Held) -> Call:
-    return replace(call, args=tuple(_expr(arg, held) for arg in call.args))
-
-
 def _expr(expr: Expr, held: Held) -> Expr:
     """expr with each dereference of a local holding one address replaced by the place."""
     if isinstance(expr, Unary) and expr.op == "*" and (place := _held(expr.arg, held)) is not None:
@@ -182,19 +162,7 @@ def _expr(expr: Expr, held: Held) -> Expr:
         return place
     if isinstance(expr, Field) and expr.arrow and (place := _held(expr.base, held)) is not None:
         return replace(expr, base=place, arrow=False)
-    if isinstance(expr, Field):
-        return replace(expr, base=_expr(expr.base, held))
-    if isinstance(expr, Unary):
-        return Unary(expr.op, _expr(expr.arg, held))
-    if isinstance(expr, Binary):
-        return Binary(expr.op, _expr(expr.left, held), _expr(expr.right, held))
-    if isinstance(expr, Select):
-        return Select(_expr(expr.test, held), _expr(expr.then, held), _expr(expr.orelse, held))
-    if isinstance(expr, Index):
-        return Index(_expr(expr.base, held), _expr(expr.index, held))
-    if isinstance(expr, Opaque):
-        return Opaque(expr.what, tuple(_expr(sub, held) for sub in expr.subs))
-    return expr
+    return rebuilt(expr, lambda sub: _expr(sub, held))
 
 
 def _held(pointer: Expr, held: Held) -> Expr | None:

@@ -34,6 +34,18 @@ def truth(value: Value) -> bool:
     return bool(value) if isinstance(value, int) else True
 
 
+def truth_operand(expr: Expr) -> Expr:
+    """The operand whose truth an expression is: `n` of `n`, `n != 0`, `!!n`, and of `n > 0` (a count
+    of vCPUs, never negative)."""
+    while True:
+        if isinstance(expr, Binary) and expr.op in ("!=", ">") and evaluate(expr.right) == 0:
+            expr = expr.left
+        elif isinstance(expr, Unary) and expr.op == "!" and isinstance(expr.arg, Unary) and expr.arg.op == "!":
+            expr = expr.arg.arg
+        else:
+            return expr
+
+
 def _no_leaf(expr: Expr) -> Value:
     return None
 

@@ -30,6 +30,7 @@ from kaudit.ir.nodes import (
     Opaque,
     Return,
     Select,
+    Slot,
     Unary,
     Var,
 )
@@ -232,6 +233,8 @@ def render(expr: Expr | None, temps: dict[str, Call] | None = None) -> str:
         return expr.name
     if isinstance(expr, FuncRef):
         return expr.name
+    if isinstance(expr, Slot):
+        return f"{render(expr.storage, temps)}[{render(expr.index, temps)}]"
     if isinstance(expr, Field):  # `(&key)->key`, not `&key->key`, which is another place
         base = render(expr.base, temps)
         base = f"({base})" if isinstance(expr.base, (Unary, Binary, Select)) else base

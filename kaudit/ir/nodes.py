@@ -68,6 +68,16 @@ class Field(Expr):
 
 
 @dataclass(frozen=True, slots=True)
+class Slot(Field):
+    """A vCPU's own element of VM storage (kaudit.ir.slots): `kvm->arch.waiting[vcpu->vcpu_idx]`, or bit
+    `vcpu->vcpu_idx` of a bitmap, where the program reaches that storage in no other way. It is a field
+    of the vCPU (`base`, as for its identity field); `storage` and `index` are how the code spells it."""
+
+    storage: Expr | None = None
+    index: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Unary(Expr):
     """`! - ~ + & *` (never `++`/`--`: those are assignments)."""
 

@@ -7,6 +7,8 @@ lowered once per run whoever asks first.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 
 from kaudit.ir.effects import Effects
@@ -14,6 +16,7 @@ from kaudit.ir.flow import Event, LockTracker, events
 from kaudit.ir.lower import embedding_paths, lower_function
 from kaudit.ir.names import lock_key, subexprs
 from kaudit.ir.nodes import Assign, Call, CallOp, FuncRef, Function, Var
+from kaudit.ir.slots import give_slots, own_slots
 from kaudit.kernel_api import LOCK_ACQUIRE
 from kaudit.program import Program
 
@@ -22,6 +25,7 @@ class LoweredProgram:
     def __init__(self, program: Program) -> None:
         self.program = program
         self._functions: dict[str, Function] = {}
+        self._unslotted: dict[str, Function] = {}  # lowered to find own_slots, not yet given them
         self._events: dict[str, list[Event]] = {}
         self._specialised: dict[tuple, list[Event]] = {}
         self.tracker = LockTracker(self.guard_lock)
@@ -29,8 +33,21 @@ class LoweredProgram:
 
     def function(self, fid: str) -> Function:
         if fid not in self._functions:
-            self._functions[fid] = lower_function(fid, self.program.functions[fid], paths=self.paths)
+            function = self._unslotted.pop(fid, None) or self._lower(fid)
+            give_slots(function, self.own_slots)
+            self._functions[fid] = function
         return self._functions[fid]
+
+    def _lower(self, fid: str, bound: dict[str, int] | None = None) -> Function:
+        return lower_function(fid, self.program.functions[fid], bound, self.paths)
+
+    @cached_property
+    def own_slots(self) -> frozenset[str]:
+        """VM storage every vCPU reaches only at its own identity (kaudit.ir.slots): a question about the
+        whole program, so every function is lowered to answer it before any is handed out."""
+        with _no_collection():
+            self._unslotted = {fid: self._lower(fid) for fid in sorted(self.program.functions)}
+        return own_slots(self._unslotted.values())
 
     def events(self, fid: str) -> list[Event]:
         if fid not in self._events:
@@ -47,7 +64,8 @@ class LoweredProgram:
             return self.events(fid)
         key = (fid, *sorted(bound.items()))
         if key not in self._specialised:
-            function = lower_function(fid, self.program.functions[fid], bound, self.paths)
+            function = self._lower(fid, bound)
+            give_slots(function, self.own_slots)
             self._specialised[key] = events(function, self.tracker)
         return self._specialised[key]
 
@@ -59,18 +77,19 @@ class LoweredProgram:
     @cached_property
     def all_events(self) -> dict[str, list[Event]]:
         """Every function's events (what the rules search), in function-id order."""
-        paused = gc.isenabled()
-        gc.disable()  # only new, acyclic objects: collecting would rescan every fact for nothing
-        try:
+        with _no_collection():
             return {fid: self.events(fid) for fid in sorted(self.program.functions)}
-        finally:
-            if paused:
-                gc.enable()
 
     @cached_property
     def address_taken(self) -> frozenset[str]:
-        """Names of functions used as values (a callback, a table entry): callable from anywhere."""
-        names = {entry["function"] for table in self.program.tables for entry in table["entries"]}
+        """Names of functions used as values (a table entry, a callback): called by more than their name."""
+        return self.escaped | {entry["function"] for table in self.program.tables for entry in table["entries"]}
+
+    @cached_property
+    def escaped(self) -> frozenset[str]:
+        """Names of functions the code uses as values (a callback passed or stored): callable from
+        anywhere. A table entry is not one: the calls of its slot are the graph's edges to it."""
+        names: set[str] = set()
         for fid in self.program.functions:
             function = self.function(fid)
             exprs = [e for call in function.temps.values() for e in call.args]
@@ -102,3 +121,15 @@ class LoweredProgram:
         if via is None:
             return self.program.resolve(caller, call.callee)[1]
         return self.program.resolve(caller, call.callee, via.kind, via.name, via.record, via.field)[1]
+
+
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """Building many new, acyclic objects: a collection would rescan every fact for nothing."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kaudit.ir.evaluate import evaluate, fold
+from kaudit.ir.evaluate import evaluate, fold, truth_operand
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Binary, Expr
 from kaudit.model.code import Action, Loc, Op
@@ -220,7 +220,7 @@ def direction_of(flow: Dataflow, books: Bookkeeping, value: Expr | None, constan
     folded = flow.fold(value)
     if folded is not None:
         return "request" if folded else "release"
-    if isinstance(value, Loc) and value.kind == "local" and value.slot in loops:
+    if truth_of_local(value) in loops:
         return "contribution"
     sources = flow.state_read(reads(value))
     if sources and sources <= books.all:
@@ -231,8 +231,8 @@ def direction_of(flow: Dataflow, books: Bookkeeping, value: Expr | None, constan
 
 
 def loop_values(code: list[Op]) -> dict[int, tuple[int, int]]:
-    """Locals assigned a true value inside a loop over every vCPU: slot ->
-    (pc of the loop head, iterator slot). Their value is a disjunction over
+    """Locals a loop over every vCPU only makes true: assigned a true value (`wait = true`) or counted up
+    (`n++`) in its body. slot -> (pc of the loop head, iterator slot). Their truth is a disjunction over
     the vCPUs."""
     out = {}
     for pc, op in enumerate(code):
@@ -241,9 +241,22 @@ def loop_values(code: list[Op]) -> dict[int, tuple[int, int]]:
         body = reachable(code, [op.args[1]]) - reachable(code, [op.args[2]]) - {pc}
         for inner in sorted(body):
             other = code[inner]
-            if other.kind == "set" and other.args[0].kind == "local" and fold(other.args[1]):
+            if other.kind == "set" and other.args[0].kind == "local" and _makes_true(other.args[0], other.args[1]):
                 out[other.args[0].slot] = (pc, op.args[0].slot)
     return out
+
+
+def _makes_true(local: Loc, value: Expr) -> bool:
+    if isinstance(value, Binary) and value.op == "+" and value.left == local:  # `n++`, `n += 2`
+        step = evaluate(value.right)
+        return isinstance(step, int) and step > 0
+    return bool(fold(value))
+
+
+def truth_of_local(value: Expr | None) -> int | None:
+    """The local slot whose truth a value is (`n`, `n != 0`, `!!n`), None for any other value."""
+    inner = truth_operand(value) if value is not None else None
+    return inner.slot if isinstance(inner, Loc) and inner.kind == "local" else None
 
 
 def actions_of(flow: Dataflow, books: Bookkeeping, points: list[tuple]) -> list[Action]:

@@ -227,7 +227,8 @@ def apply_judgement(analysis: Analysis, rule: Rule, key: str, protocol: Protocol
         unsafe = [j for j in sites if j.verdict.discipline in UNSAFE]
         if unsafe:
             kind = rule.kind("inconclusive")
-            why = (f"every trace of a {outcome.violation} the runtime model found relies on the value of "
+            article = "an" if outcome.violation[0] in "aeiou" else "a"
+            why = (f"every trace of {article} {outcome.violation} the runtime model found relies on the value of "
                    f"{', '.join(outcome.assumes)}, which it did not compute" if outcome.assumes else
                    f"the runtime model stopped at {outcome.states} states with {outcome.vcpus} vCPUs before "
                    f"covering every interleaving")

@@ -42,6 +42,7 @@ from kaudit.model.bookkeeping import (
     reaching_local_defs,
     reads,
     state_of,
+    truth_of_local,
 )
 from kaudit.model.code import Action, Entry, Loc, Op, Protocol
 from kaudit.model.domains import domains
@@ -324,7 +325,7 @@ def insert_decisions(code: list[Op], flow: Dataflow, books: Bookkeeping, actions
 
 def contribution_reads(code: list[Op], action: Action) -> set[int]:
     """The per-vCPU slots the loop computing a recomputed value reads of each vCPU."""
-    slot = action.value.slot
+    slot = truth_of_local(action.value)
     loops = loop_values(code)
     if slot not in loops:
         return set()

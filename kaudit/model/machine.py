@@ -36,7 +36,7 @@ from kaudit.ir.evaluate import evaluate, truth
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Expr
 from kaudit.model import lazy
-from kaudit.model.bookkeeping import op_reads, op_writes, reads, state_of
+from kaudit.model.bookkeeping import op_reads, op_writes, reads, state_of, truth_of_local
 from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.domains import OBJECT, for_vcpus
 from kaudit.model.flat import reachable, successors
@@ -324,6 +324,8 @@ class Machine:
         kind = loc.kind
         if kind == "local":
             value = run.locals.get(loc.slot)
+            if is_ref(value) and value[1] == run.me:  # a loop at this vCPU: the same object as `vcpu`
+                return "self"
             return 0 if value is None else None if value == UNKNOWN else value
         if kind == "mine":
             return run.fields[loc.slot]
@@ -759,7 +761,7 @@ class Machine:
 
     def contribution(self, run: _Run, action, threads: tuple) -> bool:
         """This vCPU's part of a value computed over every vCPU: the loop body run for it alone."""
-        slot = action.value.slot
+        slot = truth_of_local(action.value)
         for pc, op in enumerate(self.code):
             if op.kind == "each":
                 for outcome in self._dry_loop(run, pc, op, slot, threads):
@@ -768,7 +770,11 @@ class Machine:
         return False
 
     def _dry_loop(self, run: _Run, head: int, op: Op, slot: int, threads: tuple) -> Iterator[bool]:
+        """The loop's body at this vCPU, as any other vCPU computing the value runs it: `v == vcpu` is
+        false there, so a loop that skips the vCPU running it leaves out that vCPU's own need."""
         trial = run.fork()
+        trial.others[run.me] = [trial.fields, 0]
+        trial.me = NOBODY
         trial.locals[slot] = 0
         trial.locals[op.args[0].slot] = ("cpu", run.me, ())
         trial.pc = op.args[1]

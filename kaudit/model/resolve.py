@@ -191,7 +191,7 @@ class Resolver:
         return None
 
     def _vcpu_refs(self) -> set[str]:
-        """Locals that hold another vCPU: loop iterators and pointers derived from them."""
+        """Locals that hold another vCPU: loop iterators and pointers derived from them (`to_svm(v)`)."""
         refs = {op.args[0].name for op in self.draft.ops if op.kind == "each"}
         changed = True
         while changed:
@@ -200,7 +200,7 @@ class Resolver:
                 if op.kind == "set" and isinstance(op.args[0], Var) and op.args[0].scope == "local" \
                         and op.args[0].name not in refs:
                     base = root(op.args[1])
-                    if isinstance(base, Var) and base.name in refs and op.args[0].ctype.ptr:
+                    if isinstance(base, Var) and base.name in refs and _holds_pointer(op.args[0], op.args[1]):
                         refs.add(op.args[0].name)
                         changed = True
         return refs
@@ -510,3 +510,13 @@ class Resolver:
         return out, {label: new_at[index] for label, index in self.draft.labels.items()}
 
 
+
+
+def _holds_pointer(target: Var, value: Expr) -> bool:
+    """Whether a local holds a pointer after `target = value`: by its type, or, for an untyped one (the
+    result of an inlined call), by the value's (`__mptr - offsetof(...)`, container_of's)."""
+    if target.ctype.ptr or target.ctype.spelling:
+        return bool(target.ctype.ptr)
+    while isinstance(value, Binary) and value.op in ("+", "-"):
+        value = value.left
+    return (isinstance(value, Unary) and value.op == "&") or bool(getattr(value, "ctype", CType()).ptr)
