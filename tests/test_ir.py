@@ -260,7 +260,8 @@ def test_vm_storage_reached_only_at_each_vcpus_identity_is_that_vcpus_own(tmp_pa
     facts = extract_tu(path, ["-std=gnu11"], tmp_path)
     functions = [lower_function(f["name"], f) for f in facts["functions"]]
     own = own_slots(functions)
-    assert own == {"kvm.arch.waiting", "kvm.arch.pending"}  # `seen` is tested whole, `other` at 0, a global is every VM's
+    # `seen` is tested whole, `other` at index 0, and a global is every VM's
+    assert own == {"kvm.arch.waiting", "kvm.arch.pending"}
     ask = functions[0]
     give_slots(ask, own)
     targets = [i.target for _, i in ask.instructions() if isinstance(i, Assign)]

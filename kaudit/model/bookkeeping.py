@@ -24,7 +24,7 @@ from kaudit.ir.evaluate import evaluate, fold, truth_operand
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Binary, Expr
 from kaudit.model.code import Action, Loc, Op
-from kaudit.model.flat import reachable, reaching, successors
+from kaudit.model.flat import decided_by, deciders, post_dominators, reachable, reaching, successors
 
 State = tuple[str, int]  # ("vm" | "cpu", slot)
 
@@ -60,7 +60,7 @@ def op_writes(op: Op) -> list[Loc]:
         return [x for x in (args[0], args[1]) if x is not None]
     if kind == "bit":
         return [args[0]] + ([args[3]] if args[3] is not None else [])
-    if kind == "each":
+    if kind in ("each", "pick"):
         return [args[0]]
     return []
 
@@ -324,3 +324,43 @@ def reaching_local_defs(code: list[Op]) -> ReachingDefs:
                     into[nxt] |= out
                     changed = True
     return ReachingDefs(index, into)
+
+
+def on_behalf(code: list[Op]) -> dict[int, int]:
+    """pc -> the local holding the vCPU a move of a count there is made for: the innermost loop over every
+    vCPU the move is in; else a vCPU picked (`kvm->vcpus[dest]`) whose state alone decides whether the
+    move runs (`if (!test_and_set_bit(0, &target->arch.flags)) atomic_inc(...)`: the target's share)."""
+    out = _loop_bodies(code)
+    picks = {op.args[0].slot for op in code if op.kind == "pick"}
+    if not picks:
+        return out
+    through: dict[int, set[int]] = {}  # local -> the picked vCPUs whose state the ops writing it read
+    for op in code:
+        picked = {loc.ref for loc in op_reads(op) if loc.kind == "cpu" and loc.ref in picks}
+        for loc in op_writes(op):
+            if loc.kind == "local":
+                through.setdefault(loc.slot, set()).update(picked)
+    control = deciders(code, post_dominators(code))
+    for pc, op in enumerate(code):
+        if pc in out or op.kind not in ("atomic", "set"):
+            continue
+        found: set[int] = set()
+        for decider in decided_by([pc], control):
+            for loc in op_reads(code[decider]):
+                found |= {loc.ref} & picks if loc.kind == "cpu" else through.get(loc.slot, set())
+        if len(found) == 1:
+            out[pc] = found.pop()
+    return out
+
+
+def _loop_bodies(code: list[Op]) -> dict[int, int]:
+    """pc -> the iterator slot of the innermost loop over every vCPU whose body holds it."""
+    out: dict[int, tuple[int, int]] = {}  # pc -> (body size, iterator slot)
+    for head, op in enumerate(code):
+        if op.kind != "each":
+            continue
+        body = reachable(code, [op.args[1]]) - reachable(code, [op.args[2]]) - {head}  # not what it jumps out to
+        for pc in body:
+            if pc not in out or len(body) < out[pc][0]:
+                out[pc] = (len(body), op.args[0].slot)
+    return {pc: slot for pc, (_, slot) in out.items()}

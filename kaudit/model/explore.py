@@ -106,8 +106,9 @@ def _sorted_order(keys: list) -> list[int]:
 
 
 def _reference_slots(protocol: Protocol) -> set[int]:
-    """The locals that may hold a reference to a vCPU: a loop's iterator over every vCPU, or a copy."""
-    slots = {op.args[0].slot for op in protocol.code if op.kind == "each"}
+    """The locals that may hold a reference to a vCPU: a loop's iterator over every vCPU, a vCPU picked,
+    or a copy."""
+    slots = {op.args[0].slot for op in protocol.code if op.kind in ("each", "pick")}
     copies = [(op.args[0].slot, _locals_read(op.args[1])) for op in protocol.code
               if op.kind == "set" and op.args[0].kind == "local"]  # not local_reads(): a field read through
     grown = True  # a reference (`x = v->arch.y`) holds a value, not the reference
@@ -303,6 +304,9 @@ class Explorer:
         return None, ""
 
     def step_json(self, step: Step, display: list[int], me: int) -> dict[str, Any]:
+        if step.op is not None and step.op.kind == "pick":
+            step = replace(step, text=f"{step.text}: " + ("NULL" if step.picked is None else
+                                                           f"vCPU {display[step.picked]}"))
         vm, demands, vm_demand = step.after[:3]
         word = vm[self.p.word]
         who = display[me]
@@ -328,6 +332,6 @@ def shown(step: Step) -> bool:
     op = step.op
     if op is None:
         return True
-    if op.kind in ("decide", "dry", "acquire", "release", "end", "input", "choose", "atomic", "bit"):
+    if op.kind in ("decide", "dry", "acquire", "release", "end", "input", "choose", "atomic", "bit", "pick"):
         return bool(step.text)
     return op.kind == "set" and getattr(op.args[0], "kind", "local") != "local"

@@ -37,6 +37,7 @@ from kaudit.model.bookkeeping import (
     diverting,
     find_bookkeeping,
     loop_values,
+    on_behalf,
     op_reads,
     op_writes,
     reaching_local_defs,
@@ -536,7 +537,7 @@ def independent(code: list[Op], count: tuple[str, int]) -> bool:
     nothing sets the count outright. Then each vCPU's lifetime is a behaviour of its own, the count the
     sum of what each added: exploring one vCPU decides every leak and drift of any number of them."""
     for op in code:
-        if op.kind == "each":
+        if op.kind in ("each", "pick"):
             return False
         blind = op.kind == "atomic" and op.args[0] is None
         if any(loc.kind == "cpu" or (loc.kind == "vm" and not blind) for loc in op_reads(op)):
@@ -557,21 +558,26 @@ def dead_when_idle(code: list[Op], actions: list[Action], starts: list[int], fie
 
 
 def liveness(code: list[Op], result_slot: int, actions: list[Action]) -> list[frozenset[int]]:
-    """Per pc, the local slots that may still be read: the explorer forgets the others."""
-    return _slot_liveness(code, actions, "local", lambda op: op.kind != "each", frozenset({result_slot}))
+    """Per pc, the local slots that may still be read: the explorer forgets the others. A move of a count
+    reads the reference to the vCPU it is made for (on_behalf)."""
+    return _slot_liveness(code, actions, "local", lambda op: op.kind != "each", frozenset({result_slot}),
+                          on_behalf(code))
 
 
-def _slot_liveness(code: list[Op], actions: list[Action], kind: str, kills_in, at_end: frozenset[int]
-                   ) -> list[frozenset[int]]:
+def _slot_liveness(code: list[Op], actions: list[Action], kind: str, kills_in, at_end: frozenset[int],
+                   also: dict[int, int] | None = None) -> list[frozenset[int]]:
     """Per pc, the slots of one kind (locals, or this vCPU's fields) that may still be read: a backward
     fixpoint. A decide reads its action's value, a dry run all it may walk, an entry's end `at_end`;
-    an op writes its slots away where `kills_in(op)` (a loop head's iterator is read again)."""
+    an op writes its slots away where `kills_in(op)` (a loop head's iterator is read again); `also`: a
+    slot each of some pcs reads besides."""
     value_reads = {a.id: {loc.slot for loc in reads(a.value) if loc.kind == kind} for a in actions}
     uses, kills = [], []
     for op in code:
         used = {loc.slot for loc in op_reads(op) if loc.kind == kind}
         if kind == "local":
             used |= {loc.ref for loc in op_reads(op) if loc.ref >= 0}
+            if also and len(uses) in also:
+                used.add(also[len(uses)])
         if op.kind == "end":
             used |= at_end
         elif op.kind == "decide":

@@ -36,10 +36,10 @@ from kaudit.ir.evaluate import evaluate, truth
 from kaudit.ir.names import subexprs
 from kaudit.ir.nodes import Expr
 from kaudit.model import lazy
-from kaudit.model.bookkeeping import op_reads, op_writes, reads, state_of, truth_of_local
+from kaudit.model.bookkeeping import on_behalf, op_reads, op_writes, reads, state_of, truth_of_local
 from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.domains import OBJECT, for_vcpus
-from kaudit.model.flat import reachable, successors
+from kaudit.model.flat import successors
 from kaudit.model.lazy import ALL, Lazy, narrowed, split, tags
 from kaudit.model.resolve import SELF, VMOBJ
 
@@ -68,6 +68,7 @@ class Step:
     line: int
     after: tuple
     entry: int = -1  # the entry a call (op None) calls
+    picked: int | None = None  # the vCPU a pick gave (None: NULL)
 
 
 def _spell(value) -> str:
@@ -184,8 +185,9 @@ class Machine:
         self.protected = protected_state(protocol, protocol.update_lock if "lock" in ablate else "")
         self.shared_cpu = {loc.slot for op in self.code for arg in op.args if isinstance(arg, Expr)
                            for loc in subexprs(arg) if isinstance(loc, Loc) and loc.kind == "cpu"}
-        self.on_behalf = _loop_bodies(self.code)  # pc -> the iterator of the innermost loop over vCPUs it is in
-        self.phases_read = protocol.lifecycle and bool(self.on_behalf)  # a loop visits only the VM's vCPUs
+        self.on_behalf = on_behalf(self.code)  # pc -> the reference to the vCPU a count's move there is for
+        self.phases_read = protocol.lifecycle and (  # a loop visits, a pick gives, only the VM's vCPUs
+            bool(self.on_behalf) or any(op.kind == "pick" for op in self.code))
         self.visible = [self._visible(op) for op in self.code]
         self.torn = {pc for pc, op in enumerate(self.code) if self._torn(op)}
         self.written_by_others = {loc.slot for op in self.code for loc in op_writes(op) if loc.kind == "cpu"}
@@ -213,7 +215,7 @@ class Machine:
         and destroy's change which vCPUs those are)."""
         if op.kind == "acquire":
             return True
-        if op.kind in ("each", "end"):
+        if op.kind in ("each", "pick", "end"):
             return self.phases_read
         if op.kind == "release":
             return False
@@ -251,7 +253,7 @@ class Machine:
         (ALL for a walk that may read any). A test splits an input's values itself, a computation into a
         local keeps them unchosen (_derive), an input and an entry's return choose their own."""
         kind, args = op.kind, op.args
-        if kind in ("branch", "jump", "acquire", "release", "each", "input", "end"):
+        if kind in ("branch", "jump", "acquire", "release", "each", "pick", "input", "end"):
             return ()
         if kind == "set" and args[0].kind == "local":  # a computation on one input is kept unchosen
             return ()
@@ -528,8 +530,9 @@ class Machine:
         outs = self.execute(run, threads)
         if self.tracing:
             for out in outs:
+                picked = out.locals[op.args[0].slot] if op.kind == "pick" else None
                 out.steps = [*out.steps, Step(out.me, op, out.note or op.text, op.function, op.file, op.line,
-                                              out.snapshot(threads))]
+                                              out.snapshot(threads), picked=picked[1] if is_ref(picked) else None)]
                 out.note = ""
         return outs
 
@@ -719,6 +722,17 @@ class Machine:
                 run.locals[args[0].slot] = None
                 run.pc = args[2]
             return [run]
+        elif kind == "pick":  # some vCPU of the VM, or none (`kvm->vcpus[dest]` may be NULL)
+            outs = []
+            for i in range(self.n):
+                if i == run.me or threads[i][8] in (CREATED, LIVE):
+                    other = run.fork()
+                    other.locals[args[0].slot] = ("cpu", i, ())
+                    other.pc += 1
+                    outs.append(other)
+            run.locals[args[0].slot] = 0
+            run.pc += 1
+            return [*outs, run]
         elif kind == "decide":
             return self.decide(run, self.action[args[0]], threads)
         elif kind == "dry":
@@ -825,6 +839,9 @@ class Machine:
                     pc = op.args[0]
                 elif op.kind == "each":
                     pc = op.args[2]
+                elif op.kind == "pick":  # a dry run decides as if the code took what it was given
+                    trial.locals[op.args[0].slot] = ("cpu", trial.me, ())
+                    pc += 1
                 elif op.kind == "input":
                     for value in self.p.domains.get(pc, (0, 1))[1:]:
                         other = trial.fork()
@@ -849,7 +866,7 @@ class Machine:
         return results or [run]
 
     def behalf(self, run: _Run) -> object:
-        """The vCPU a move of the count at run.pc is made for: the one a loop over every vCPU is at."""
+        """The vCPU a move of the count at run.pc is made for (bookkeeping.on_behalf), None for the running one."""
         slot = self.on_behalf.get(run.pc)
         return None if slot is None else run.locals.get(slot)
 
@@ -941,19 +958,6 @@ def _threads(threads: tuple, me: int, thread: Thread, reset: bool, changed: tupl
         new[i] = (*new[i][:3], fields, *new[i][4:9], new[i][9] + change)
     new[me] = thread
     return tuple(new)
-
-
-def _loop_bodies(code: list[Op]) -> dict[int, int]:
-    """pc -> the iterator slot of the innermost loop over every vCPU whose body holds it."""
-    out: dict[int, tuple[int, int]] = {}  # pc -> (body size, iterator slot)
-    for head, op in enumerate(code):
-        if op.kind != "each":
-            continue
-        body = reachable(code, [op.args[1]]) - reachable(code, [op.args[2]]) - {head}  # not what it jumps out to
-        for pc in body:
-            if pc not in out or len(body) < out[pc][0]:
-                out[pc] = (len(body), op.args[0].slot)
-    return {pc: slot for pc, (_, slot) in out.items()}
 
 
 def _allowed(phase: int, kind: str) -> bool:

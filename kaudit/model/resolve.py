@@ -172,6 +172,7 @@ class Resolver:
         # State written only where the inliner left code out is still state, not configuration: a read of it
         # is a slot the widening then sees read, so the next compile keeps those writes.
         self.modelled |= draft.skipped
+        self.picked: set[str] = set()  # locals given some vCPU of the VM (_vcpu_refs)
         self.refs = self._vcpu_refs()
         self.pending: list[Op] = []
         self.current: Op | None = None
@@ -191,19 +192,44 @@ class Resolver:
         return None
 
     def _vcpu_refs(self) -> set[str]:
-        """Locals that hold another vCPU: loop iterators and pointers derived from them (`to_svm(v)`)."""
-        refs = {op.args[0].name for op in self.draft.ops if op.kind == "each"}
+        """Locals that may hold another vCPU: loop iterators, locals given a vCPU pointer the VM stores
+        (`kvm->vcpus[dest]`: `picked`, some vCPU of the VM), and pointers derived from those
+        (`to_svm(v)`)."""
+        sets = [op.args for op in self.draft.ops if op.kind == "set" and isinstance(op.args[0], Var)
+                and op.args[0].scope == "local"]
+        self.defs: dict[str, list[Expr]] = {}
+        for target, value in sets:
+            self.defs.setdefault(target.name, []).append(value)
+        self.picked = {target.name for target, value in sets if target.ctype.ptr == 1
+                       and target.ctype.record in self.scopes.per_vcpu and self._picks(value)}
+        refs = {op.args[0].name for op in self.draft.ops if op.kind == "each"} | self.picked
+        return self._derived(refs, sets, _holds_pointer)
+
+    @staticmethod
+    def _derived(names: set[str], sets: list[tuple], keeps) -> set[str]:
+        """names, and the locals assigned a value reached from one of them that `keeps`."""
+        names = set(names)
         changed = True
         while changed:
             changed = False
-            for op in self.draft.ops:
-                if op.kind == "set" and isinstance(op.args[0], Var) and op.args[0].scope == "local" \
-                        and op.args[0].name not in refs:
-                    base = root(op.args[1])
-                    if isinstance(base, Var) and base.name in refs and _holds_pointer(op.args[0], op.args[1]):
-                        refs.add(op.args[0].name)
-                        changed = True
-        return refs
+            for target, value in sets:
+                base = root(value)
+                if target.name not in names and isinstance(base, Var) and base.name in names and keeps(target, value):
+                    names.add(target.name)
+                    changed = True
+        return names
+
+    def _picks(self, value: Expr, seen: frozenset[str] = frozenset()) -> bool:
+        """Whether a vCPU pointer assigned `value` is one the VM stores (`kvm->vcpus[dest]`,
+        `kvm->arch.last_vcpu`), itself or through what an inlined helper returned: any vCPU of the VM.
+        A pointer the vCPU reaches in its own state (`apic->vcpu`), a new object, an unknown call's
+        result are not."""
+        while isinstance(value, Binary) and value.op in ("+", "-"):
+            value = value.left
+        if isinstance(value, Var) and value.scope == "local" and value.name not in seen:
+            return any(self._picks(v, seen | {value.name}) for v in self.defs.get(value.name, ()))
+        place = value.base if isinstance(value, Index) else value
+        return isinstance(value, (Index, Field)) and self._scope(place) == "vm"
 
     # -- expressions ----------------------------------------------------------
 
@@ -371,6 +397,8 @@ class Resolver:
         kind, args = op.kind, op.args
         if kind == "fill":
             return self._fill(op)
+        if kind == "set" and isinstance(args[0], Var) and args[0].name in self.picked and self._picks(args[1]):
+            return op.but(kind="pick", args=(self.place(args[0]),))
         if kind == "set":
             target = self.place(args[0]) if not isinstance(args[0], Loc) else args[0]
             if target is None:
