@@ -154,6 +154,8 @@ class Inliner:
         self.update_lock = update_lock
         self.word = word
         self.draft = Draft()
+        self.calls_seen: dict[tuple[str, int], bool] = {}  # _visible of a call (by id: the lowered program
+        # keeps every function it lowered for the run), the same in every frame
         self.frames = 0
         self.origin = -1  # the action point being compiled
 
@@ -341,11 +343,12 @@ class Inliner:
                 key = counted_key(self.rename(operand, frame))
                 return key is None or self.interesting.touched(key)
             return self._visible_write(deref(self.rename(operand, frame)), frame)
-        targets = [t for t in self.lowered.targets(frame.fid, call) if t in self.lowered.program.functions]
-        if any(self.effects.changes_locks(t) for t in targets):  # a callee that only takes and drops its own
-            return True                                          # locks changes nothing the model keeps
-        return any(w.startswith("param:") or self.interesting.touched(w)
-                   for w in self.effects.of_call(frame.fid, call)[0])
+        key = (frame.fid, id(call))
+        if key not in self.calls_seen:  # a callee that only takes and drops its own locks, touching nothing
+            targets = [t for t in self.lowered.targets(frame.fid, call) if t in self.lowered.program.functions]
+            self.calls_seen[key] = any(self.effects.changes_locks(t) for t in targets) or any(
+                w.startswith("param:") or self.interesting.touched(w) for w in self.effects.of_call(frame.fid, call)[0])
+        return self.calls_seen[key]
 
     def _visible_write(self, target: Expr, frame: Frame) -> bool:
         """A write of interesting state, of a local not this frame's own, or of memory it cannot name."""

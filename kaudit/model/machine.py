@@ -181,6 +181,7 @@ class Machine:
         self.memo: dict[tuple, list[tuple]] = {}  # see moves()
         self.count = protocol.word if protocol.kind == "counter" else -1
         self.has_env = any(e.kind == "env" for e in protocol.entries)
+        self.destroys = any(e.kind == "destroy" for e in protocol.entries)
         self.arms = any(e.armed for e in protocol.entries)  # else whether a vCPU asked is no state
         self.protected = protected_state(protocol, protocol.update_lock if "lock" in ablate else "")
         self.shared_cpu = {loc.slot for op in self.code for arg in op.args if isinstance(arg, Expr)
@@ -403,10 +404,13 @@ class Machine:
         if limit and thread[7] >= limit:  # 0: no bound
             return
         phase = thread[8]
+        teardown, others_idle = self.teardown(state[1], me)
         for index, entry in enumerate(self.p.entries):
             if (entry.kind == "env") != env or (entry.armed and not thread[6]):
                 continue
             if not env and not _allowed(phase, entry.kind):
+                continue
+            if not env and ((teardown and entry.kind != "destroy") or (entry.kind == "destroy" and not others_idle)):
                 continue
             if entry.needs >= 0 and not truth(thread[3][entry.needs]):  # its object is not there
                 continue
@@ -421,6 +425,17 @@ class Machine:
                                   run.snapshot(state[1]), index)]
             yield run
 
+    def teardown(self, threads: tuple, me: int) -> tuple[bool, bool]:
+        """(whether the VM is being torn down, whether every other vCPU is idle). KVM destroys vCPUs only
+        when the VM goes, once no vCPU ioctl is running, one after another (kvm_destroy_vcpus()): a
+        destroy starts only when the other vCPUs are idle, and once one has started no vCPU calls
+        anything else. A create that fails undoes itself while others run: that is create's own end."""
+        if not self.destroys:
+            return False, True
+        vcpus = threads[:self.n]
+        started = any(t[8] == GONE or (t[0] >= 0 and self.p.entries[t[0]].kind == "destroy") for t in vcpus)
+        return started, all(t[0] < 0 for i, t in enumerate(vcpus) if i != me)
+
     def moves(self, state: State, me: int) -> list[tuple[list[Step] | None, State, int]]:
         """Every way thread `me` can take its next move (none if it cannot):
         its steps (when tracing), the state after, how often it took the update lock.
@@ -434,7 +449,8 @@ class Machine:
             return [(run.steps, self.freeze(run, state), run.acquired) for run in self._moves(state, me)]
         held = tuple([t[4] for t in threads])  # what the others hold (and, harmlessly, what it holds itself)
         key = (me, threads[me], vm, vm_demand, held, tuple([t[3] for t in threads]) if self.shared_cpu else (),
-               tuple([t[8] for t in threads]) if self.phases_read else ())
+               tuple([t[8] for t in threads]) if self.phases_read else (),
+               self.teardown(threads, me) if threads[me][0] < 0 else ())
         found = self.memo.get(key)
         if found is None:
             found = self.memo[key] = [self.shrink(run) for run in self._moves(state, me)]
