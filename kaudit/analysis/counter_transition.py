@@ -14,6 +14,9 @@ Each update is judged:
 - `transition-guarded`: guarded by a test of per-vCPU state that the same
   function then updates (`if (apic->sw_enabled != enabled) {
   apic->sw_enabled = enabled; inc/dec }`), so each vCPU contributes once;
+- `recount`: the count is rebuilt from zero under a lock, counted up once for
+  each vCPU whose state a loop over every vCPU tests (`n = 0;
+  kvm_for_each_vcpu(i, v, kvm) if (v->arch.f) n++;`);
 - `unguarded`: a repeated call counts twice and the count drifts.
 The runtime model then runs every vCPU's lifetime (kaudit.model).
 """
@@ -170,6 +173,7 @@ def run(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule) -> Analysis:
         kinds.setdefault(u.key, set()).add(u.kind)
     counts = {key for key, found in kinds.items() if "inc" in found and found & {"dec", "reset"}}
     lifecycle = lifecycle_only(graph, lowered, rule)
+    resets = {(u.key, u.function): u.hops[-1].event for u in updates if u.kind == "reset" and len(u.hops) == 1}
     judged: list[JudgedSite] = []
     findings: list[Finding] = []
     for u in updates:
@@ -178,8 +182,11 @@ def run(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule) -> Analysis:
         path = path_from_vcpu(graph, vcpu_fns, u.function) or [u.function]
         site = Site(u.key, u.kind, u.function, u.hops, None, False)
         guard = _transition_guard(finder, lowered, graph, u.hops[0].event, u.function, scopes.per_vcpu)
+        recount = _recount(finder, lowered, u, resets.get((u.key, u.function)))
         if u.function in lifecycle:
             verdict = Verdict("lifecycle", "runs once per vCPU, within its lifecycle (create/destroy)")
+        elif recount:
+            verdict = Verdict("recount", f"rebuilt from zero, one for each vCPU where {recount}")
         elif guard:
             verdict = Verdict("transition-guarded", f"changes only when per-vCPU state changes: {guard}")
         else:
@@ -192,6 +199,20 @@ def run(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule) -> Analysis:
                                     rule.kind("unguarded-counter").text(key=u.key, action=u.kind), item))
     judged.sort(key=lambda j: (j.site.key, program.functions[j.site.function]["file"], j.site.event.line))
     return Analysis(lowered, graph, scopes, judged, findings)
+
+
+def _recount(finder: DisciplineFinder, lowered: LoweredProgram, u: Update, reset: Event | None) -> str | None:
+    """The per-vCPU test of a count rebuilt from scratch: the update counts up in a loop over every vCPU,
+    under a test of state read through the loop's vCPU, and its function first set the count to zero,
+    with a lock held at both that it holds throughout. What the test reads, and that lock, by name."""
+    if reset is None or u.kind != "inc" or len(u.hops) != 1:
+        return None
+    ev, function = u.hops[0].event, lowered.function(u.function)
+    held = sorted(set(ev.locks) & set(reset.locks))
+    if not held or not any(function.loops[loop].kind == "vcpus" for loop in ev.loops):
+        return None
+    tests = [g.atom for g in ev.guards if finder.vcpu_state(g.atom, u.function)]
+    return f"{render(tests[0], function.temps)}, under {held[0]}" if tests else None
 
 
 def _transition_guard(finder: DisciplineFinder, lowered: LoweredProgram, graph: nx.DiGraph, ev: Event, fid: str,
