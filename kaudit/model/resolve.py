@@ -172,6 +172,7 @@ class Resolver:
         # State written only where the inliner left code out is still state, not configuration: a read of it
         # is a slot the widening then sees read, so the next compile keeps those writes.
         self.modelled |= draft.skipped
+        self.defs: dict[str, list[Expr]] = {}  # local -> the values assigned to it (_vcpu_refs)
         self.picked: set[str] = set()  # locals given some vCPU of the VM (_vcpu_refs)
         self.refs = self._vcpu_refs()
         self.pending: list[Op] = []
@@ -197,27 +198,21 @@ class Resolver:
         (`to_svm(v)`)."""
         sets = [op.args for op in self.draft.ops if op.kind == "set" and isinstance(op.args[0], Var)
                 and op.args[0].scope == "local"]
-        self.defs: dict[str, list[Expr]] = {}
         for target, value in sets:
             self.defs.setdefault(target.name, []).append(value)
         self.picked = {target.name for target, value in sets if target.ctype.ptr == 1
                        and target.ctype.record in self.scopes.per_vcpu and self._picks(value)}
         refs = {op.args[0].name for op in self.draft.ops if op.kind == "each"} | self.picked
-        return self._derived(refs, sets, _holds_pointer)
-
-    @staticmethod
-    def _derived(names: set[str], sets: list[tuple], keeps) -> set[str]:
-        """names, and the locals assigned a value reached from one of them that `keeps`."""
-        names = set(names)
         changed = True
         while changed:
             changed = False
             for target, value in sets:
                 base = root(value)
-                if target.name not in names and isinstance(base, Var) and base.name in names and keeps(target, value):
-                    names.add(target.name)
+                if target.name not in refs and isinstance(base, Var) and base.name in refs \
+                        and _holds_pointer(target, value):
+                    refs.add(target.name)
                     changed = True
-        return names
+        return refs
 
     def _picks(self, value: Expr, seen: frozenset[str] = frozenset()) -> bool:
         """Whether a vCPU pointer assigned `value` is one the VM stores (`kvm->vcpus[dest]`,
@@ -536,8 +531,6 @@ class Resolver:
                 out.append(resolved)
         new_at.append(len(out))
         return out, {label: new_at[index] for label, index in self.draft.labels.items()}
-
-
 
 
 def _holds_pointer(target: Var, value: Expr) -> bool:
