@@ -45,6 +45,13 @@ ATOMIC_UPDATE = {
     "atomic_long_fetch_inc": 1, "atomic_long_fetch_dec": -1, "atomic_long_fetch_add": None,
     "atomic_long_fetch_sub": None,
 }
+# Atomic updates that do nothing while the object holds one value, and return whether they moved it:
+# name -> (delta, or None: the second operand; the value that stops it, or None: the third operand).
+# The object is the first operand (`atomic_inc_not_zero(&users)`: join only where someone already is).
+ATOMIC_UNLESS = {
+    "atomic_add_unless": (None, None), "atomic_long_add_unless": (None, None),
+    "atomic_inc_not_zero": (1, 0), "atomic_long_inc_not_zero": (1, 0),
+}
 # Operations whose result is the new value (or, for *_and_test, whether it is zero).
 ATOMIC_RETURNS_NEW = frozenset({
     "atomic_inc_return", "atomic_dec_return", "atomic_add_return", "atomic_sub_return",

@@ -36,7 +36,7 @@ from kaudit.ir.flow import Event, step
 from kaudit.ir.names import counted_key, deref, field_key, owner_record, render
 from kaudit.ir.nodes import Assign, Field, Return
 from kaudit.ir.program import LoweredProgram
-from kaudit.kernel_api import ATOMIC_UPDATE, STATIC_KEY_UPDATE
+from kaudit.kernel_api import ATOMIC_UNLESS, ATOMIC_UPDATE, STATIC_KEY_UPDATE
 from kaudit.rules import Rule
 
 
@@ -69,6 +69,11 @@ def update_of(ev: Event) -> tuple[str, str] | None:
     if ATOMIC_UPDATE.get(name) in (1, -1):
         key = counted_key(call.args[-1])
         return (key, "inc" if ATOMIC_UPDATE[name] == 1 else "dec") if key else None
+    if name in ATOMIC_UNLESS:
+        delta = ATOMIC_UNLESS[name][0]
+        delta = fold(call.args[1]) if delta is None and len(call.args) > 1 else delta
+        key = counted_key(call.args[0])
+        return (key, "inc" if delta == 1 else "dec") if key and delta in (1, -1) else None
     if name in STATIC_KEY_UPDATE:
         key = counted_key(call.args[0])
         return (key, "inc" if STATIC_KEY_UPDATE[name] == 1 else "dec") if key else None

@@ -30,7 +30,7 @@ from kaudit.ir.flow import Event
 from kaudit.ir.names import deref, field_key, owner_record, render, subexprs
 from kaudit.ir.nodes import Assign, Branch, Call, Expr, Field, Var
 from kaudit.ir.program import LoweredProgram
-from kaudit.kernel_api import ATOMIC_UPDATE
+from kaudit.kernel_api import ATOMIC_UNLESS, ATOMIC_UPDATE
 
 # Static shapes that predict a violation (the model then confirms it, or says the two disagree).
 UNSAFE = frozenset({"unguarded", "flag-without-counter", "counter-without-flag", "flag-counter-unlocked"})
@@ -62,7 +62,7 @@ def changed_fields(events: list[Event]) -> dict[str, frozenset[str]]:
         target = None
         if isinstance(ev.instr, Assign) and ev.instr.op not in ("=", "copy"):
             target = field_key(ev.instr.target)
-        elif ev.call is not None and ev.call.callee in ATOMIC_UPDATE:
+        elif ev.call is not None and (ev.call.callee in ATOMIC_UPDATE or ev.call.callee in ATOMIC_UNLESS):
             target = counter_object(ev.call)
         if target is not None:
             changed[target] = changed.get(target, frozenset(ev.locks)) & frozenset(ev.locks)
@@ -171,7 +171,8 @@ class DisciplineFinder:
         changed = changed_fields(self.events(hop))
         for guard in hop.event.guards:
             for read in self.reads(guard.atom, hop.function):
-                if isinstance(read, Call) and read.callee in ATOMIC_UPDATE:  # its new or old value: a transition
+                if isinstance(read, Call) and (read.callee in ATOMIC_UPDATE or read.callee in ATOMIC_UNLESS):
+                    # its new or old value, or whether it moved: a transition
                     key = counter_object(read)
                     if key is not None and self._vm_key(key):
                         return key

@@ -29,6 +29,7 @@ from kaudit.ir.nodes import Assign, Binary, Call, CallOp, Const, Expr, Field, Fu
 from kaudit.kernel_api import (
     ATOMIC_READ,
     ATOMIC_SET,
+    ATOMIC_UNLESS,
     ATOMIC_UPDATE,
     BIT_CLEAR,
     BIT_SET,
@@ -80,6 +81,8 @@ def written_operand(call: Call) -> Expr | None:
         return args[0]
     if name in ATOMIC_UPDATE:
         return args[-1]
+    if name in ATOMIC_UNLESS:
+        return args[0]
     if (name in BIT_SET or name in BIT_CLEAR or name in BIT_TEST_AND_SET or name in BIT_TEST_AND_CLEAR) \
             and len(args) > 1:
         return args[1]
@@ -99,7 +102,7 @@ def primitive_effects(call: Call, params: list[str]) -> tuple[set[str], set[str]
     if name in STATIC_KEY_UPDATE or name in STATIC_KEY_READ:
         key = counted_key(args[0])
         return ({key} if name in STATIC_KEY_UPDATE else set()) if key else set(), {key} if key else set()
-    if name in ATOMIC_UPDATE or name in ATOMIC_SET:
+    if name in ATOMIC_UPDATE or name in ATOMIC_SET or name in ATOMIC_UNLESS:
         place = _designated(args[-1] if name in ATOMIC_UPDATE else args[0], params)
         return ({place} if place else set()), ({place} if place else set())
     if name in ATOMIC_READ or name in BITMAP_EMPTY:

@@ -38,7 +38,7 @@ def op_reads(op: Op) -> list[Loc]:
     if kind == "set":
         return reads(args[1]) + _ref_of(args[0])
     if kind == "atomic":
-        return [args[1], *reads(args[2])]
+        return [args[1], *reads(args[2]), *reads(args[4])]
     if kind == "bit":
         return [args[0], *reads(args[1]), *reads(args[2])]
     if kind == "branch":

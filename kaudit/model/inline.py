@@ -45,6 +45,7 @@ from kaudit.kernel_api import (
     ATOMIC_READ,
     ATOMIC_RETURNS_NEW,
     ATOMIC_SET,
+    ATOMIC_UNLESS,
     ATOMIC_UPDATE,
     BIT_CLEAR,
     BIT_SET,
@@ -646,10 +647,15 @@ class Inliner:
             if "sub" in name.split("_"):  # atomic_sub(), atomic_fetch_sub(), atomic_sub_and_test()
                 amount = Unary("-", amount)
             returns = "test" if name.endswith("_and_test") else ("new" if name in ATOMIC_RETURNS_NEW else "")
-            self.emit("atomic", (dst, deref(args[-1]), amount, returns), frame, line, text)
+            self.emit("atomic", (dst, deref(args[-1]), amount, returns, None), frame, line, text)
+        elif name in ATOMIC_UNLESS and len(args) >= 1 + ATOMIC_UNLESS[name].count(None):
+            delta, unless = ATOMIC_UNLESS[name]
+            amount = Const(delta) if delta is not None else args[1]
+            stop = Const(unless) if unless is not None else args[2]
+            self.emit("atomic", (dst, deref(args[0]), amount, "moved", stop), frame, line, text)
         elif name in STATIC_KEY_UPDATE and args:
             key = counted_key(args[0])
-            self.emit("atomic", (None, Var(key or "?", "global"), Const(STATIC_KEY_UPDATE[name]), ""), frame,
+            self.emit("atomic", (None, Var(key or "?", "global"), Const(STATIC_KEY_UPDATE[name]), "", None), frame,
                       line, text)
         elif name in STATIC_KEY_READ and args and dst is not None:
             key = counted_key(args[0])

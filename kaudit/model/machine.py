@@ -679,17 +679,19 @@ class Machine:
                     other.note = f"{op.text}: {_spell(value)}"
             return outs
         elif kind == "atomic":
-            dst, loc, amount, returns = args
+            dst, loc, amount, returns, unless = args
             old = self.read(run, loc, threads)
             old = old if isinstance(old, int) else 0
             delta = self.value(run, amount, threads)
-            new = old + (delta if isinstance(delta, int) else 0)
+            moved = unless is None or old != self.value(run, unless, threads)  # atomic_add_unless()
+            new = old + (delta if isinstance(delta, int) and moved else 0)
             self.write(run, loc, new)
             if loc.kind == "vm" and loc.slot == self.count:
                 run.credit(self.behalf(run), new - old)
             if dst is not None:
                 known = not (loc.kind == "vm" and loc.slot in self.ablated_vm)  # an ablated count tells nothing
-                result = new if returns == "new" else int(new == 0) if returns == "test" else old
+                result = new if returns == "new" else int(new == 0) if returns == "test" else \
+                    int(moved) if returns == "moved" else old
                 self.write(run, dst, result if known else None)
         elif kind == "bit":
             word = self.read(run, args[0], threads)
