@@ -372,7 +372,9 @@ class Resolver:
         nothing in the model changes it meanwhile. Not one through a loop's
         reference to a vCPU (`v->arch.apic_id` in kvm_for_each_vcpu): each
         time it runs, it may read another vCPU's."""
-        slot = self._guess_slot(expr)
+        if expr not in self.memo:
+            self.memo[expr] = self.slots.local(f"%in{len(self.slots.locals)}")
+        slot = self.memo[expr]
         self.slots.input_types[slot] = getattr(expr, "ctype", CType())
         op = self.current
         # a local struct's field filled by code not run is no state; like memory it cannot name (`*(p + 848)`)
@@ -383,12 +385,6 @@ class Resolver:
         self.pending.append(Op("input", (Loc("local", slot), None, reads, once, guess), op.function,
                                op.file, op.line, f"reads {render(expr)} (not modelled)", op.api, op.origin))
         return Loc("local", slot)
-
-    def _guess_slot(self, expr: Expr) -> int:
-        """The local that holds what the call last read or wrote of memory the model does not keep."""
-        if expr not in self.memo:
-            self.memo[expr] = self.slots.local(f"%in{len(self.slots.locals)}")
-        return self.memo[expr]
 
     # -- ops --------------------------------------------------------------------
 
@@ -471,18 +467,8 @@ class Resolver:
     def _scatter(self, op: Op, place: Expr, value: Expr | None) -> None:
         """A write of a buffer at an offset the code computes: each element the code names takes the
         value if the offset is its own (`value` None: an update it does not follow, any value); a write
-        through a local that may point at several fields: each takes it if the local holds its address.
-        Memory the model cannot name (`dbg->control` from user space) keeps no value, but a read of the
-        same place later in the call reads what was written (hoist's guess for it is the value)."""
+        through a local that may point at several fields: each takes it if the local holds its address."""
         fields = self._pointees(place)
-        offsets = self._buffer_offsets(place) if len(fields) < 2 else []
-        if len(fields) < 2 and not offsets and self._through_loop(place) is None:
-            guessed = Loc("local", self._guess_slot(place))
-            if value is None:
-                self.pending.append(op.but(kind="input", args=(guessed, None, (), False, render(place))))
-            else:
-                self.pending.append(op.but(kind="set", args=(guessed, value)))
-            return None
         if len(fields) > 1:
             for i, candidate in enumerate(fields):
                 element = self.place(candidate)
@@ -494,7 +480,7 @@ class Resolver:
                 hit = self._holds(place, i)
                 self.pending.append(op.but(kind="set", args=(element, Select(hit, value, element))))
             return None
-        for offset in offsets:
+        for offset in self._buffer_offsets(place):
             element = self._element(place, offset)
             if value is None:
                 self._havoc(op, element, render(place))
