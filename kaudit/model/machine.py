@@ -410,7 +410,8 @@ class Machine:
                 continue
             if not env and not _allowed(phase, entry.kind):
                 continue
-            if not env and ((teardown and entry.kind != "destroy") or (entry.kind == "destroy" and not others_idle)):
+            if not env and ((teardown and entry.kind != "destroy") or
+                            (entry.kind == "destroy" and phase == LIVE and not others_idle)):
                 continue
             if entry.needs >= 0 and not truth(thread[3][entry.needs]):  # its object is not there
                 continue
@@ -426,14 +427,16 @@ class Machine:
             yield run
 
     def teardown(self, threads: tuple, me: int) -> tuple[bool, bool]:
-        """(whether the VM is being torn down, whether every other vCPU is idle). KVM destroys vCPUs only
-        when the VM goes, once no vCPU ioctl is running, one after another (kvm_destroy_vcpus()): a
-        destroy starts only when the other vCPUs are idle, and once one has started no vCPU calls
-        anything else. A create that fails undoes itself while others run: that is create's own end."""
+        """(whether the VM is being torn down, whether every other vCPU is idle). KVM destroys a vCPU that
+        has run only when the VM goes, once no vCPU ioctl is running, one after another
+        (kvm_destroy_vcpus()): that destroy starts only when the other vCPUs are idle, and once one has
+        started no vCPU calls anything else. A vCPU created but never run is destroyed while the others
+        run, where the generic create fails after the arch's (no fd for it: kvm_vm_ioctl_create_vcpu())."""
         if not self.destroys:
             return False, True
         vcpus = threads[:self.n]
-        started = any(t[8] == GONE or (t[0] >= 0 and self.p.entries[t[0]].kind == "destroy") for t in vcpus)
+        started = any(t[8] == GONE or (t[8] == LIVE and t[0] >= 0 and self.p.entries[t[0]].kind == "destroy")
+                      for t in vcpus)
         return started, all(t[0] < 0 for i, t in enumerate(vcpus) if i != me)
 
     def moves(self, state: State, me: int) -> list[tuple[list[Step] | None, State, int]]:
