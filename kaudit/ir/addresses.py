@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-from kaudit.ir.names import subexprs
+from kaudit.ir.names import subexprs, uses
 from kaudit.ir.nodes import (
     Assign,
-    Branch,
     CallOp,
     Cleanup,
     Const,
@@ -26,9 +25,7 @@ from kaudit.ir.nodes import (
     Field,
     Function,
     Index,
-    LockAssert,
     Opaque,
-    Return,
     Unary,
     Var,
 )
@@ -132,25 +129,7 @@ def _reaching(function: Function, locals_: set[str]) -> dict[int, Held]:
 
 def _all_exprs(function: Function) -> list[Expr]:
     """Every expression of the function: its instructions' and its tests' and returned values."""
-    out = [expr for _, instr in function.instructions() for expr in _exprs(instr)]
-    for block in function.blocks:
-        if isinstance(block.term, Branch):
-            out.append(block.term.cond)
-        elif isinstance(block.term, Return) and block.term.value is not None:
-            out.append(block.term.value)
-    return out
-
-
-def _exprs(instr) -> list[Expr]:
-    if isinstance(instr, Assign):
-        return [instr.target, instr.value]
-    if isinstance(instr, CallOp):
-        return list(instr.call.args)
-    if isinstance(instr, Cleanup):
-        return list(instr.init.args)
-    if isinstance(instr, LockAssert):
-        return [instr.lock]
-    return []
+    return [e for expr, call in uses(function) for e in ((expr,) if call is None else call.args)]
 
 
 def _expr(expr: Expr, held: Held) -> Expr:

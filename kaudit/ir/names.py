@@ -27,6 +27,7 @@ from kaudit.ir.nodes import (
     FuncRef,
     Function,
     Index,
+    LockAssert,
     Opaque,
     Return,
     Select,
@@ -204,6 +205,26 @@ def subexprs(expr: Expr) -> Iterator[Expr]:
         node = stack.pop()
         yield node
         stack.extend(reversed(children(node)))
+
+
+def uses(function: Function) -> Iterator[tuple[Expr | None, Call | None]]:
+    """Every expression a function evaluates, as (expr, None), and every call it makes, as (None, call):
+    its instructions', its tests' and its returned values, in block order."""
+    for block in function.blocks:
+        for instr in block.instrs:
+            if isinstance(instr, Assign):
+                yield instr.target, None
+                yield instr.value, None
+            elif isinstance(instr, CallOp):
+                yield None, instr.call
+            elif isinstance(instr, Cleanup):
+                yield None, instr.init
+            elif isinstance(instr, LockAssert):
+                yield instr.lock, None
+        if isinstance(block.term, Branch):
+            yield block.term.cond, None
+        elif isinstance(block.term, Return) and block.term.value is not None:
+            yield block.term.value, None
 
 
 def callee_name(call: Call) -> str:

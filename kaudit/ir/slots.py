@@ -19,21 +19,15 @@ from collections.abc import Iterable
 from dataclasses import replace
 from functools import partial
 
-from kaudit.ir.names import children, deref, field_key, pointee, with_outer
+from kaudit.ir.names import children, deref, field_key, pointee, uses, with_outer
 from kaudit.ir.nodes import (
-    Assign,
-    Branch,
     Call,
-    CallOp,
-    Cleanup,
     Const,
     CType,
     Expr,
     Field,
     Function,
     Index,
-    LockAssert,
-    Return,
     Slot,
     Unary,
 )
@@ -59,7 +53,7 @@ def own_slots(functions: Iterable[Function]) -> frozenset[str]:
     otherwise: set[str] = set()
     filled: set[str] = set()  # storage a block copy or fill writes whole, with every field inside it
     for function in functions:
-        for expr, call in _uses(function):
+        for expr, call in uses(function):
             if call is None:
                 _scan(expr, at_identity, otherwise)
                 continue
@@ -104,23 +98,6 @@ def _bit_storage(call: Call) -> str | None:
     return None
 
 
-def _uses(function: Function) -> Iterable[tuple[Expr | None, Call | None]]:
-    """Every expression (with None) and every call (with None) of the function."""
-    for block in function.blocks:
-        for instr in block.instrs:
-            if isinstance(instr, Assign):
-                yield instr.target, None
-                yield instr.value, None
-            elif isinstance(instr, (CallOp, Cleanup)):
-                yield None, instr.call if isinstance(instr, CallOp) else instr.init
-            elif isinstance(instr, LockAssert):
-                yield instr.lock, None
-        if isinstance(block.term, Branch):
-            yield block.term.cond, None
-        elif isinstance(block.term, Return) and block.term.value is not None:
-            yield block.term.value, None
-
-
 def _scan(expr: Expr, at_identity: set[str], otherwise: set[str]) -> None:
     """Sort the storage expr reaches: at an identity, or some other way."""
     if (key := _indexed(expr)) is not None:
@@ -156,7 +133,7 @@ def _element(array: CType) -> CType:
 
 
 def _expr(expr: Expr, own: frozenset[str]) -> Expr:
-    if isinstance(expr, Index) and (key := _indexed(expr)) in own and key is not None:
+    if isinstance(expr, Index) and _indexed(expr) in own:
         storage = deref(expr.base)
         return _slot(storage, _identity(expr.index), _element(storage.ctype), own)
     return rebuilt(expr, partial(_expr, own=own))

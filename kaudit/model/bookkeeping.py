@@ -347,7 +347,10 @@ def on_behalf(code: list[Op]) -> dict[int, int]:
         found: set[int] = set()
         for decider in decided_by([pc], control):
             for loc in op_reads(code[decider]):
-                found |= {loc.ref} & picks if loc.kind == "cpu" else through.get(loc.slot, set())
+                if loc.kind == "cpu":
+                    found |= {loc.ref} & picks
+                elif loc.kind == "local":  # a local written from a picked vCPU's state
+                    found |= through.get(loc.slot, set())
         if len(found) == 1:
             out[pc] = found.pop()
     return out
