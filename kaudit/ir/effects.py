@@ -22,6 +22,7 @@ from kaudit.ir.names import (
     lock_key,
     owner_record,
     pointee,
+    root,
     subexprs,
     with_outer,
 )
@@ -125,6 +126,14 @@ class Summary:
     reads: set[str] = field(default_factory=set)
     calls: list[tuple[list[str], tuple[Expr, ...]]] = field(default_factory=list)  # (targets, args)
     makes: set[str] = field(default_factory=set)  # structs it sets a holder pointer to (Effects.seen_by_callers)
+    holders: set[str] = field(default_factory=set)  # the holder pointers it sets to an object it makes
+
+
+def _existing(value: Expr) -> bool:
+    """A pointer to an object the caller already holds (`apic->vcpu = vcpu` links the new LAPIC back to
+    its vCPU; it makes no vCPU)."""
+    base = root(value)
+    return isinstance(base, Var) and base.scope == "param"
 
 
 def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
@@ -138,8 +147,11 @@ def _direct(lowered: LoweredProgram, fid: str, function: Function) -> Summary:
                 summary.writes.add(target)
             ctype = getattr(instr.target, "ctype", None)
             if isinstance(instr.target, Field) and ctype is not None and ctype.ptr and ctype.record \
-                    and ctype.record != owner_record(instr.target) and not isinstance(instr.value, Const):
+                    and ctype.record != owner_record(instr.target) and not isinstance(instr.value, Const) \
+                    and not _existing(instr.value):
                 summary.makes.add(ctype.record)  # `vcpu->arch.hyperv = hv_vcpu`
+                if (key := field_key(instr.target)) is not None:
+                    summary.holders.add(key)
             for expr in subexprs(instr.value):
                 if isinstance(expr, (Field, Var)) and (key := field_key(expr)):
                     summary.reads.add(key)
@@ -251,6 +263,12 @@ class Effects:
                 if target != callee:
                     out |= _plain(_bind(self.seen_by_callers(target), args, params))
         return out
+
+    @cached_property
+    def holders(self) -> frozenset[str]:
+        """The pointers some function sets to an object it makes (`vcpu->arch.hyperv`): each holds its
+        object, made and filled by its maker, or NULL."""
+        return frozenset(key for summary in self._direct.values() for key in summary.holders)
 
     @cached_property
     def written_anywhere(self) -> frozenset[str]:

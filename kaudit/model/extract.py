@@ -259,7 +259,8 @@ class Extractor:
         # runs, with every feature on.
         resolver = Resolver(inliner.draft, self.scopes, lambda key: key in self.effects.vcpu_written,
                             lambda key: key in self.effects.written_anywhere,
-                            self.key if self.rule.engine == "counter-transition" else "")
+                            self.key if self.rule.engine == "counter-transition" else "",
+                            frozenset().union(*map(self.effects.plain_writes, fids)))
         ops, labelled = resolver.run()
         code = link(ops, labelled)
         entry_pcs = [labelled[s] for s in labels] + ([labelled[env_label]] if env_label in labelled else [])

@@ -554,8 +554,11 @@ class Inliner:
         return self._heavies[target]
 
     def _havoc(self, frame: Frame, instr: CallOp, text: str) -> None:
-        """The summary of a summarised call: each interesting piece of state it may write, any value."""
-        written = self.interesting.touched_by(self.effects.data_writes(frame.fid, instr.call)) - {self.word}
+        """The summary of a summarised call: each interesting piece of state it may write, any value; but
+        a holder of a per-vCPU object, which only its maker sets, to the object it makes and fills (a
+        summary cannot make one): an assumption, as Effects.seen_by_callers."""
+        written = self.interesting.touched_by(self.effects.data_writes(frame.fid, instr.call)) - {self.word} \
+            - self.effects.holders
         for key in sorted(written):
             self.emit("input", (_storage(key), None, (), False, f"{text} (summarised)"), frame, instr.line,
                       f"{text} (summarised: may change {key})")

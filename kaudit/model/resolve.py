@@ -138,7 +138,8 @@ ADDRESS = 1 << 48  # the value of the address of a local's i-th possible field: 
 
 class Resolver:
     def __init__(self, draft: Draft, scopes: Scopes, vcpu_writes: Callable[[str], bool],
-                 written: Callable[[str], bool], count: str = "") -> None:
+                 written: Callable[[str], bool], count: str = "", entry_writes: frozenset[str] = frozenset()
+                 ) -> None:
         self.draft = draft
         # the host's settings that take any value: those the functions that move the count read (they may
         # decide whether it moves), wherever they are read; the others, and for an inhibit all, read as enabled
@@ -150,6 +151,7 @@ class Resolver:
         self.scopes = scopes
         self.vcpu_writes = vcpu_writes  # does some per-vCPU function of the program write this key?
         self.written = written  # does any function of the program write it?
+        self.entry_writes = entry_writes  # what the entries' code writes, with what it calls
         self.slots = Slots()
         self.modelled: set[str] = set()
         self.local_fields: set[str] = set()  # fields of local structs the code assigns: locals of their own
@@ -336,7 +338,12 @@ class Resolver:
                     return VMOBJ
                 if ctype.record in self.scopes.per_vcpu and isinstance(expr, Field):
                     ref = self._through_loop(expr)
-                    return Loc("local", self.slots.local(ref)) if ref else SELF
+                    if ref:
+                        return Loc("local", self.slots.local(ref))
+                    if field_key(expr) not in self.entry_writes:
+                        return SELF
+                    # a holder the entries set or clear (kvm_create_lapic() sets vcpu->arch.apic, its failure
+                    # path clears it): whether the object is there is state, read as such once widening models it
         return self.hoist(expr)
 
     def pure(self, expr: Expr) -> Expr | None:
