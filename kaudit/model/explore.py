@@ -45,7 +45,7 @@ from kaudit.model.machine import (
 from kaudit.model.reliance import Reliance
 
 VIOLATIONS = ("premature-clear", "leak", "underflow", "drift")
-PHASES = ("new", "created", "live", "failed", "destroyed early", "destroyed")
+PHASES = ("new", "created", "live", "failed", "destroyed early", "destroyed", "created, never online")
 GROWTH_BOUND = 4
 MAX_GUESSED = 8  # counterexamples relying on guesses looked at before settling for the first
 

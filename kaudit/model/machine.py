@@ -22,7 +22,9 @@ stay inhibited until this vCPU decides it no longer needs the key).
 For a count of vCPUs, a thread also has a lifetime phase (NEW until its
 create entry returns 0, CREATED, LIVE once it runs anything else, FAILED
 if create returned non-zero, EARLY or GONE once destroyed before or after
-it went live) and its contribution: what it added to the count.
+it went live; DOOMED where other vCPUs look for it: created by the arch's
+create, never online, as when the generic create fails after it) and its
+contribution: what it added to the count.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from kaudit.model.lazy import ALL, Lazy, narrowed, split, tags
 from kaudit.model.resolve import SELF, VMOBJ
 
 IDLE, PENDING, ACTIVE = 0, 1, 2
-NEW, CREATED, LIVE, FAILED, EARLY, GONE = range(6)
+NEW, CREATED, LIVE, FAILED, EARLY, GONE, DOOMED = range(7)
 WHILE_LIVE = ("transition", "recompute", "reset", "writer")  # entries a created vCPU may call any number of times
 UNKNOWN = "unknown"  # what a read of ablated state gives: tests on it go both ways
 REFS = "refs"  # an op that is visible when it touches another vCPU's state
@@ -411,7 +413,7 @@ class Machine:
             if not env and not _allowed(phase, entry.kind):
                 continue
             if not env and ((teardown and entry.kind != "destroy") or
-                            (entry.kind == "destroy" and phase == LIVE and not others_idle)):
+                            (entry.kind == "destroy" and self.online(phase) and not others_idle)):
                 continue
             if entry.needs >= 0 and not truth(thread[3][entry.needs]):  # its object is not there
                 continue
@@ -426,16 +428,22 @@ class Machine:
                                   run.snapshot(state[1]), index)]
             yield run
 
+    def online(self, phase: int) -> bool:
+        """Whether a vCPU in this phase went online: other vCPUs can find it (kvm_get_vcpu() looks below
+        online_vcpus, which the generic create raises last), and only the VM's teardown destroys it. A
+        vCPU that never ran is online only where other vCPUs look (else DOOMED is not told apart)."""
+        return phase == LIVE or (phase == CREATED and self.phases_read)
+
     def teardown(self, threads: tuple, me: int) -> tuple[bool, bool]:
         """(whether the VM is being torn down, whether every other vCPU is idle). KVM destroys a vCPU that
         has run only when the VM goes, once no vCPU ioctl is running, one after another
         (kvm_destroy_vcpus()): that destroy starts only when the other vCPUs are idle, and once one has
-        started no vCPU calls anything else. A vCPU created but never run is destroyed while the others
+        started no vCPU calls anything else. A vCPU that never went online is destroyed while the others
         run, where the generic create fails after the arch's (no fd for it: kvm_vm_ioctl_create_vcpu())."""
         if not self.destroys:
             return False, True
         vcpus = threads[:self.n]
-        started = any(t[8] == GONE or (t[8] == LIVE and t[0] >= 0 and self.p.entries[t[0]].kind == "destroy")
+        started = any(t[8] == GONE or (self.online(t[8]) and t[0] >= 0 and self.p.entries[t[0]].kind == "destroy")
                       for t in vcpus)
         return started, all(t[0] < 0 for i, t in enumerate(vcpus) if i != me)
 
@@ -763,6 +771,10 @@ class Machine:
             if type(result) is Lazy and self.p.entries[run.entry].kind == "create":  # its failure is chosen
                 return self.chosen_first(run, [result.tag], threads)
             self.end(run)
+            if run.phase == CREATED and self.phases_read and self.destroys:  # or its generic create fails
+                doomed = run.fork()
+                doomed.phase = DOOMED
+                return [run, doomed]
             return [run]
         run.pc += 1
         return [run]
@@ -901,7 +913,7 @@ class Machine:
             result = run.locals.get(self.p.result_slot)
             run.phase = CREATED if result in (None, 0) else FAILED
         elif kind == "destroy":
-            run.phase = EARLY if run.phase == CREATED else GONE
+            run.phase = GONE if self.online(run.phase) else EARLY
         if run.phase in (FAILED, EARLY, GONE) and not self.shared_cpu:  # no code reads a dead vCPU's fields:
             run.fields = [0] * len(run.fields)  # how its life ended makes no two states differ
         for slot in self.p.dead_when_idle:  # never read before it is written again: forgotten
@@ -987,7 +999,7 @@ def _allowed(phase: int, kind: str) -> bool:
         return kind == "create"
     if phase in (CREATED, LIVE):
         return kind in WHILE_LIVE or kind == "destroy"
-    return False
+    return phase == DOOMED and kind == "destroy"
 
 
 def _product(values: tuple, n: int) -> Iterator[tuple]:
