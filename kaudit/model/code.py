@@ -99,9 +99,10 @@ class Entry:
     file: str = ""
     line: int = 0
     kind: str = "transition"  # transition | recompute | create | reset | destroy | writer | env
-    armed: bool = False  # runs only after this vCPU's request (an exit handler)
+    armed: bool = False  # runs only once a request path of this vCPU armed it (an exit handler)
     why: str = ""
     needs: int = -1  # a per-vCPU slot that must hold a non-NULL pointer: the object the entry takes exists
+    arms: bool = False  # a request path: its stores of what an armed entry tests arm that entry
 
 
 @dataclass

@@ -864,7 +864,8 @@ ENTRY_WHY = {
     "transition": "may run at any time, any number of times",
     "recompute": "recomputes the bit from VM-wide state; any vCPU may run it at any time, from any caller, with "
                  "any state its callers leave (its decision alone is the VM's demand)",
-    "armed": "an exit handler whose actions only release: assumed to run only after this vCPU's request",
+    "armed": "an exit handler whose actions only release: assumed to run only after this vCPU's request path "
+             "decided it needs the key or stored what the handler tests",
     "create": "creates the vCPU, once; a non-zero return is a failed create, after which it is never destroyed",
     "reset": "resets the vCPU (INIT, a triple fault): any number of times while it lives, with the arguments its "
              "callers outside create pass",
@@ -882,12 +883,13 @@ def _entries(extractor: Extractor, code: list[Op], actions: list[Action], entrie
         decided = {actions[code[pc].args[0]].direction for pc in reachable(code, [start]) if code[pc].kind == "decide"}
         fn = extractor.lowered.program.functions[fid]
         armed = kind == "transition" and bool(actions) and extractor.is_exit_handler(fid) and decided <= {"release"}
+        arms = not armed and bool(decided - {"release", "none"})  # a request path, which may arm the exit
         why = ENTRY_WHY["armed" if armed else kind]
         needs = -1
         if lifecycle and kind != "create" and (object_key := extractor.object_holder(fid)) in slots.cpu:
             needs = slots.cpu[object_key]  # the vCPU's create made it, or it is not there
             why += f"; only while {object_key} is set (the object it takes exists)"
-        out.append(Entry(fn["name"], fid, start, fn["file"], fn["line"], kind, armed, why, needs))
+        out.append(Entry(fn["name"], fid, start, fn["file"], fn["line"], kind, armed, why, needs, arms))
     return out
 
 

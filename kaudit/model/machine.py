@@ -41,7 +41,7 @@ from kaudit.model import lazy
 from kaudit.model.bookkeeping import on_behalf, op_reads, op_writes, reads, state_of, truth_of_local
 from kaudit.model.code import Loc, Op, Protocol
 from kaudit.model.domains import OBJECT, for_vcpus
-from kaudit.model.flat import successors
+from kaudit.model.flat import reachable, successors
 from kaudit.model.lazy import ALL, Lazy, narrowed, split, tags
 from kaudit.model.resolve import SELF, VMOBJ
 
@@ -185,6 +185,7 @@ class Machine:
         self.has_env = any(e.kind == "env" for e in protocol.entries)
         self.destroys = any(e.kind == "destroy" for e in protocol.entries)
         self.arms = any(e.armed for e in protocol.entries)  # else whether a vCPU asked is no state
+        self.arming = self._arming() if self.arms else frozenset()
         self.protected = protected_state(protocol, protocol.update_lock if "lock" in ablate else "")
         self.shared_cpu = {loc.slot for op in self.code for arg in op.args if isinstance(arg, Expr)
                            for loc in subexprs(arg) if isinstance(loc, Loc) and loc.kind == "cpu"}
@@ -428,6 +429,16 @@ class Machine:
                                   run.snapshot(state[1]), index)]
             yield run
 
+    def _arming(self) -> frozenset[int]:
+        """The stores a request path makes of the vCPU's own state that an armed entry tests (`vintr_armed
+        = 1` ahead of a guest-mode return that decides no demand): they arm its exit too, as a decision
+        to need the key does."""
+        entries = self.p.entries
+        tested = {loc.slot for e in entries if e.armed for pc in reachable(self.code, [e.pc])
+                  for loc in op_reads(self.code[pc]) if loc.kind == "mine"}
+        return frozenset(pc for e in entries if e.arms for pc in reachable(self.code, [e.pc])
+                         if any(loc.kind == "mine" and loc.slot in tested for loc in op_writes(self.code[pc])))
+
     def online(self, phase: int) -> bool:
         """Whether a vCPU in this phase went online: other vCPUs can find it (kvm_get_vcpu() looks below
         online_vcpus, which the generic create raises last), and only the VM's teardown destroys it. A
@@ -569,10 +580,12 @@ class Machine:
 
     def execute(self, run: _Run, threads: tuple) -> list[_Run]:
         """Run the op at run.pc; the runs that follow (several where an input is chosen)."""
-        pending = _unchosen(run, self.needs_choice[run.pc])
-        if not pending:
-            return self._execute(run, threads)
-        return self.chosen_first(run, pending, threads)
+        pc, pending = run.pc, _unchosen(run, self.needs_choice[run.pc])
+        outs = self._execute(run, threads) if not pending else self.chosen_first(run, pending, threads)
+        if pc in self.arming:
+            for out in outs:
+                out.armed = 1
+        return outs
 
     def chosen_first(self, run: _Run, pending: list[int], threads: tuple) -> list[_Run]:
         """The op at run.pc, once the inputs in `pending` are chosen."""
