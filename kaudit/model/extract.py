@@ -26,7 +26,7 @@ from kaudit.analysis.context import calls_of, holder, per_vcpu_functions, sole_c
 from kaudit.analysis.counter_transition import lifecycle_only
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
-from kaudit.ir.evaluate import fold
+from kaudit.ir.evaluate import evaluate, fold
 from kaudit.ir.names import Keys, render_call, subexprs
 from kaudit.ir.nodes import Binary, CallOp, Const, CType, Expr, Var
 from kaudit.ir.program import LoweredProgram
@@ -262,7 +262,8 @@ class Extractor:
                             self.key if self.rule.engine == "counter-transition" else "",
                             frozenset().union(*map(self.effects.plain_writes, fids)))
         ops, labelled = resolver.run()
-        code = link(ops, labelled)
+        code, moved = thread_constant_tests(link(ops, labelled))
+        labelled = {label: moved[pc] for label, pc in labelled.items()}
         entry_pcs = [labelled[s] for s in labels] + ([labelled[env_label]] if env_label in labelled else [])
         code, where, live = fold_constant_branches(code, entry_pcs)
         reached = {label for label, pc in labelled.items() if pc in live}  # a dropped op's pc is its successor's
@@ -280,6 +281,33 @@ class Extractor:
                            text))
         return _Compiled(code, [labelled[s] for s in labels], labelled.get(env_label, -1), resolver, points,
                          key_value, other)
+
+
+def thread_constant_tests(code: list[Op]) -> tuple[list[Op], list[int]]:
+    """A store of a constant in a local that, through jumps only, reaches a branch on that local alone
+    goes straight where the branch would (a bool helper's `return false;` and its caller's `if
+    (!claim(svm)) return;`): the test of the state that chose the constant is then the one that
+    skips the action, as where the caller tests the state itself (find_bookkeeping).
+    Returns the code and where each old pc starts now."""
+    before: dict[int, list[Op]] = {}
+    for pc, op in enumerate(code):
+        if op.kind != "set" or op.args[0].kind != "local" or (value := fold(op.args[1])) is None:
+            continue
+        target, seen = pc + 1, set()
+        while target < len(code) and code[target].kind == "jump" and target not in seen:
+            seen.add(target)
+            target = code[target].args[0]
+        test = code[target] if target < len(code) else None
+        if test is None or test.kind != "branch" or \
+                {e for e in subexprs(test.args[0]) if isinstance(e, Loc)} != {op.args[0]}:
+            continue
+        taken = evaluate(test.args[0], lambda e, slot=op.args[0]: value if e == slot else None)
+        if isinstance(taken, int):
+            before[pc] = [op, Op("jump", (test.args[1] if taken else test.args[2],), op.function, op.file,
+                                 op.line, "")]
+    if not before:
+        return code, list(range(len(code) + 1))
+    return rebuild(code, before, [pc not in before for pc in range(len(code))])
 
 
 def fold_constant_branches(code: list[Op], starts: list[int]) -> tuple[list[Op], list[int], set[int]]:
