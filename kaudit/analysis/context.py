@@ -107,11 +107,13 @@ def per_vcpu_functions(program: Program, scopes: Scopes) -> set[str]:
     return {fid for fid in program.functions if vcpu_param(program, fid, scopes)}
 
 
-def sole_caller(lowered: LoweredProgram, graph: nx.DiGraph, fid: str) -> str | None:
+def sole_caller(lowered: LoweredProgram, graph: nx.DiGraph, fid: str, besides: frozenset[str] = frozenset()
+                ) -> str | None:
     """The one function that calls `fid`, by name, when `fid` is static and its address never taken:
-    `fid` then runs only as that caller's part, under what the caller tests and holds at the call."""
+    `fid` then runs only as that caller's part, under what the caller tests and holds at the call.
+    Callers in `besides` (run in their own right: create, reset) do not count."""
     function = lowered.function(fid)
-    callers = list(graph.predecessors(fid)) if fid in graph else []
+    callers = [c for c in graph.predecessors(fid) if c not in besides] if fid in graph else []
     if not (function.static and function.name not in lowered.address_taken and len(callers) == 1):
         return None
     return callers[0] if graph[callers[0]][fid]["kind"] == "direct" else None

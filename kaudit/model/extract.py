@@ -631,24 +631,29 @@ def _slot_liveness(code: list[Op], actions: list[Action], kind: str, kills_in, a
     return live
 
 
-def _per_vcpu_entries(analysis: Analysis, sites: list[JudgedSite], lift: bool = False) -> list[str]:
-    """The nearest per-vCPU functions that reach the sites; with `lift`, each entered from where
-    its precondition is set up (_entered_from)."""
+def _per_vcpu_entries(analysis: Analysis, sites: list[JudgedSite], lift: frozenset[str] | None = None
+                      ) -> list[str]:
+    """The nearest per-vCPU functions that reach the sites; with `lift` (the functions that run in their
+    own right), each entered from where its precondition is set up (_entered_from)."""
     vcpu_fns = {fid for fid in analysis.program.functions if vcpu_param(analysis.program, fid, analysis.scopes)}
     nearest = set().union(*(nearest_vcpu_functions(analysis.graph, vcpu_fns, j.site.function) for j in sites))
-    return sorted({_entered_from(analysis, vcpu_fns, fid) for fid in nearest} if lift else nearest)
+    if lift is None:
+        return sorted(nearest)
+    return sorted({_entered_from(analysis, vcpu_fns, fid, lift) for fid in nearest})
 
 
-def _entered_from(analysis: Analysis, vcpu_fns: set[str], fid: str) -> str:
+def _entered_from(analysis: Analysis, vcpu_fns: set[str], fid: str, running: frozenset[str]) -> str:
     """Where a per-vCPU function is entered from. A static function whose address is never taken and
     that one function calls is part of that caller: when the caller runs on a vCPU and constrains its
-    runs, it is the entry instead, so what the caller establishes holds (_constrains). A caller that
-    constrains nothing adds only its own inputs. Counts of vCPUs are entered so (their invariant ties
-    per-vCPU state to the count); an inhibit's demand is decided at its site, whose nearest per-vCPU
-    function is entry enough."""
+    runs, it is the entry instead, so what the caller establishes holds (_constrains). Calls from the
+    functions `running` (create, destroy, reset and what only they call) run as part of those: a helper
+    that INIT and one MSR write call is entered from the MSR write, whose checks of the value hold. A
+    caller that constrains nothing adds only its own inputs. Counts of vCPUs are entered so (their
+    invariant ties per-vCPU state to the count); an inhibit's demand is decided at its site, whose
+    nearest per-vCPU function is entry enough."""
     seen = {fid}
     while True:
-        caller = sole_caller(analysis.lowered, analysis.graph, fid)
+        caller = sole_caller(analysis.lowered, analysis.graph, fid, running)
         if caller is None or caller in seen or caller not in vcpu_fns or not _constrains(analysis.lowered, caller, fid):
             return fid
         seen.add(caller)
@@ -695,7 +700,9 @@ def counter_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     lifecycle = {fid: kind for kind, names in asdict(rule.lifecycle).items() if kind in ("create", "destroy")
                  for name in names for fid in program.functions_named(name)}
     moving = [j for j in sites if j.verdict.discipline != "lifecycle"]
-    entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, moving, lift=True) if fid not in lifecycle]
+    running = frozenset(lifecycle_only(analysis.graph, analysis.lowered, rule)).union(
+        *(program.functions_named(name) for name in rule.lifecycle.reset))
+    entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, moving, running) if fid not in lifecycle]
     entries += sorted(lifecycle.items())
     if not entries:
         return Unmodelled("no per-vCPU function moves it")
