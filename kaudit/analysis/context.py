@@ -107,16 +107,17 @@ def per_vcpu_functions(program: Program, scopes: Scopes) -> set[str]:
     return {fid for fid in program.functions if vcpu_param(program, fid, scopes)}
 
 
-def sole_caller(lowered: LoweredProgram, graph: nx.DiGraph, fid: str, besides: frozenset[str] = frozenset()
-                ) -> str | None:
-    """The one function that calls `fid`, by name, when `fid` is static and its address never taken:
-    `fid` then runs only as that caller's part, under what the caller tests and holds at the call.
-    Callers in `besides` (run in their own right: create, reset) do not count."""
+def only_callers(lowered: LoweredProgram, graph: nx.DiGraph, fid: str, besides: frozenset[str] = frozenset()
+                 ) -> list[str] | None:
+    """The functions that call `fid` by name, when `fid` is static and its address never taken: `fid`
+    then runs only as their part, under what each tests and holds at its call. Callers in `besides`
+    (run in their own right: create, reset) do not count. None where something else may call it."""
     function = lowered.function(fid)
-    callers = [c for c in graph.predecessors(fid) if c not in besides] if fid in graph else []
-    if not (function.static and function.name not in lowered.address_taken and len(callers) == 1):
+    if not function.static or function.name in lowered.address_taken or fid not in graph:
         return None
-    return callers[0] if graph[callers[0]][fid]["kind"] == "direct" else None
+    callers = sorted(c for c in graph.predecessors(fid) if c not in besides)
+    return callers if all(graph[c][fid]["kind"] == "direct" for c in callers) else None
+
 
 
 def calls_of(lowered: LoweredProgram, caller: str, fid: str) -> list[Event]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from kaudit.analysis.context import calls_of, infer_scopes, path_from_vcpu, per_vcpu_functions, sole_caller
+from kaudit.analysis.context import calls_of, infer_scopes, only_callers, path_from_vcpu, per_vcpu_functions
 from kaudit.analysis.discipline import DisciplineFinder, Verdict
 from kaudit.analysis.results import Analysis, Finding, JudgedSite
 from kaudit.analysis.sites import Hop, Site
@@ -223,18 +223,25 @@ def _recount(finder: DisciplineFinder, lowered: LoweredProgram, u: Update, reset
 def _transition_guard(finder: DisciplineFinder, lowered: LoweredProgram, graph: nx.DiGraph, ev: Event, fid: str,
                       per_vcpu: frozenset[str]) -> str | None:
     """A test of per-vCPU state the update's function (or a caller it is part of) writes, guarding the
-    update: in its function, or at the call in its sole caller (a helper called only where the caller
-    saw the state change), up the chain of sole callers."""
-    written, at, seen = _writes(lowered, fid, per_vcpu), [(ev, fid)], {fid}
-    while True:  # each guard on the way, against what the chain so far writes (the caller may record it after)
-        for event, where in at:
-            for guard in event.guards:
-                if finder.vcpu_state(guard.atom, where) & written:  # read itself, through locals or calls
-                    return render(guard.atom, event.function.temps)
-        caller = sole_caller(lowered, graph, fid)
-        if caller is None or caller in seen:
-            return None
-        seen.add(caller)
-        written |= _writes(lowered, caller, per_vcpu)
-        at += [(e, caller) for e in calls_of(lowered, caller, fid)]
-        fid = caller
+    update: in its function, or at the calls in its callers (a static helper called only where each
+    caller saw the state change: VMRUN and KVM_SET_NESTED_STATE test guest mode before
+    enter_guest_mode()), up the chain of callers; every path up must have one."""
+    return _guarded_up(finder, lowered, graph, [(ev, fid)], fid, _writes(lowered, fid, per_vcpu), per_vcpu,
+                       frozenset({fid}))
+
+
+def _guarded_up(finder: DisciplineFinder, lowered: LoweredProgram, graph: nx.DiGraph, at: list[tuple[Event, str]],
+                fid: str, written: set[str], per_vcpu: frozenset[str], seen: frozenset[str]) -> str | None:
+    """_transition_guard on one path: each guard on the way, against what the path so far writes (the
+    caller may record it after); else the same for each caller the path may go on to."""
+    for event, where in at:
+        for guard in event.guards:
+            if finder.vcpu_state(guard.atom, where) & written:  # read itself, through locals or calls
+                return render(guard.atom, event.function.temps)
+    callers = only_callers(lowered, graph, fid)
+    if not callers or any(caller in seen for caller in callers):
+        return None
+    found = [_guarded_up(finder, lowered, graph, at + [(e, caller) for e in calls_of(lowered, caller, fid)], caller,
+                         written | _writes(lowered, caller, per_vcpu), per_vcpu, seen | {caller})
+             for caller in callers]
+    return found[0] if all(found) else None

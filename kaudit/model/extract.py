@@ -22,13 +22,13 @@ from typing import Literal
 
 import networkx as nx
 
-from kaudit.analysis.context import calls_of, holder, per_vcpu_functions, sole_caller, vcpu_param
+from kaudit.analysis.context import calls_of, holder, only_callers, per_vcpu_functions, vcpu_param
 from kaudit.analysis.counter_transition import lifecycle_only
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
 from kaudit.ir.evaluate import evaluate, fold
 from kaudit.ir.names import Keys, render_call, subexprs
-from kaudit.ir.nodes import Binary, CallOp, Const, CType, Expr, Var
+from kaudit.ir.nodes import Binary, Branch, CallOp, Const, CType, EachVcpu, Expr, Function, Var
 from kaudit.ir.program import LoweredProgram
 from kaudit.model.bookkeeping import (
     Bookkeeping,
@@ -639,25 +639,33 @@ def _per_vcpu_entries(analysis: Analysis, sites: list[JudgedSite], lift: frozens
     nearest = set().union(*(nearest_vcpu_functions(analysis.graph, vcpu_fns, j.site.function) for j in sites))
     if lift is None:
         return sorted(nearest)
-    return sorted({_entered_from(analysis, vcpu_fns, fid, lift) for fid in nearest})
+    return sorted(set().union(*(_entered_from(analysis, vcpu_fns, fid, lift) for fid in nearest)))
 
 
-def _entered_from(analysis: Analysis, vcpu_fns: set[str], fid: str, running: frozenset[str]) -> str:
-    """Where a per-vCPU function is entered from. A static function whose address is never taken and
-    that one function calls is part of that caller: when the caller runs on a vCPU and constrains its
-    runs, it is the entry instead, so what the caller establishes holds (_constrains). Calls from the
-    functions `running` (create, destroy, reset and what only they call) run as part of those: a helper
-    that INIT and one MSR write call is entered from the MSR write, whose checks of the value hold. A
-    caller that constrains nothing adds only its own inputs. Counts of vCPUs are entered so (their
+def _entered_from(analysis: Analysis, vcpu_fns: set[str], fid: str, running: frozenset[str],
+                  seen: frozenset[str] = frozenset()) -> set[str]:
+    """Where a per-vCPU function is entered from. A static function whose address is never taken is
+    part of its callers: when each runs on a vCPU and constrains its runs, they are the entries
+    instead, so what each establishes holds (_constrains): `enter_guest_mode()` runs where VMRUN and
+    KVM_SET_NESTED_STATE call it, after what each tests. Calls from the functions `running` (create,
+    destroy, reset and what only they call) run as part of those: a helper that INIT and one MSR write
+    call is entered from the MSR write, whose checks of the value hold. A caller that constrains nothing
+    adds only its own inputs, so the helper stays the entry. Counts of vCPUs are entered so (their
     invariant ties per-vCPU state to the count); an inhibit's demand is decided at its site, whose
-    nearest per-vCPU function is entry enough."""
-    seen = {fid}
-    while True:
-        caller = sole_caller(analysis.lowered, analysis.graph, fid, running)
-        if caller is None or caller in seen or caller not in vcpu_fns or not _constrains(analysis.lowered, caller, fid):
-            return fid
-        seen.add(caller)
-        fid = caller
+    nearest per-vCPU function is entry enough. A helper of several callers that decides something
+    itself (apic_set_spiv() compares the SPIV it stores) is its own entry: what it tests, it keeps
+    whoever calls it."""
+    callers = only_callers(analysis.lowered, analysis.graph, fid, running)
+    if not callers or (len(callers) > 1 and _decides(analysis.lowered.function(fid))) or \
+            any(c in seen or c not in vcpu_fns or not _constrains(analysis.lowered, c, fid) for c in callers):
+        return {fid}
+    return set().union(*(_entered_from(analysis, vcpu_fns, c, running, seen | {fid}) for c in callers))
+
+
+def _decides(function: Function) -> bool:
+    """Whether a function branches: straight-line code (`enter_guest_mode()`) decides nothing itself, its
+    callers decide whether it runs."""
+    return any(isinstance(block.term, (Branch, EachVcpu)) for block in function.blocks)
 
 
 def _constrains(lowered: LoweredProgram, caller: str, fid: str) -> bool:
