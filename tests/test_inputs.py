@@ -292,11 +292,12 @@ def test_a_patch_from_a_pipe_is_read(tmp_path: Path) -> None:
 def test_interrupt_exits_130_without_a_traceback(tmp_path: Path) -> None:
     """Ctrl-C while kaudit's modules load, and later during the parse or the model. The first signal is
     sent once `-X importtime` says click has loaded (kaudit.cli is being imported), not after a fixed delay:
-    before that the interpreter itself is starting, which no code of kaudit's can handle."""
+    before that the interpreter itself is starting, which no code of kaudit's can handle. The simulation's
+    million steps (about 10 s) keep the run busy past the later signal, however loaded the machine."""
     script = Path(sys.executable).parent / "kaudit"
     for delay in (0.0, 1.0):
         proc = subprocess.Popen([sys.executable, "-X", "importtime", str(script), "audit", str(SAMPLE), "--no-cache",
-                                 "--sim-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+                                 "--sim-steps", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
         assert proc.stderr is not None
         for line in proc.stderr:
             if line.split(b"|")[-1].strip() == b"click":

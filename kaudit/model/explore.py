@@ -187,10 +187,13 @@ class Explorer:
         if any(vm[c] > self.n for c in self.p.counts):
             return "leak"
         word = vm[self.p.word]
-        demanded = vm_demand == ACTIVE or any(t[5] == ACTIVE for t in vcpus)
+        quiescent = all(t[0] < 0 and not t[4] for t in threads)
+        # A VM-wide demand is the VM's state, which a vCPU still in its entry may be changing and will
+        # recompute: it is owed only once every vCPU is out. A vCPU's own demand is owed as its request returns.
+        demanded = (vm_demand == ACTIVE and quiescent) or any(t[5] == ACTIVE for t in vcpus)
         if demanded and not word:
             return "premature-clear"
-        if all(t[0] < 0 and not t[4] for t in threads):
+        if quiescent:
             if any(isinstance(vm[c], int) and vm[c] < 0 for c in self.p.counts):
                 return "underflow"
             anyone = vm_demand != IDLE or any(t[5] != IDLE for t in vcpus)

@@ -883,8 +883,9 @@ class Machine:
                         pc = op.args[1] if test is None or truth(test) else op.args[2]
                 elif op.kind == "jump":
                     pc = op.args[0]
-                elif op.kind == "each":
-                    pc = op.args[2]
+                elif op.kind == "each":  # the loop runs: a skipped recompute decides on what its scan reads
+                    trial.pc = pc
+                    pc = self._execute(trial, threads)[0].pc
                 elif op.kind == "pick":  # a dry run decides as if the code took what it was given
                     trial.locals[op.args[0].slot] = ("cpu", trial.me, ())
                     pc += 1
