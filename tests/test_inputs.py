@@ -296,8 +296,9 @@ def test_interrupt_exits_130_without_a_traceback(tmp_path: Path) -> None:
     million steps (about 10 s) keep the run busy past the later signal, however loaded the machine."""
     script = Path(sys.executable).parent / "kaudit"
     for delay in (0.0, 1.0):
-        proc = subprocess.Popen([sys.executable, "-X", "importtime", str(script), "audit", str(SAMPLE), "--no-cache",
-                                 "--sim-steps", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        command = [sys.executable, "-X", "importtime", str(script), "audit", str(SAMPLE), "--no-cache",
+                   "--sim-steps", "1000000"]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
         assert proc.stderr is not None
         for line in proc.stderr:
             if line.split(b"|")[-1].strip() == b"click":

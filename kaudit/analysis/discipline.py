@@ -132,10 +132,10 @@ class DisciplineFinder:
             return self._per_vcpu({key}) if key else set()
         return self._per_vcpu(self.lowered.effects.of_call(fid, ev.call)[0]) if ev.call is not None else set()
 
-    def counter(self, site: Site, path: list[str]) -> tuple[str, bool] | None:
-        """(counter field, whether its transition and the API call run under
-        one lock that serialises them: the update lock, or a lock held at
-        every update of the count). The transition may also guard the call to
+    def counter(self, site: Site, path: list[str]) -> tuple[str, str] | None:
+        """(counter field, the lock under which its transition and the API call
+        run and that serialises them: the update lock, or a lock held at every
+        update of the count; "" for none)."" The transition may also guard the call to
         the site's function in a per-vCPU caller (`if (atomic_inc_return(&c) ==
         1) recheck(kvm);`) when the way to the site in its function tests that
         count (the recheck decides the bit from it): the lock must then be
@@ -146,13 +146,19 @@ class DisciplineFinder:
             held |= set(hop.event.locks)
             found = self._counter_guard(hop)
             if found is not None:
-                return found, bool(held & ({self.update_lock} | self.count_locks(found)))
+                return found, self._serialising(held, found)
         for index, hop in enumerate(callers):
             found = self._counter_guard(hop)
             if found is not None and self._decided_by(site, found):
                 there = set().union(*(outer.event.locks for outer in callers[index:]))
-                return found, bool(there & ({self.update_lock} | self.count_locks(found)))
+                return found, self._serialising(there, found)
         return None
+
+    def _serialising(self, held: set[str], key: str) -> str:
+        """The lock among `held` that serialises the moves of count `key` ("" for none): the update lock
+        first, else one held at every update of the count."""
+        serialising = held & ({self.update_lock} | self.count_locks(key))
+        return self.update_lock if self.update_lock in serialising else min(serialising, default="")
 
     def _decided_by(self, site: Site, key: str) -> bool:
         """Whether a test on the way to the site's API call in its own function reads the count `key`."""
@@ -238,34 +244,48 @@ class DisciplineFinder:
         return None
 
     def vm_recompute(self, site: Site, peers: list[Site]) -> str | None:
-        """The condition that picks set or clear, when a peer site in the same
-        function does the opposite on the other side of exactly that
-        condition, nothing else guarding either, and the condition does not
-        read the running vCPU's own state."""
+        """The condition that picks set or clear, when a peer site reached by the same calls does the
+        opposite on the other side of exactly that condition in the same function (the site's own, or a
+        helper on the way down: `kvm_pit_set_reinject(pit, val & 1)`), nothing else guarding either, and
+        the condition does not read the running vCPU's own state, there or in what the calls above pass."""
         opposite = {"set": "clear", "clear": "set"}.get(site.action)
-        mine = site.event.sides
-        if not mine:
-            return None
         for peer in peers:
-            theirs = peer.event.sides
-            if peer.action != opposite or peer.function != site.function or len(theirs) != len(mine):
+            if peer.action != opposite:
+                continue
+            depth = _split_depth(site, peer)
+            if depth is None:
+                continue
+            mine, theirs = site.hops[depth].event.sides, peer.hops[depth].event.sides
+            if not mine or len(theirs) != len(mine):
                 continue
             source, side = mine[-1]
             if theirs[:-1] != mine[:-1] or theirs[-1] != (source, not side):
                 continue
-            function = self.lowered.function(site.function)
+            fid = site.hops[depth].function
+            function = self.lowered.function(fid)
             atoms = [b.term.cond for b in function.blocks if isinstance(b.term, Branch) and b.term.source == source]
-            if atoms and not any(self._reads_own_vcpu(atom, site.function) for atom in atoms):
+            if atoms and not any(self._reads_own_vcpu(site, depth, atom) for atom in atoms):
                 condition = " && ".join(render(a, function.temps) for a in atoms)
                 return condition if side else f"!({condition})"
         return None
 
-    def _reads_own_vcpu(self, atom: Expr, fid: str) -> bool:
-        """Whether a condition reads the state of the vCPU the function runs
-        on (through its vCPU parameter); state of vCPUs it iterates over is
-        VM-wide knowledge."""
-        return any(isinstance(e, Var) and e.scope == "param" and e.ctype.record in self.scopes.per_vcpu
-                   for e in self.reads(atom, fid))
+    def _reads_own_vcpu(self, site: Site, depth: int, expr: Expr) -> bool:
+        """Whether an expression in the function of site.hops[depth] reads the state of the vCPU it runs
+        on: through a vCPU parameter, or through a parameter whose argument in the call above does (state
+        of vCPUs it iterates over is VM-wide knowledge)."""
+        fid = site.hops[depth].function
+        params = [p.name for p in self.lowered.function(fid).params]
+        for read in self.reads(expr, fid):
+            if not (isinstance(read, Var) and read.scope == "param"):
+                continue
+            if read.ctype.record in self.scopes.per_vcpu:
+                return True
+            if depth and read.name in params:
+                call = site.hops[depth - 1].event.call
+                index = params.index(read.name)
+                if call is None or index >= len(call.args) or self._reads_own_vcpu(site, depth - 1, call.args[index]):
+                    return True
+        return False
 
     def classify(self, site: Site, context: str, peers: list[Site], path: list[str]) -> Verdict:
         if context == "vm":
@@ -287,11 +307,11 @@ class DisciplineFinder:
             return Verdict("vm-recompute", f"set if ({condition}), cleared otherwise: recomputed from VM-wide "
                                            "state by whichever vCPU runs it")
         if flag and counted:
-            counter, locked = counted
-            if locked:
+            counter, lock = counted
+            if lock:
                 return Verdict("per-vcpu-flag-counter",
                                f"per-vCPU flag {flag} makes the request idempotent; VM-wide count "
-                               f"{counter} changes the bit on 0<->1 under {self.update_lock}",
+                               f"{counter} changes the bit on 0<->1 under {lock}",
                                flag=flag, counter=counter)
             return Verdict("flag-counter-unlocked",
                            f"flag {flag} and count {counter}, but no one lock covers both the counted "
@@ -309,3 +329,13 @@ class DisciplineFinder:
                                         f"{self.update_lock} for")
         return Verdict("unguarded", "per-vCPU code changes the VM-wide bit with no per-vCPU guard or count")
 
+
+def _split_depth(site: Site, peer: Site) -> int | None:
+    """The hop where two sites reached by the same calls part: the depth of the first event they do not
+    share, in a function both are in (None where they part between functions)."""
+    for depth, (mine, theirs) in enumerate(zip(site.hops, peer.hops, strict=False)):
+        if mine.function != theirs.function:
+            return None
+        if mine.event.instr != theirs.event.instr:
+            return depth
+    return None

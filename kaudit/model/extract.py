@@ -684,8 +684,11 @@ def inhibit_protocol(analysis: Analysis, rule: Rule, key: str) -> Protocol | Unm
     if not sites:
         return Unmodelled("no per-vCPU code sets or clears it: no vCPU demand exists to check")
     recompute = all(j.verdict.discipline == "vm-recompute" for j in sites)
-    if recompute:  # the demand is VM-wide, decided inside the recompute: how a vCPU got there does not matter
-        entries = [(fid, "recompute") for fid in sorted({j.site.function for j in sites})]
+    if recompute:  # the demand is VM-wide, decided inside the recompute: how a vCPU got there does not
+        # matter, but what its callers hold does (a static helper whose callers each take the lock first)
+        vcpu_fns = {fid for fid in analysis.program.functions if vcpu_param(analysis.program, fid, analysis.scopes)}
+        lifted = set().union(*(_entered_from(analysis, vcpu_fns, j.site.function, frozenset()) for j in sites))
+        entries = [(fid, "recompute") for fid in sorted(lifted)]
     else:
         entries = [(fid, "transition") for fid in _per_vcpu_entries(analysis, sites)]
     if not entries:
