@@ -120,6 +120,13 @@ def only_callers(lowered: LoweredProgram, graph: nx.DiGraph, fid: str, besides: 
 
 
 
+def held_by_callers(lowered: LoweredProgram, graph: nx.DiGraph, fid: str) -> frozenset[str]:
+    """The locks every caller of a static helper holds at each of its calls: the helper runs inside
+    their critical section, even where it is an entry of its own."""
+    calls = [ev for caller in only_callers(lowered, graph, fid) or () for ev in calls_of(lowered, caller, fid)]
+    return frozenset.intersection(*(frozenset(ev.locks) for ev in calls)) if calls else frozenset()
+
+
 def calls_of(lowered: LoweredProgram, caller: str, fid: str) -> list[Event]:
     """The events of `caller` that call `fid` (directly or through a table)."""
     return [ev for ev in lowered.events(caller) if ev.call is not None and fid in lowered.targets(caller, ev.call)]

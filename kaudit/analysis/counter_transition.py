@@ -170,7 +170,7 @@ def _called_from_outside(graph: nx.DiGraph, lowered: LoweredProgram, fid: str, c
 def run(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule) -> Analysis:
     program = lowered.program
     scopes = infer_scopes(program, rule.per_vcpu_types, rule.vm_types)
-    finder = DisciplineFinder(lowered, scopes, rule.update_lock)
+    finder = DisciplineFinder(lowered, graph, scopes, rule.update_lock)
     vcpu_fns = per_vcpu_functions(program, scopes)
     updates = [u for u in collect_updates(lowered, vcpu_fns) if _shared(u.key, lowered, scopes.vm_wide)]
     kinds: dict[str, set[str]] = {}

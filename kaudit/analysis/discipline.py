@@ -23,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from kaudit.analysis.context import Scopes
+import networkx as nx
+
+from kaudit.analysis.context import Scopes, held_by_callers
 from kaudit.analysis.sites import Hop, Site
 from kaudit.ir.evaluate import truth_operand
 from kaudit.ir.flow import Event
@@ -70,8 +72,9 @@ def changed_fields(events: list[Event]) -> dict[str, frozenset[str]]:
 
 
 class DisciplineFinder:
-    def __init__(self, lowered: LoweredProgram, scopes: Scopes, update_lock: str) -> None:
+    def __init__(self, lowered: LoweredProgram, graph: nx.DiGraph, scopes: Scopes, update_lock: str) -> None:
         self.lowered = lowered
+        self.graph = graph
         self.scopes = scopes
         self.update_lock = update_lock
         self._count_locks: dict[str, frozenset[str]] = {}
@@ -141,7 +144,8 @@ class DisciplineFinder:
         count (the recheck decides the bit from it): the lock must then be
         held where the count moves."""
         callers = self.callers(path)  # innermost first
-        held: set[str] = set().union(*(hop.event.locks for hop in callers))
+        held: set[str] = set().union(*(hop.event.locks for hop in callers),
+                                     held_by_callers(self.lowered, self.graph, path[0] if path else site.function))
         for hop in site.hops:
             held |= set(hop.event.locks)
             found = self._counter_guard(hop)
@@ -166,10 +170,12 @@ class DisciplineFinder:
                            for r in self.reads(guard.atom, site.function)} for guard in site.event.guards)
 
     def count_locks(self, key: str) -> frozenset[str]:
-        """The locks held at every update of a count, in the functions that update it."""
+        """The locks held at every update of a count, in the functions that update it or by all their
+        callers."""
         if key not in self._count_locks:
-            changed = map(changed_fields, self.lowered.all_events.values())
-            held = [locks[key] for locks in changed if key in locks]
+            changed = ((fid, changed_fields(events)) for fid, events in self.lowered.all_events.items())
+            held = [locks[key] | held_by_callers(self.lowered, self.graph, fid) for fid, locks in changed
+                    if key in locks]
             self._count_locks[key] = frozenset.intersection(*held) if held else frozenset()
         return self._count_locks[key]
 

@@ -25,7 +25,7 @@ PREMATURE = frozenset({"unguarded", "flag-without-counter"})  # shapes where a c
 def judge_sites(lowered: LoweredProgram, graph: nx.DiGraph, rule: Rule, scopes: Scopes) -> list[JudgedSite]:
     program = lowered.program
     vcpu_fns = per_vcpu_functions(program, scopes)
-    finder = DisciplineFinder(lowered, scopes, rule.update_lock)
+    finder = DisciplineFinder(lowered, graph, scopes, rule.update_lock)
     sites = find_sites(lowered, rule, scopes)
     cleared = {s.key for s in sites if s.action != "set"}
     judged = []

@@ -22,14 +22,22 @@ from typing import Literal
 
 import networkx as nx
 
-from kaudit.analysis.context import calls_of, holder, only_callers, per_vcpu_functions, vcpu_param
+from kaudit.analysis.context import (
+    calls_of,
+    held_by_callers,
+    holder,
+    only_callers,
+    per_vcpu_functions,
+    vcpu_param,
+)
 from kaudit.analysis.counter_transition import lifecycle_only
 from kaudit.analysis.results import Analysis, JudgedSite
 from kaudit.ir.effects import Effects
 from kaudit.ir.evaluate import evaluate, fold
-from kaudit.ir.names import Keys, render_call, subexprs
+from kaudit.ir.names import Keys, lock_key, render_call, subexprs
 from kaudit.ir.nodes import Binary, Branch, CallOp, Const, CType, EachVcpu, Expr, Function, Var
 from kaudit.ir.program import LoweredProgram
+from kaudit.kernel_api import LOCK_ACQUIRE
 from kaudit.model.bookkeeping import (
     Bookkeeping,
     Dataflow,
@@ -232,6 +240,19 @@ class Extractor:
                    for book in Keys(self.bookkeeping(protocol)).touched_by(writes)}
         return min(holders) if holders and None not in holders and holders <= writes else None
 
+    @functools.cache  # noqa: B019 - one extractor per key: its entries are asked once per compile
+    def callers_hold(self, fid: str) -> tuple[tuple[str, str], ...]:
+        """The VM-wide locks, with their mode, that every caller of a static helper holds at each of its
+        calls (held_by_callers): run on its own, the helper runs inside their critical section."""
+        held = held_by_callers(self.lowered, self.analysis.graph, fid)
+        modes: dict[str, set[str]] = {}
+        for caller in (only_callers(self.lowered, self.analysis.graph, fid) or ()) if held else ():
+            for _, instr in self.lowered.function(caller).instructions():
+                if isinstance(instr, CallOp) and instr.call.callee in LOCK_ACQUIRE and instr.call.args:
+                    modes.setdefault(lock_key(instr.call.args[0]), set()).add(LOCK_ACQUIRE[instr.call.callee])
+        return tuple((key, min(modes[key])) for key in sorted(held)  # "read" where any caller only reads
+                     if key in modes and key.split(".", 1)[0] in self.scopes.vm_wide)
+
     def is_exit_handler(self, fid: str) -> bool:
         return any(e["target"] == fid for t in self.lowered.program.tables if t["array"] for e in t["entries"])
 
@@ -242,7 +263,8 @@ class Extractor:
                 core: Core, coarse: bool) -> _Compiled:
         inliner = Inliner(self.lowered, self.effects, self.api, interesting, self.rule.update_lock, self.rule.word,
                           core, readers, coarse)
-        labels = [inliner.entry(fid, self.entry_subst(fid, kind), kind == "create") for fid, kind in entries]
+        labels = [inliner.entry(fid, self.entry_subst(fid, kind), kind == "create", self.callers_hold(fid))
+                  for fid, kind in entries]
         fids = [fid for fid, _ in entries]
         env_label = -1
         api = self.env_api() if env else None

@@ -190,19 +190,25 @@ class Inliner:
 
     # -- functions ------------------------------------------------------------
 
-    def entry(self, fid: str, subst: dict[str, Expr], returns: bool) -> int:
+    def entry(self, fid: str, subst: dict[str, Expr], returns: bool, callers_hold: tuple[tuple[str, str], ...] = ()
+              ) -> int:
         """Compile an entry function; returns the label of its first op. Its
         parameters not given in `subst` are inputs; with `returns`, its value
-        is kept in RESULT (a create's: non-zero is a failure)."""
+        is kept in RESULT (a create's: non-zero is a failure); it holds the VM-wide
+        locks `callers_hold` (key, mode) throughout, as every caller does."""
         start, end = self.draft.label(), self.draft.label()
         self.frames += 1  # each entry's locals are its own: a prefix per frame
         frame = Frame(fid, f"{self.frames}:", subst, fid in self._api_fids(), (), RESULT if returns else None, end)
         self.draft.place(start)
         function = self.lowered.function(fid)
         asserted = self._asserted_locks(function, frame)
+        callers_hold = tuple(held for held in callers_hold if held[0] not in {lock for lock, _, _ in asserted})
         for lock, mode, held in asserted:
             self.emit("acquire", (lock, mode, held), frame, function.line,
                       f"{function.name} runs with {lock} held (its callers hold it: lockdep_assert_held)")
+        for lock, mode in callers_hold:
+            self.emit("acquire", (lock, mode, None), frame, function.line,
+                      f"{function.name} runs with {lock} held (every caller takes it first)")
         if (backend := self._backend_of(fid)) is not None:  # one backend's function: only on its vCPUs
             run = self.draft.label()
             self.emit("branch", (Binary("==", backend[0], Const(backend[1])), run, end), frame, function.line,
@@ -218,6 +224,8 @@ class Inliner:
         fn = self.lowered.program.functions[fid]
         for lock, _, held in asserted:
             self.emit("release", (lock, held), frame, fn["end_line"], f"its caller drops {lock}")
+        for lock, _ in callers_hold:
+            self.emit("release", (lock, None), frame, fn["end_line"], f"its caller drops {lock}")
         self.emit("end", (), frame, fn["end_line"], f"returns from {fn['name']}")
         return start
 
