@@ -100,6 +100,11 @@ VCPU_IDENTITIES = frozenset({"kvm_vcpu.vcpu_idx", "kvm_vcpu.vcpu_id"})
 
 # Loops over every vCPU of a VM (the macro that writes the loop).
 VCPU_ITERATORS = frozenset({"kvm_for_each_vcpu"})
+# The same loop written out: an index from 0 below the VM's count of online vCPUs, each vCPU fetched by it
+# (`for (i = 0; i < atomic_read(&kvm->online_vcpus); i++) { v = kvm_get_vcpu(kvm, i); ... }`).
+ONLINE_VCPUS = "online_vcpus"
+VCPU_BY_INDEX = frozenset({"kvm_get_vcpu"})
+VCPU_ARRAY = "vcpus"  # kvm->vcpus[i] before the xarray
 
 
 def lock_mode(name: str | None) -> str | None:

@@ -144,6 +144,40 @@ int f(struct vm *k)
     assert [loop.kind for loop in fn.loops] == ["vcpus"]
 
 
+def test_an_open_coded_loop_over_the_online_vcpus_is_the_same_loop(tmp_path: Path) -> None:
+    """`for (i = 0; i < atomic_read(&kvm->online_vcpus); i++) { v = kvm_get_vcpu(kvm, i); ...}` is
+    kvm_for_each_vcpu written out: a scan of every vCPU, not a loop over an unknown bound; a loop over
+    another bound, or one that fetches by another index, stays a plain loop."""
+    source = """
+typedef struct { int counter; } atomic_t;
+int atomic_read(const atomic_t *v);
+struct vm { atomic_t online_vcpus; int nr; };
+struct kvm_vcpu *kvm_get_vcpu(struct vm *kvm, int i);
+int f(struct vm *kvm)
+{
+	struct kvm_vcpu *v;
+	int i, any = 0;
+	for (i = 0; i < BOUND; i++) {
+		v = kvm_get_vcpu(kvm, INDEX);
+		if (v->flag)
+			any = 1;
+	}
+	return any;
+}
+"""
+    kinds = {}
+    for bound, index in [("atomic_read(&kvm->online_vcpus)", "i"), ("kvm->nr", "i"),
+                         ("atomic_read(&kvm->online_vcpus)", "0")]:
+        fn = lowered(tmp_path, source.replace("BOUND", bound).replace("INDEX", index), "f")
+        heads = [b.term for b in fn.blocks if isinstance(b.term, EachVcpu)]
+        kinds[bound, index] = ([loop.kind for loop in fn.loops], [h.iterator.name for h in heads])
+    assert kinds == {
+        ("atomic_read(&kvm->online_vcpus)", "i"): (["vcpus"], ["v"]),
+        ("kvm->nr", "i"): (["generic"], []),
+        ("atomic_read(&kvm->online_vcpus)", "0"): (["generic"], []),
+    }
+
+
 def test_a_case_range_is_both_of_its_bounds(tmp_path: Path) -> None:
     """`case 0x90 ... 0x9f:` (the SINT MSRs of kvm_hv_set_msr()) is every value between its bounds, not
     only the first: a value the explorer never tries would be a behaviour it never checks."""

@@ -6,11 +6,13 @@ split at `&&`, `||`, `!` and `?:` into branches on atoms, so a guard is
 always one atom with a polarity. `goto`/labels, `break`/`continue`,
 `switch` and early returns are edges; cleanup variables (`guard()`,
 `scoped_guard()`) get a `Cleanup` on every edge that leaves their scope.
-`kvm_for_each_vcpu` is an `EachVcpu` loop over the VM's vCPUs.
+`kvm_for_each_vcpu`, as the macro or written out, is an `EachVcpu` loop
+over the VM's vCPUs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -44,7 +46,16 @@ from kaudit.ir.nodes import (
     Var,
     Via,
 )
-from kaudit.kernel_api import BUILTIN_IDENTITY, LOCK_ACQUIRE, LOCK_ASSERT, LOCK_RELEASE, VCPU_ITERATORS
+from kaudit.kernel_api import (
+    BUILTIN_IDENTITY,
+    LOCK_ACQUIRE,
+    LOCK_ASSERT,
+    LOCK_RELEASE,
+    ONLINE_VCPUS,
+    VCPU_ARRAY,
+    VCPU_BY_INDEX,
+    VCPU_ITERATORS,
+)
 
 Facts = dict[str, Any]
 _ASSIGN_OPS = frozenset({"=", "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", "<<=", ">>="})
@@ -57,18 +68,9 @@ def ctype(facts: Facts, record_key: str = "record") -> CType:
 
 def has_effects(expr: Facts | None) -> bool:
     """Whether evaluating a fact expression calls, assigns or increments."""
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            kind = node.get("k")
-            if kind in _EFFECT_KINDS or (kind == "binary" and node["op"] in _ASSIGN_OPS) or (
-                    kind == "unary" and node["op"] in ("++", "--")):
-                return True
-            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
-    return False
+    return expr is not None and any(
+        node.get("k") in _EFFECT_KINDS or (node.get("k") == "binary" and node["op"] in _ASSIGN_OPS)
+        or (node.get("k") == "unary" and node["op"] in ("++", "--")) for node in _nodes(expr))
 
 
 class _Lowerer:
@@ -245,6 +247,8 @@ class _Lowerer:
             self._scope_loop(s)
         elif s["macro"] in VCPU_ITERATORS and self._iterator(header) is not None:
             self._vcpu_loop(s, self._iterator(header))
+        elif (indexed := _indexed_vcpu_loop(s)) is not None:
+            self._vcpu_loop({**s, "body": s["body"][1:]}, indexed)
         elif s["macro"] in LOCK_ASSERT and len(s["body"]) == 1 and s["body"][0]["s"] == "expr":
             self.emit(LockAssert(self.value(s["body"][0]["e"], s["line"]), LOCK_ASSERT[s["macro"]], s["line"]))
         else:
@@ -252,17 +256,7 @@ class _Lowerer:
 
     def _iterator(self, header: list[Facts]) -> Var | None:
         """The vCPU pointer `kvm_for_each_vcpu` assigns in its header."""
-        stack = list(header)
-        while stack:
-            node = stack.pop()
-            if isinstance(node, list):
-                stack.extend(node)
-            elif isinstance(node, dict):
-                target = node.get("l") if node.get("k") == "binary" and node.get("op") == "=" else None
-                if target and target.get("k") == "var" and target.get("ptr") == 1 and target.get("record"):
-                    return Var(target["name"], target["scope"], ctype(target))
-                stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
-        return None
+        return next((v for n in _nodes(header) if (v := _assigned_pointer(n)) is not None), None)
 
     def _open_loop(self, kind: str, s: Facts, head: int, exit_: int) -> None:
         self.loops.append(Loop(len(self.loops), kind, s["line"], head, exit_, s["macro"]))
@@ -654,3 +648,62 @@ def _lock_object(e: Facts) -> Facts:
     while e.get("k") == "call" and len(e.get("args", ())) == 1 and not has_effects(e["args"][0]):
         e = e["args"][0]
     return e
+
+
+def _indexed_vcpu_loop(s: Facts) -> Var | None:
+    """The vCPU pointer of `kvm_for_each_vcpu` written out: `for (i = 0; i < <online vCPUs>; i++)` whose
+    body starts by fetching the vCPU at `i` (`v = kvm_get_vcpu(kvm, i)` or `v = kvm->vcpus[i]`); None for
+    any other loop. That first statement is the loop's own step."""
+    header, body = s["header"], s["body"]
+    if s["kind"] != "for" or len(header) != 3 or any(h["s"] != "expr" for h in header) or \
+            not body or body[0]["s"] != "expr":
+        return None
+    init, cond, step = (h["e"] for h in header)
+    index = init.get("l") if init.get("k") == "binary" and init.get("op") == "=" and \
+        init.get("r") == {"k": "int", "v": 0} and init["l"].get("k") == "var" else None
+    if index is None or not (_below_online_vcpus(cond, index) and _incremented(step, index)):
+        return None
+    fetch = body[0]["e"]
+    vcpu = _assigned_pointer(fetch)
+    return vcpu if vcpu is not None and _vcpu_at(fetch["r"], index) else None
+
+
+def _same_var(e: Facts, var: Facts) -> bool:
+    return e.get("k") == "var" and e.get("name") == var["name"]
+
+
+def _below_online_vcpus(cond: Facts, index: Facts) -> bool:
+    """`index < <an expression reading the VM's online_vcpus>`."""
+    return cond.get("k") == "binary" and cond.get("op") == "<" and _same_var(cond["l"], index) and \
+        any(n.get("k") == "member" and n.get("field") == ONLINE_VCPUS for n in _nodes(cond["r"]))
+
+
+def _incremented(step: Facts, index: Facts) -> bool:
+    return step.get("k") == "unary" and step.get("op") == "++" and _same_var(step["arg"], index)
+
+
+def _vcpu_at(e: Facts, index: Facts) -> bool:
+    """`kvm_get_vcpu(kvm, index)` or `kvm->vcpus[index]`."""
+    if e.get("k") == "call":
+        return e.get("callee") in VCPU_BY_INDEX and len(e["args"]) == 2 and _same_var(e["args"][1], index)
+    return e.get("k") == "index" and e["base"].get("field") == VCPU_ARRAY and _same_var(e["index"], index)
+
+
+def _assigned_pointer(e: Facts) -> Var | None:
+    """The local record pointer `p` of `p = ...`."""
+    target = e.get("l") if e.get("k") == "binary" and e.get("op") == "=" else None
+    if target and target.get("k") == "var" and target.get("ptr") == 1 and target.get("record"):
+        return Var(target["name"], target["scope"], ctype(target))
+    return None
+
+
+def _nodes(tree: Facts | list[Facts]) -> Iterator[Facts]:
+    """The fact nodes of an expression or statement list, each before what it holds."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            yield node
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
